@@ -1,0 +1,32 @@
+"""uorojax: online gradient estimation for recurrent networks in JAX."""
+
+from uorojax.checks import ConfigError, ModelError, NonFiniteError
+from uorojax.estimators import (
+    Estimator,
+    RTRLState,
+    StepInfo,
+    TBPTTState,
+    UOROState,
+    as_one_system,
+    jacobian_matrix,
+    per_stream,
+    rtrl,
+    tangent_outer,
+    tbptt,
+    tree_norm,
+    tree_vdot,
+    unroll,
+    uoro,
+    uoro_rescale,
+)
+from uorojax.models import (
+    Model,
+    from_linen_cells,
+    from_nnx,
+    linen_model,
+    softmax_cross_entropy,
+    squared_error,
+    tanh_rnn,
+)
+
+__version__ = "0.1.0"

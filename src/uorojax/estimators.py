@@ -1,0 +1,557 @@
+r"""Online gradient estimators for recurrent models: UORO, exact RTRL and TBPTT.
+
+A model is two pure functions::
+
+    apply_fn(params, state, x) -> (new_state, output)     # one time step
+    loss_fn(output, y) -> scalar                           # the step loss L_t
+
+with ``state`` and ``params`` any pytrees. Writing :math:`s_t, o_t = F(\theta, s_{t-1}, x_t)`
+and :math:`J_t = \partial s_t / \partial\theta`, the online gradient of the step loss is
+
+.. math::  \frac{dL_t}{d\theta} = \frac{\partial L_t}{\partial s_{t-1}} J_{t-1}
+           + \frac{\partial L_t}{\partial \theta}, \qquad
+           J_t = \underbrace{\frac{\partial F_s}{\partial s}}_{A_t} J_{t-1}
+           + \underbrace{\frac{\partial F_s}{\partial \theta}}_{B_t}.
+
+Every estimator is an :class:`Estimator`, a NamedTuple of pure functions in the style of
+``optax.GradientTransformation``::
+
+    carry = est.init_state(params, state0)
+    grads, carry, info = est.step(params, carry, x, y, key)
+
+``grads`` has the structure of ``params``; ``info`` is a :class:`StepInfo` with the step
+``loss``, the model ``output`` and ``ready`` (False on steps where the estimator emits no
+gradient, as TBPTT inside a window). One stream is the unit: :func:`per_stream` maps an
+estimator over B streams with ``jax.vmap`` and :func:`as_one_system` turns a batch into one
+recurrent system with shared tangents.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, NamedTuple, Optional
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from uorojax import checks
+
+PyTree = Any
+ApplyFn = Callable[[PyTree, PyTree, PyTree], tuple[PyTree, PyTree]]
+LossFn = Callable[[PyTree, PyTree], jax.Array]
+
+
+class StepInfo(NamedTuple):
+    """What one estimator step reports besides the gradient.
+
+    Attributes:
+      loss: the step loss ``loss_fn(output, y)`` (a scalar; per stream under vmap).
+      output: the model output for this step.
+      ready: True when ``grads`` is a gradient to apply; TBPTT emits zeros and False
+        inside a window.
+    """
+
+    loss: jax.Array
+    output: PyTree
+    ready: jax.Array
+
+
+class Estimator(NamedTuple):
+    """An online gradient estimator: a pair of pure functions.
+
+    Attributes:
+      init_state: ``(params, state0, *, example_x=None, example_y=None) -> carry``.
+        The example input and target are needed only by estimators that buffer inputs
+        (TBPTT); the others ignore them.
+      step: ``(params, carry, x, y, key) -> (grads, carry, info)``.
+      window: number of steps between gradients (1 for UORO and RTRL, ``truncation``
+        for TBPTT).
+      step_window: optional fast path ``(params, carry, xs, ys, key) -> (grads, carry,
+        info)`` that consumes a whole window of ``window`` steps at once (``xs`` with a
+        leading time axis; ``info`` fields stacked over time). It gives the same result
+        as ``window`` calls of ``step`` from a window boundary; the trainer uses it.
+    """
+
+    init_state: Callable[..., PyTree]
+    step: Callable[..., tuple[PyTree, PyTree, StepInfo]]
+    window: int = 1
+    step_window: Optional[Callable[..., tuple[PyTree, PyTree, StepInfo]]] = None
+
+
+# ----------------------------------------------------------------------------- helpers
+
+
+def tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
+    """Euclidean inner product of two pytrees of the same structure."""
+    return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
+
+
+def tree_norm(a: PyTree) -> jax.Array:
+    """Euclidean norm of a whole pytree."""
+    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(a)))
+
+
+def _zeros_like(tree: PyTree) -> PyTree:
+    return jax.tree.map(jnp.zeros_like, tree)
+
+
+def _stack(trees: list[PyTree]) -> PyTree:
+    return jax.tree.map(lambda *xs: jnp.stack(xs), *trees)
+
+
+def _rademacher_like(key: jax.Array, tree: PyTree, num_samples: int) -> PyTree:
+    """Independent +-1 entries shaped like ``tree`` with a leading ``num_samples`` axis."""
+    leaves, treedef = jax.tree.flatten(tree)
+    keys = jax.random.split(key, len(leaves))
+    noise = [
+        jax.random.rademacher(k, (num_samples, *jnp.shape(leaf)), dtype=jnp.int32).astype(
+            jnp.result_type(leaf)
+        )
+        for k, leaf in zip(keys, leaves)
+    ]
+    return jax.tree.unflatten(treedef, noise)
+
+
+def _model_vjp(apply_fn: ApplyFn, loss_fn: LossFn, params, state, x, y):
+    """Forward step, loss, and the VJP closure of ``(new_state, output)``."""
+
+    def f(p, s):
+        return checks.call_model(apply_fn, p, s, x)
+
+    (new_state, output), vjp_fn = jax.vjp(f, params, state)
+    loss, d_output = jax.value_and_grad(lambda o: checks.call_loss(loss_fn, o, y))(output)
+    return new_state, output, loss, d_output, vjp_fn
+
+
+def _state_jvp(apply_fn: ApplyFn, params, state, x, tangent):
+    """``(dF_state/ds) tangent`` by forward mode."""
+    return jax.jvp(lambda s: apply_fn(params, s, x)[0], (state,), (tangent,))[1]
+
+
+def _validate(params, key) -> None:
+    checks.check_params(params)
+    checks.check_key(key)
+
+
+# ----------------------------------------------------------------------------- UORO
+
+
+class UOROState(NamedTuple):
+    """UORO carry: the model state and the rank-one tangent pair.
+
+    ``s_tilde ⊗ theta_tilde`` is an unbiased estimate of ``J_t = ds_t/dθ``. With
+    ``num_samples=k > 1`` both tildes carry a leading axis of size k.
+    """
+
+    state: PyTree
+    s_tilde: PyTree
+    theta_tilde: PyTree
+
+
+def uoro_rescale(
+    s_tilde_prime: PyTree, theta_tilde: PyTree, nu: PyTree, theta_prime: PyTree, eps: float
+) -> tuple[PyTree, PyTree]:
+    r"""UORO's variance-reducing update of the tangent pair (one sample).
+
+    .. math::
+        \rho_0 = \sqrt{\|\tilde\theta\| / (\|\tilde s'\| + \epsilon)} + \epsilon, \quad
+        \rho_1 = \sqrt{\|\theta'\| / (\|\nu\| + \epsilon)} + \epsilon,
+
+        \tilde s \leftarrow \rho_0 \tilde s' + \rho_1 \nu, \qquad
+        \tilde\theta \leftarrow \tilde\theta / \rho_0 + \theta' / \rho_1.
+
+    With ``eps = 0`` the two terms are balanced: ``‖ρ0 s̃'‖ = ‖θ̃/ρ0‖`` and
+    ``‖ρ1 ν‖ = ‖θ'/ρ1‖``.
+
+    Args:
+      s_tilde_prime: ``A_t s̃`` (state-shaped).
+      theta_tilde: the previous ``θ̃`` (params-shaped).
+      nu: the Rademacher noise (state-shaped).
+      theta_prime: ``νᵀ B_t`` (params-shaped).
+      eps: the stabiliser ε.
+
+    Returns:
+      The new ``(s_tilde, theta_tilde)``.
+    """
+    rho0 = jnp.sqrt(tree_norm(theta_tilde) / (tree_norm(s_tilde_prime) + eps)) + eps
+    rho1 = jnp.sqrt(tree_norm(theta_prime) / (tree_norm(nu) + eps)) + eps
+    s_tilde = jax.tree.map(lambda a, n: rho0 * a + rho1 * n, s_tilde_prime, nu)
+    theta_tilde = jax.tree.map(lambda a, b: a / rho0 + b / rho1, theta_tilde, theta_prime)
+    return s_tilde, theta_tilde
+
+
+def uoro(
+    apply_fn: ApplyFn, loss_fn: LossFn, *, eps: float = 1e-7, num_samples: int = 1
+) -> Estimator:
+    r"""Unbiased Online Recurrent Optimization (Tallec & Ollivier, 2017, Algorithm 1).
+
+    Keeps a rank-one estimate ``J_t ≈ s̃_t ⊗ θ̃_t`` with ``E[s̃ ⊗ θ̃] = J_t`` for frozen
+    params. One step, with exact local derivatives from ``jax.vjp``/``jax.jvp``:
+
+    1. ``(s_t, o_t) = F(θ, s_{t-1}, x_t)``, ``L_t = loss_fn(o_t, y_t)``; one VJP gives
+       ``δs = ∂L_t/∂s_{t-1}`` and ``δθ = ∂L_t/∂θ``.
+    2. ``g = (δs · s̃) θ̃ + δθ`` with the *old* tildes: the unbiased gradient estimate.
+    3. ``ν`` Rademacher, shaped like the state; ``s̃' = A_t s̃`` (JVP) and
+       ``θ' = νᵀ B_t`` (the same VJP, a second cotangent).
+    4. ``(s̃, θ̃) ← uoro_rescale(s̃', θ̃, ν, θ', eps)``.
+
+    With ``num_samples=k`` the carry holds k independent tangent pairs (leading axis k)
+    and ``g`` averages their k estimates: variance falls like 1/k, cost grows like k.
+
+    Args:
+      apply_fn: ``(params, state, x) -> (new_state, output)``.
+      loss_fn: ``(output, y) -> scalar``.
+      eps: the stabiliser ε of the rescaling (>= 0).
+      num_samples: number of independent tangent pairs k (>= 1).
+
+    Returns:
+      An :class:`Estimator` whose carry is a :class:`UOROState`.
+
+    Example::
+
+      est = uorojax.uoro(apply_fn, loss_fn)
+      carry = est.init_state(params, state0)
+      grads, carry, info = est.step(params, carry, x, y, jax.random.key(0))
+    """
+    checks.check_callable("apply_fn", apply_fn)
+    checks.check_callable("loss_fn", loss_fn)
+    eps = checks.non_negative_float("eps", eps)
+    num_samples = checks.positive_int("num_samples", num_samples)
+    k = num_samples
+
+    def expand(tree):
+        return jax.tree.map(lambda a: a[None], tree) if k == 1 else tree
+
+    def squeeze(tree):
+        return jax.tree.map(lambda a: a[0], tree) if k == 1 else tree
+
+    def init_state(params, state0, *, example_x=None, example_y=None) -> UOROState:
+        del example_x, example_y
+        checks.check_params(params)
+        return UOROState(
+            state=state0,
+            s_tilde=squeeze(jax.tree.map(lambda a: jnp.zeros((k, *jnp.shape(a)), a.dtype), state0)),
+            theta_tilde=squeeze(
+                jax.tree.map(lambda a: jnp.zeros((k, *jnp.shape(a)), a.dtype), params)
+            ),
+        )
+
+    def step(params, carry: UOROState, x, y, key):
+        _validate(params, key)
+        state = carry.state
+        s_tilde, theta_tilde = expand(carry.s_tilde), expand(carry.theta_tilde)
+        new_state, output, loss, d_output, vjp_fn = _model_vjp(
+            apply_fn, loss_fn, params, state, x, y
+        )
+        nu = _rademacher_like(key, new_state, k)
+        # One batched VJP with k + 1 cotangents: the loss, and each noise vector.
+        cot_state = jax.tree.map(
+            lambda n: jnp.concatenate([jnp.zeros_like(n[:1]), n]), nu
+        )
+        cot_output = jax.tree.map(
+            lambda d: jnp.concatenate([d[None], jnp.zeros((k, *d.shape), d.dtype)]), d_output
+        )
+        d_params, d_state = jax.vmap(vjp_fn)((cot_state, cot_output))
+        delta_theta = jax.tree.map(lambda a: a[0], d_params)
+        delta_s = jax.tree.map(lambda a: a[0], d_state)
+        theta_prime = jax.tree.map(lambda a: a[1:], d_params)
+
+        coeff = jax.vmap(lambda st: tree_vdot(delta_s, st))(s_tilde) / k
+        grads = jax.tree.map(
+            lambda d, tt: d + jnp.tensordot(coeff, tt, axes=1).astype(d.dtype),
+            delta_theta,
+            theta_tilde,
+        )
+
+        s_tilde_prime = jax.vmap(lambda st: _state_jvp(apply_fn, params, state, x, st))(s_tilde)
+        s_tilde, theta_tilde = jax.vmap(lambda a, b, c, d: uoro_rescale(a, b, c, d, eps))(
+            s_tilde_prime, theta_tilde, nu, theta_prime
+        )
+        new_carry = UOROState(new_state, squeeze(s_tilde), squeeze(theta_tilde))
+        return grads, new_carry, StepInfo(loss, output, jnp.asarray(True))
+
+    return Estimator(init_state, step)
+
+
+def tangent_outer(carry: UOROState) -> jax.Array:
+    """The Jacobian estimate ``s̃ ⊗ θ̃`` as a dense ``(|S|, |Θ|)`` matrix.
+
+    Flattening follows ``jax.flatten_util.ravel_pytree``. With several samples
+    (leading axis), their estimates are averaged. For diagnostics and tests on small
+    models.
+    """
+    s_leaves = jax.tree.leaves(carry.s_tilde)
+    t_leaves = jax.tree.leaves(carry.theta_tilde)
+    if s_leaves[0].ndim > jax.tree.leaves(carry.state)[0].ndim:
+        s = jnp.concatenate([a.reshape(a.shape[0], -1) for a in s_leaves], axis=1)
+        t = jnp.concatenate([a.reshape(a.shape[0], -1) for a in t_leaves], axis=1)
+        return jnp.einsum("ks,kp->sp", s, t) / s.shape[0]
+    return jnp.outer(ravel_pytree(carry.s_tilde)[0], ravel_pytree(carry.theta_tilde)[0])
+
+
+# ----------------------------------------------------------------------------- RTRL
+
+
+class RTRLState(NamedTuple):
+    """Exact RTRL carry: the model state and the Jacobian ``J = ds/dθ``.
+
+    ``jacobian`` is shaped like the state, each leaf with a leading axis of size |Θ|
+    (the flattened parameter count): leaf ``[j]`` is column j of J, the derivative of
+    that state leaf with respect to flattened parameter j.
+    """
+
+    state: PyTree
+    jacobian: PyTree
+
+
+def rtrl(apply_fn: ApplyFn, loss_fn: LossFn) -> Estimator:
+    r"""Exact real-time recurrent learning: carries ``J_t = ds_t/dθ`` exactly.
+
+    ``J_t = A_t J_{t-1} + B_t``: the |Θ| columns of ``J`` are pushed through the step by
+    one ``jax.jvp`` under ``jax.vmap`` (no dense ``A_t``), and ``B_t`` comes from
+    ``jax.jacrev`` (|S| VJPs). The gradient is ``g = δs · J_{t-1} + δθ``, exactly
+    ``dL_t/dθ`` for frozen params (equal to ``jax.grad`` through the unrolled sequence).
+
+    Memory is ``|S|·|Θ|`` per stream and cost |Θ| JVPs per step: for small models and as
+    the reference for correctness.
+
+    Args:
+      apply_fn: ``(params, state, x) -> (new_state, output)``.
+      loss_fn: ``(output, y) -> scalar``.
+
+    Returns:
+      An :class:`Estimator` whose carry is an :class:`RTRLState`.
+    """
+    checks.check_callable("apply_fn", apply_fn)
+    checks.check_callable("loss_fn", loss_fn)
+
+    def init_state(params, state0, *, example_x=None, example_y=None) -> RTRLState:
+        del example_x, example_y
+        checks.check_params(params)
+        num_params = ravel_pytree(params)[0].size
+        jacobian = jax.tree.map(lambda a: jnp.zeros((num_params, *jnp.shape(a)), a.dtype), state0)
+        return RTRLState(state0, jacobian)
+
+    def step(params, carry: RTRLState, x, y, key):
+        _validate(params, key)
+        state, jacobian = carry
+        new_state, output, loss, d_output, vjp_fn = _model_vjp(
+            apply_fn, loss_fn, params, state, x, y
+        )
+        delta_theta, delta_s = vjp_fn((_zeros_like(new_state), d_output))
+        flat_delta_theta, unravel = ravel_pytree(delta_theta)
+        through_state = sum(
+            jnp.tensordot(j, d, axes=d.ndim)
+            for j, d in zip(jax.tree.leaves(jacobian), jax.tree.leaves(delta_s))
+        )
+        grads = unravel(flat_delta_theta + through_state.astype(flat_delta_theta.dtype))
+
+        a_times_j = jax.vmap(lambda col: _state_jvp(apply_fn, params, state, x, col))(jacobian)
+        flat_params, unravel_params = ravel_pytree(params)
+        b = jax.jacrev(lambda p: apply_fn(unravel_params(p), state, x)[0])(flat_params)
+        new_jacobian = jax.tree.map(lambda aj, bl: aj + jnp.moveaxis(bl, -1, 0), a_times_j, b)
+        return grads, RTRLState(new_state, new_jacobian), StepInfo(loss, output, jnp.asarray(True))
+
+    return Estimator(init_state, step)
+
+
+def jacobian_matrix(carry: RTRLState) -> jax.Array:
+    """RTRL's ``J = ds/dθ`` as a dense ``(|S|, |Θ|)`` matrix (``ravel_pytree`` order)."""
+    leaves = jax.tree.leaves(carry.jacobian)
+    return jnp.concatenate([a.reshape(a.shape[0], -1) for a in leaves], axis=1).T
+
+
+# ----------------------------------------------------------------------------- TBPTT
+
+
+class TBPTTState(NamedTuple):
+    """TBPTT carry.
+
+    Attributes:
+      state: the current model state.
+      window_start: the state at the start of the current window.
+      xs, ys: the inputs and targets of the current window (leading axis ``truncation``).
+      position: how many steps of the current window have been consumed (int32).
+    """
+
+    state: PyTree
+    window_start: PyTree
+    xs: PyTree
+    ys: PyTree
+    position: jax.Array
+
+
+def unroll(apply_fn: ApplyFn, loss_fn: LossFn, params, state, xs, ys):
+    """Runs the model over a sequence; returns ``(final_state, losses, outputs)``."""
+
+    def body(s, xy):
+        x, y = xy
+        s, o = checks.call_model(apply_fn, params, s, x)
+        return s, (checks.call_loss(loss_fn, o, y), o)
+
+    final_state, (losses, outputs) = jax.lax.scan(body, state, (xs, ys))
+    return final_state, losses, outputs
+
+
+def tbptt(
+    apply_fn: ApplyFn, loss_fn: LossFn, truncation: int, *, reduction: str = "sum"
+) -> Estimator:
+    r"""Truncated backpropagation through time over non-overlapping windows.
+
+    The stream is cut into windows of ``truncation`` steps. Within a window the step
+    protocol buffers ``(x, y)`` in the carry and emits zero gradients with
+    ``info.ready == False``; the step that closes a window emits
+
+    .. math::  g = \nabla_\theta \sum_{t \in \text{window}} L_t
+
+    backpropagated from the state at the window start (treated as a constant: the
+    influence of θ on earlier states is truncated). ``reduction="mean"`` divides by
+    ``truncation``. With ``reduction="sum"`` (the default) plain SGD applies the same
+    rate to every token as the per-step estimators do.
+
+    ``step_window`` consumes a whole window in one call (one scan forward, one backward)
+    and is what the trainer uses; it equals ``truncation`` calls of ``step``.
+
+    ``init_state`` needs ``example_x`` and ``example_y`` (one step's input and target) to
+    size the window buffers.
+
+    Args:
+      apply_fn: ``(params, state, x) -> (new_state, output)``.
+      loss_fn: ``(output, y) -> scalar``.
+      truncation: window length K (>= 1).
+      reduction: ``"sum"`` or ``"mean"`` of the window's losses.
+
+    Returns:
+      An :class:`Estimator` with ``window == truncation`` and a ``step_window`` fast path.
+    """
+    checks.check_callable("apply_fn", apply_fn)
+    checks.check_callable("loss_fn", loss_fn)
+    truncation = checks.positive_int("truncation", truncation)
+    checks.one_of("reduction", reduction, ("sum", "mean"))
+    scale = 1.0 if reduction == "sum" else 1.0 / truncation
+
+    def window_grad(params, start_state, xs, ys):
+        def total(p):
+            final_state, losses, outputs = unroll(apply_fn, loss_fn, p, start_state, xs, ys)
+            return scale * jnp.sum(losses), (final_state, losses, outputs)
+
+        (_, aux), grads = jax.value_and_grad(total, has_aux=True)(params)
+        return grads, aux
+
+    def init_state(params, state0, *, example_x=None, example_y=None) -> TBPTTState:
+        checks.check_params(params)
+        if example_x is None or example_y is None:
+            raise ValueError(
+                "tbptt's init_state needs example_x and example_y (one step's input and "
+                "target) to size its window buffers"
+            )
+
+        def buffer(tree):
+            return jax.tree.map(
+                lambda a: jnp.zeros((truncation, *jnp.shape(a)), jnp.result_type(a)), tree
+            )
+
+        return TBPTTState(
+            state0, state0, buffer(example_x), buffer(example_y), jnp.zeros((), jnp.int32)
+        )
+
+    def step(params, carry: TBPTTState, x, y, key):
+        _validate(params, key)
+        new_state, output = checks.call_model(apply_fn, params, carry.state, x)
+        loss = checks.call_loss(loss_fn, output, y)
+        pos = carry.position
+        xs = jax.tree.map(lambda b, v: b.at[pos].set(v), carry.xs, x)
+        ys = jax.tree.map(lambda b, v: b.at[pos].set(v), carry.ys, y)
+        ready = pos == truncation - 1
+        grads = jax.lax.cond(
+            ready,
+            lambda: window_grad(params, carry.window_start, xs, ys)[0],
+            lambda: _zeros_like(params),
+        )
+        window_start = jax.tree.map(
+            lambda n, w: jnp.where(ready, n, w), new_state, carry.window_start
+        )
+        new_carry = TBPTTState(new_state, window_start, xs, ys, (pos + 1) % truncation)
+        return grads, new_carry, StepInfo(loss, output, ready)
+
+    def step_window(params, carry: TBPTTState, xs, ys, key):
+        _validate(params, key)
+        grads, (final_state, losses, outputs) = window_grad(params, carry.state, xs, ys)
+        ready = jnp.arange(truncation) == truncation - 1
+        new_carry = TBPTTState(final_state, final_state, xs, ys, jnp.zeros((), jnp.int32))
+        return grads, new_carry, StepInfo(losses, outputs, ready)
+
+    return Estimator(init_state, step, window=truncation, step_window=step_window)
+
+
+# ----------------------------------------------------------------------------- batches
+
+
+def per_stream(estimator: Estimator) -> Estimator:
+    """Maps an estimator over B independent streams, each with its own carry.
+
+    ``init_state(params, states0)`` takes states with a leading stream axis;
+    ``step(params, carry, xs, ys, key)`` takes inputs and targets with a leading stream
+    axis, splits ``key`` into one key per stream, and returns the gradient averaged over
+    streams (the gradient of the mean loss), ``info.loss`` and ``info.output`` per stream.
+    For UORO this is the per-stream-tangents mode: memory ``B·|Θ|``, variance ``/B``.
+
+    Equivalent to ``jax.vmap(estimator.step, in_axes=(None, 0, 0, 0, 0))`` followed by a
+    mean of the gradients over the stream axis.
+    """
+
+    def init_state(params, states0, *, example_x=None, example_y=None):
+        return jax.vmap(
+            lambda s, ex, ey: estimator.init_state(params, s, example_x=ex, example_y=ey),
+        )(states0, example_x, example_y)
+
+    def split(key, num_streams):
+        checks.check_key(key)
+        return jax.random.split(key, num_streams)
+
+    def mapped(step_fn):
+        def step(params, carry, xs, ys, key):
+            num_streams = jax.tree.leaves(carry)[0].shape[0]
+            checks.check_leading_axis("x", xs, num_streams, "stream")
+            checks.check_leading_axis("y", ys, num_streams, "stream")
+            grads, carry, info = jax.vmap(step_fn, in_axes=(None, 0, 0, 0, 0))(
+                params, carry, xs, ys, split(key, num_streams)
+            )
+            grads = jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
+            return grads, carry, info._replace(ready=info.ready[0])
+
+        return step
+
+    def step_window(params, carry, xs, ys, key):
+        # xs, ys: (window, streams, ...) -> per stream (window, ...)
+        swap = lambda t: jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), t)  # noqa: E731
+        grads, carry, info = mapped(estimator.step_window)(params, carry, swap(xs), swap(ys), key)
+        return grads, carry, StepInfo(swap(info.loss), swap(info.output), info.ready)
+
+    return Estimator(
+        init_state,
+        mapped(estimator.step),
+        window=estimator.window,
+        step_window=step_window if estimator.step_window is not None else None,
+    )
+
+
+def as_one_system(apply_fn: ApplyFn, loss_fn: LossFn) -> tuple[ApplyFn, LossFn]:
+    """Treats a batch of B streams as one recurrent system (shared params, stacked states).
+
+    Returns ``(batched_apply_fn, batched_loss_fn)``: states, inputs, targets and outputs
+    carry a leading stream axis and the loss is the mean over streams. Any estimator built
+    on the pair sees one system; for UORO that is the shared-tangents mode (one ``s̃`` of
+    size ``B·|S|``, one ``θ̃``; the cost of one batched backward, no ``1/B`` variance
+    reduction)::
+
+        est = uorojax.uoro(*uorojax.as_one_system(apply_fn, loss_fn))
+    """
+
+    def batched_apply(params, states, xs):
+        return jax.vmap(apply_fn, in_axes=(None, 0, 0))(params, states, xs)
+
+    def batched_loss(outputs, ys):
+        return jnp.mean(jax.vmap(loss_fn)(outputs, ys))
+
+    return batched_apply, batched_loss
