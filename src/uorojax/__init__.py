@@ -28,5 +28,15 @@ from uorojax.models import (
     squared_error,
     tanh_rnn,
 )
+from uorojax.training import (
+    OnlineGradientState,
+    Trainer,
+    TrainState,
+    as_optax,
+    gradient_agreement,
+    make_trainer,
+    paper_schedule,
+    step_key,
+)
 
 __version__ = "0.1.0"

@@ -8,7 +8,8 @@ it costs nothing inside a compiled loop. Errors are subclasses of the standard
 from __future__ import annotations
 
 import math
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import jax
 import jax.numpy as jnp

@@ -28,7 +28,8 @@ recurrent system with shared tangents.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -75,7 +76,7 @@ class Estimator(NamedTuple):
     init_state: Callable[..., PyTree]
     step: Callable[..., tuple[PyTree, PyTree, StepInfo]]
     window: int = 1
-    step_window: Optional[Callable[..., tuple[PyTree, PyTree, StepInfo]]] = None
+    step_window: Callable[..., tuple[PyTree, PyTree, StepInfo]] | None = None
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -245,9 +246,7 @@ def uoro(
         )
         nu = _rademacher_like(key, new_state, k)
         # One batched VJP with k + 1 cotangents: the loss, and each noise vector.
-        cot_state = jax.tree.map(
-            lambda n: jnp.concatenate([jnp.zeros_like(n[:1]), n]), nu
-        )
+        cot_state = jax.tree.map(lambda n: jnp.concatenate([jnp.zeros_like(n[:1]), n]), nu)
         cot_output = jax.tree.map(
             lambda d: jnp.concatenate([d[None], jnp.zeros((k, *d.shape), d.dtype)]), d_output
         )

@@ -8,7 +8,8 @@ readout) and for ``flax.nnx`` modules, and the step losses the tasks use.
 
 from __future__ import annotations
 
-from typing import Any, Callable, NamedTuple, Optional, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -113,14 +114,14 @@ class RecurrentStack(nn.Module):
 
     cells: Sequence[nn.RNNCellBase]
     num_outputs: int
-    vocab_size: Optional[int] = None
-    embed_dim: Optional[int] = None
+    vocab_size: int | None = None
+    embed_dim: int | None = None
 
     def encode(self, x):
         if self.embed_dim is not None:
             return nn.Embed(self.vocab_size, self.embed_dim, name="embed")(x)
         if self.vocab_size is not None:
-            return jax.nn.one_hot(x, self.vocab_size, dtype=jnp.result_type(float))
+            return jax.nn.one_hot(x, self.vocab_size, dtype=self.cells[0].param_dtype)
         return x
 
     @nn.compact
@@ -137,8 +138,8 @@ def from_linen_cells(
     cells: nn.RNNCellBase | Sequence[nn.RNNCellBase],
     num_outputs: int,
     *,
-    vocab_size: Optional[int] = None,
-    embed_dim: Optional[int] = None,
+    vocab_size: int | None = None,
+    embed_dim: int | None = None,
 ) -> Model:
     """Builds a :class:`Model` from one or several ``flax.linen`` RNN cells.
 
@@ -201,8 +202,8 @@ def linen_model(
     num_outputs: int,
     *,
     num_layers: int = 1,
-    vocab_size: Optional[int] = None,
-    embed_dim: Optional[int] = None,
+    vocab_size: int | None = None,
+    embed_dim: int | None = None,
 ) -> Model:
     """A stack of ``num_layers`` linen cells named by ``cell`` (see ``LINEN_CELLS``).
 
@@ -237,7 +238,7 @@ def from_nnx(module: Any, initial_state: PyTree) -> tuple[PyTree, PyTree, Callab
     Example::
 
       cell = nnx.GRUCell(3, 8, rngs=nnx.Rngs(0))
-      params, h0, apply_fn = uorojax.from_nnx(cell, cell.initialize_carry((3,)))
+      params, h0, apply_fn = uorojax.from_nnx(cell, cell.initialize_carry((3,), nnx.Rngs(1)))
     """
     from flax import nnx
 

@@ -1,0 +1,357 @@
+r"""Online training: parameters updated at every step of an endless stream, fully compiled.
+
+A :class:`Trainer` wraps an :class:`~uorojax.Estimator` and any optax optimizer:
+
+* ``trainer.init(params, state0, key, example_x, example_y) -> TrainState``
+* ``trainer.step(train_state, x, y) -> (train_state, metrics)``: one online step.
+* ``trainer.run(train_state, xs, ys) -> (train_state, metrics)``: a jitted
+  ``lax.scan`` over a chunk of T steps; the parameters are updated after every step
+  (TBPTT: after every window) and per-step metrics come back as arrays, with no host
+  round-trip inside the chunk. A Python loop over chunks is the only host loop, so a
+  stream of any length runs in constant memory.
+
+The PRNG key of step ``t`` is ``jax.random.fold_in(train_state.key, t)`` (for a window,
+``t`` is the window's first step), so a hand-written loop can reproduce a trainer run.
+
+Non-finite values: with ``nonfinite="raise"`` the first step whose loss, gradient, new
+carry or new params is not finite freezes the train state (the rest of the chunk is a
+no-op) and ``run`` raises :class:`~uorojax.NonFiniteError` naming the step, holding the
+last finite state. With ``nonfinite="skip"`` such a step is dropped entirely (params,
+optimizer state and carry unchanged) and counted in ``train_state.num_skipped``. In both
+cases no NaN or inf is ever written into the params, optimizer state or tangent pair.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from uorojax import checks
+from uorojax.estimators import Estimator, tree_norm, tree_vdot
+
+PyTree = Any
+
+
+class TrainState(NamedTuple):
+    """Everything an online run carries from step to step (a pytree).
+
+    Attributes:
+      params: model parameters.
+      opt_state: the optax optimizer state.
+      carry: the estimator carry (model state, tangents or Jacobian, buffers).
+      key: the base PRNG key; step t uses ``fold_in(key, t)``.
+      step: number of stream steps consumed (int32).
+      num_skipped: steps dropped for non-finite values (``nonfinite="skip"``).
+      halted_at: -1, or the step of the first non-finite value (``nonfinite="raise"``).
+      shadow_carry: exact-RTRL carry run beside the estimator, or None.
+    """
+
+    params: PyTree
+    opt_state: PyTree
+    carry: PyTree
+    key: jax.Array
+    step: jax.Array
+    num_skipped: jax.Array
+    halted_at: jax.Array
+    shadow_carry: PyTree = None
+
+
+class Trainer(NamedTuple):
+    """Pure functions of an online training run; see the module docstring."""
+
+    init: Callable[..., TrainState]
+    step: Callable[..., tuple[TrainState, dict]]
+    run: Callable[..., tuple[TrainState, dict]]
+    estimator: Estimator
+
+
+def paper_schedule(gamma: float, alpha: float, steps_per_update: int = 1) -> optax.Schedule:
+    r"""The UORO paper's learning rate :math:`\eta_t = \gamma / (1 + \alpha\sqrt{t})`.
+
+    ``t`` counts stream steps (characters). Optax schedules see the number of updates,
+    so for an estimator that updates every ``steps_per_update`` steps (TBPTT's
+    truncation) ``t = count * steps_per_update``.
+
+    Example::
+
+      optax.adam(uorojax.paper_schedule(1e-3, 1.5e-2))
+    """
+    gamma = checks.non_negative_float("gamma", gamma)
+    alpha = checks.non_negative_float("alpha", alpha)
+    steps_per_update = checks.positive_int("steps_per_update", steps_per_update)
+
+    def schedule(count):
+        t = jnp.asarray(count, jnp.float32) * steps_per_update
+        return gamma / (1.0 + alpha * jnp.sqrt(t))
+
+    return schedule
+
+
+def step_key(key: jax.Array, step: int | jax.Array) -> jax.Array:
+    """The PRNG key the trainer hands the estimator at stream step ``step``."""
+    return jax.random.fold_in(key, step)
+
+
+def _all_finite(tree: PyTree) -> jax.Array:
+    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
+    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+
+
+def _select(pred: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
+    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
+
+
+def _is_true(x) -> bool:
+    return not isinstance(x, jax.core.Tracer) and bool(jnp.all(x))
+
+
+def gradient_agreement(estimate: PyTree, exact: PyTree) -> dict:
+    """Cosine and norm ratio of an estimated gradient against the exact one."""
+    dot, n_est, n_exact = tree_vdot(estimate, exact), tree_norm(estimate), tree_norm(exact)
+    tiny = jnp.finfo(jnp.result_type(dot)).tiny
+    return {
+        "cosine": dot / jnp.maximum(n_est * n_exact, tiny),
+        "norm_ratio": n_est / jnp.maximum(n_exact, tiny),
+    }
+
+
+def make_trainer(
+    estimator: Estimator,
+    optimizer: optax.GradientTransformation,
+    *,
+    nonfinite: str = "raise",
+    cross_entropy: bool = False,
+    shadow: Estimator | None = None,
+) -> Trainer:
+    """Builds the online training functions for an estimator and an optax optimizer.
+
+    Args:
+      estimator: any :class:`~uorojax.Estimator` (single stream, ``per_stream``, or built
+        on ``as_one_system``).
+      optimizer: any optax transformation or chain (clipping, schedules, ...).
+      nonfinite: ``"raise"`` or ``"skip"``; see the module docstring.
+      cross_entropy: the loss is a cross-entropy in nats; adds ``bits_per_char`` to the
+        metrics.
+      shadow: an exact estimator (``uorojax.rtrl`` on the same model, wrapped the same
+        way) run beside the trained one with the same params; adds the per-step
+        ``shadow_cosine`` and ``shadow_norm_ratio`` of the estimate against it. Only for
+        estimators with ``window == 1``.
+
+    Returns:
+      A :class:`Trainer`.
+
+    Example::
+
+      trainer = uorojax.make_trainer(uorojax.uoro(apply, loss), optax.adam(1e-3))
+      ts = trainer.init(params, state0, jax.random.key(0), xs[0], ys[0])
+      ts, metrics = trainer.run(ts, xs, ys)
+    """
+    checks.one_of("nonfinite", nonfinite, ("raise", "skip"))
+    if not hasattr(optimizer, "update"):
+        raise TypeError(f"optimizer must be an optax transformation, got {type(optimizer)}")
+    window = estimator.window
+    if shadow is not None and window != 1:
+        raise checks.ConfigError("shadow needs an estimator that emits a gradient every step")
+
+    def init(params, state0, key, example_x=None, example_y=None) -> TrainState:
+        checks.check_params(params)
+        checks.check_key(key)
+        carry = estimator.init_state(params, state0, example_x=example_x, example_y=example_y)
+        shadow_carry = None
+        if shadow is not None:
+            shadow_carry = shadow.init_state(params, state0)
+        return TrainState(
+            params=params,
+            opt_state=optimizer.init(params),
+            carry=carry,
+            key=key,
+            step=jnp.zeros((), jnp.int32),
+            num_skipped=jnp.zeros((), jnp.int32),
+            halted_at=jnp.full((), -1, jnp.int32),
+            shadow_carry=shadow_carry,
+        )
+
+    def apply_gradient(ts: TrainState, grads, carry, info, num_steps: int, extra_finite):
+        """Applies the optimizer when ready, guarding every write against non-finite values."""
+        updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
+        params = optax.apply_updates(ts.params, updates)
+        if not _is_true(info.ready):
+            ready = jnp.any(info.ready)
+            params = _select(ready, params, ts.params)
+            opt_state = _select(ready, opt_state, ts.opt_state)
+        finite = (
+            _all_finite(info.loss)
+            & _all_finite(grads)
+            & _all_finite(carry)
+            & _all_finite(params)
+            & extra_finite
+        )
+        halted = ts.halted_at >= 0
+        accept = finite & ~halted
+        rejected = ~finite & ~halted
+        new_ts = TrainState(
+            params=_select(accept, params, ts.params),
+            opt_state=_select(accept, opt_state, ts.opt_state),
+            carry=_select(accept, carry, ts.carry),
+            key=ts.key,
+            # "skip" drops the bad step and moves on; "raise" stays before it.
+            step=ts.step + num_steps * (1 if nonfinite == "skip" else accept),
+            num_skipped=ts.num_skipped + num_steps * (rejected if nonfinite == "skip" else 0),
+            halted_at=(
+                jnp.where(rejected, ts.step, ts.halted_at) if nonfinite == "raise" else ts.halted_at
+            ),
+            shadow_carry=ts.shadow_carry,
+        )
+        metrics = {
+            "loss": _mean_over_streams(info.loss, num_steps),
+            "grad_norm": jnp.broadcast_to(tree_norm(grads), (num_steps,)),
+            "skipped": jnp.broadcast_to(~accept, (num_steps,)),
+        }
+        return new_ts, accept, metrics
+
+    def _mean_over_streams(loss, num_steps):
+        loss = jnp.reshape(loss, (num_steps, -1))
+        return jnp.mean(loss, axis=1)
+
+    def one_step(ts: TrainState, x, y):
+        key = step_key(ts.key, ts.step)
+        grads, carry, info = estimator.step(ts.params, ts.carry, x, y, key)
+        extra_finite, shadow_metrics, shadow_carry = jnp.asarray(True), {}, ts.shadow_carry
+        if shadow is not None:
+            exact, shadow_carry, _ = shadow.step(ts.params, ts.shadow_carry, x, y, key)
+            extra_finite = _all_finite(shadow_carry)
+            shadow_metrics = {
+                f"shadow_{k}": v[None] for k, v in gradient_agreement(grads, exact).items()
+            }
+        loss = jnp.reshape(info.loss, (1, -1))
+        new_ts, accept, metrics = apply_gradient(
+            ts, grads, carry, info._replace(loss=loss), 1, extra_finite
+        )
+        if shadow is not None:
+            new_ts = new_ts._replace(shadow_carry=_select(accept, shadow_carry, ts.shadow_carry))
+        metrics.update(shadow_metrics)
+        return new_ts, metrics
+
+    def one_window(ts: TrainState, xs, ys):
+        key = step_key(ts.key, ts.step)
+        grads, carry, info = estimator.step_window(ts.params, ts.carry, xs, ys, key)
+        return apply_gradient(ts, grads, carry, info, window, jnp.asarray(True))[::2]
+
+    def finish(metrics):
+        if cross_entropy:
+            metrics["bits_per_char"] = metrics["loss"] / math.log(2.0)
+        return metrics
+
+    @jax.jit
+    def step(ts: TrainState, x, y):
+        ts, metrics = one_step(ts, x, y)
+        return ts, finish(jax.tree.map(lambda m: m[0], metrics))
+
+    @jax.jit
+    def run_chunk(ts: TrainState, xs, ys):
+        if window > 1 and estimator.step_window is not None:
+            num_windows = _chunk_length(xs) // window
+            split = (
+                lambda t: jax.tree.map(  # noqa: E731
+                    lambda a: a.reshape(num_windows, window, *a.shape[1:]), t
+                )
+            )
+            ts, metrics = jax.lax.scan(lambda s, xy: one_window(s, *xy), ts, (split(xs), split(ys)))
+            metrics = jax.tree.map(lambda m: m.reshape(-1, *m.shape[2:]), metrics)
+        else:
+            ts, metrics = jax.lax.scan(lambda s, xy: one_step(s, *xy), ts, (xs, ys))
+            metrics = jax.tree.map(lambda m: m[:, 0], metrics)
+        return ts, finish(metrics)
+
+    def run(ts: TrainState, xs, ys) -> tuple[TrainState, dict]:
+        length = _chunk_length(xs)
+        checks.check_leading_axis("ys", ys, length, "time")
+        if window > 1 and length % window:
+            raise ValueError(
+                f"chunk length {length} must be a multiple of the estimator window {window}"
+            )
+        if window > 1 and estimator.step_window is not None:
+            position = jnp.ravel(ts.carry.position)[0]
+            if not isinstance(position, jax.core.Tracer) and int(position) != 0:
+                raise ValueError(
+                    f"run needs the carry at a window boundary, but {int(position)} steps of "
+                    "the current window were consumed by step(); finish the window first"
+                )
+        ts, metrics = run_chunk(ts, xs, ys)
+        halted_at = int(ts.halted_at)
+        if nonfinite == "raise" and halted_at >= 0:
+            raise checks.NonFiniteError(
+                f"non-finite loss, gradient or state at stream step {halted_at}; the train "
+                "state was left as it was before that step (err.train_state)",
+                step=halted_at,
+                train_state=ts._replace(halted_at=jnp.full((), -1, jnp.int32)),
+            )
+        return ts, metrics
+
+    return Trainer(init, step, run, estimator)
+
+
+def _chunk_length(xs) -> int:
+    leaves = jax.tree.leaves(xs)
+    if not leaves or not jnp.shape(leaves[0]):
+        raise ValueError("xs must have a leading time axis")
+    return jnp.shape(leaves[0])[0]
+
+
+# ----------------------------------------------------------------------------- optax
+
+
+class OnlineGradientState(NamedTuple):
+    """State of :func:`as_optax`: the estimator carry and the last step's loss."""
+
+    carry: PyTree
+    loss: jax.Array
+
+
+def as_optax(
+    estimator: Estimator, state0: PyTree, *, example_x: Any = None, example_y: Any = None
+) -> optax.GradientTransformationExtraArgs:
+    """Turns an estimator into an optax gradient transformation.
+
+    ``update(updates, state, params, *, x, y, key)`` ignores the incoming ``updates``
+    (pass ``None``) and emits the estimator's online gradient for the step ``(x, y)``,
+    advancing the carry held in the optax state. Chain it in front of any optimizer::
+
+        tx = optax.chain(
+            uorojax.as_optax(uorojax.uoro(apply_fn, loss_fn), state0),
+            optax.clip_by_global_norm(1.0),
+            optax.adam(1e-3),
+        )
+        opt_state = tx.init(params)
+        updates, opt_state = tx.update(None, opt_state, params, x=x, y=y, key=key)
+        params = optax.apply_updates(params, updates)
+
+    ``opt_state[0].loss`` is the last step loss and ``opt_state[0].carry`` the carry. For
+    TBPTT the transformation emits zeros inside a window, which stateful optimizers still
+    count as steps: prefer :func:`make_trainer` for TBPTT.
+
+    Args:
+      estimator: any :class:`~uorojax.Estimator`.
+      state0: the model's initial recurrent state.
+      example_x, example_y: one step's input and target (TBPTT needs them).
+    """
+
+    def init_fn(params):
+        carry = estimator.init_state(params, state0, example_x=example_x, example_y=example_y)
+        loss_dtype = jnp.result_type(jax.tree.leaves(params)[0])
+        return OnlineGradientState(carry, jnp.zeros((), loss_dtype))
+
+    def update_fn(updates, state, params=None, *, x=None, y=None, key=None, **extra_args):
+        del updates, extra_args
+        if params is None or x is None or y is None or key is None:
+            raise ValueError("as_optax's update needs params and the keyword args x, y and key")
+        grads, carry, info = estimator.step(params, state.carry, x, y, key)
+        loss = jnp.mean(info.loss).astype(state.loss.dtype)
+        return grads, OnlineGradientState(carry, loss)
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)

@@ -1,0 +1,312 @@
+"""Exactness and unbiasedness of the estimators (float64, tiny models, seeded)."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import bptt_grad, flat, regression_stream, rel_err, scan_estimator, tiny_rnn
+
+import uorojax
+
+T = 6
+
+
+def gru_model():
+    model = uorojax.from_linen_cells(nn.GRUCell(features=3), 2)
+    params, state0 = model.init(jax.random.key(3), jnp.zeros(2, jnp.float64))
+    params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
+    state0 = jax.tree.map(lambda a: 0.2 * jnp.ones_like(a, jnp.float64), state0)
+    return model, params, state0
+
+
+def lstm_model():
+    model = uorojax.from_linen_cells([nn.LSTMCell(features=3), nn.LSTMCell(features=2)], 2)
+    params, state0 = model.init(jax.random.key(4), jnp.zeros(2, jnp.float64))
+    params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
+    state0 = jax.tree.map(lambda a: 0.2 * jnp.ones_like(a, jnp.float64), state0)
+    return model, params, state0
+
+
+MODELS = {"tanh_rnn": tiny_rnn, "flax_gru": gru_model, "flax_lstm_stack": lstm_model}
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_rtrl_equals_full_bptt(name):
+    model, params, state0 = MODELS[name]()
+    xs, ys = regression_stream(T)
+    est = uorojax.rtrl(model.apply, uorojax.squared_error)
+    _, grads, infos = jax.jit(scan_estimator, static_argnums=0)(
+        est, params, state0, xs, ys, jax.random.key(0)
+    )
+    for t in range(T):
+        exact = bptt_grad(model.apply, uorojax.squared_error, params, state0, xs, ys, t)
+        got = jax.tree.map(lambda g: g[t], grads)
+        assert rel_err(got, exact) < 1e-10, (name, t)
+    # The history matters: the last step's gradient is not its one-step truncation.
+    one_step = uorojax.tbptt(model.apply, uorojax.squared_error, 1)
+    _, trunc, _ = scan_estimator(one_step, params, state0, xs, ys, jax.random.key(0))
+    assert (
+        rel_err(jax.tree.map(lambda g: g[-1], trunc), jax.tree.map(lambda g: g[-1], grads)) > 1e-3
+    )
+
+
+def test_rtrl_jacobian_equals_jacfwd_of_unroll():
+    model, params, state0 = tiny_rnn()
+    xs, ys = regression_stream(T)
+    carry, _, _ = scan_estimator(
+        uorojax.rtrl(model.apply, uorojax.squared_error), params, state0, xs, ys, jax.random.key(0)
+    )
+    flat_params, unravel = jax.flatten_util.ravel_pytree(params)
+    final_state = lambda p: uorojax.unroll(  # noqa: E731
+        model.apply, uorojax.squared_error, unravel(p), state0, xs, ys
+    )[0]
+    exact = jax.jacfwd(final_state)(flat_params)
+    np.testing.assert_allclose(uorojax.jacobian_matrix(carry), exact, rtol=1e-10, atol=1e-13)
+
+
+def _uoro_errors(est, params, state0, xs, ys, exact_jacobian, exact_grad, sizes, seed=5):
+    """Relative errors of the mean UORO Jacobian and last-step gradient over N keys."""
+    n_max = max(sizes)
+    keys = jax.random.split(jax.random.key(seed), n_max)
+    run = jax.jit(jax.vmap(lambda k: scan_estimator(est, params, state0, xs, ys, k)[:2]))
+    carries, grads = run(keys)
+    outers = jax.vmap(uorojax.tangent_outer)(carries)
+    last_grads = jax.vmap(flat)(jax.tree.map(lambda g: g[:, -1], grads))
+    out = {}
+    for n in sizes:
+        j_err = jnp.linalg.norm(outers[:n].mean(0) - exact_jacobian) / jnp.linalg.norm(
+            exact_jacobian
+        )
+        g_err = jnp.linalg.norm(last_grads[:n].mean(0) - exact_grad) / jnp.linalg.norm(exact_grad)
+        out[n] = (float(j_err), float(g_err))
+    return out
+
+
+def _check_unbiased(errors):
+    (j1, g1), (j2, g2) = errors[1000], errors[20000]
+    assert j2 < 0.05 and g2 < 0.05, errors
+    assert j1 / j2 > 2.5 and g1 / g2 > 2.5, errors
+
+
+@pytest.mark.parametrize("num_samples", [1, 3])
+def test_uoro_is_unbiased_against_rtrl(num_samples):
+    model, params, state0 = tiny_rnn()
+    xs, ys = regression_stream(T)
+    rtrl_carry, rtrl_grads, _ = scan_estimator(
+        uorojax.rtrl(model.apply, uorojax.squared_error), params, state0, xs, ys, jax.random.key(0)
+    )
+    est = uorojax.uoro(model.apply, uorojax.squared_error, num_samples=num_samples)
+    errors = _uoro_errors(
+        est,
+        params,
+        state0,
+        xs,
+        ys,
+        uorojax.jacobian_matrix(rtrl_carry),
+        flat(jax.tree.map(lambda g: g[-1], rtrl_grads)),
+        (1000, 20000),
+    )
+    _check_unbiased(errors)
+
+
+def test_uoro_shared_tangents_batch_is_unbiased():
+    model, params, _ = tiny_rnn()
+    num_streams = 2
+    apply_b, loss_b = uorojax.as_one_system(model.apply, uorojax.squared_error)
+    states0 = 0.3 * jnp.ones((num_streams, 3)) * jnp.array([[1.0], [-1.0]])
+    xs, ys = regression_stream(T * num_streams)
+    xs, ys = xs.reshape(T, num_streams, 2), ys.reshape(T, num_streams, 2)
+    rtrl_carry, rtrl_grads, _ = scan_estimator(
+        uorojax.rtrl(apply_b, loss_b), params, states0, xs, ys, jax.random.key(0)
+    )
+    # The shared system's exact gradient is the mean of the per-stream exact gradients.
+    for b in range(num_streams):
+        single = bptt_grad(
+            model.apply, uorojax.squared_error, params, states0[b], xs[:, b], ys[:, b], T - 1
+        )
+        if b == 0:
+            mean = jax.tree.map(lambda g: g / num_streams, single)
+        else:
+            mean = jax.tree.map(lambda m, g: m + g / num_streams, mean, single)
+    assert rel_err(jax.tree.map(lambda g: g[-1], rtrl_grads), mean) < 1e-10
+    errors = _uoro_errors(
+        uorojax.uoro(apply_b, loss_b),
+        params,
+        states0,
+        xs,
+        ys,
+        uorojax.jacobian_matrix(rtrl_carry),
+        flat(jax.tree.map(lambda g: g[-1], rtrl_grads)),
+        (1000, 20000),
+    )
+    _check_unbiased(errors)
+
+
+def test_biased_variant_is_caught():
+    """The unbiasedness check can fail: dropping the noise term biases the estimate."""
+    model, params, state0 = tiny_rnn()
+    xs, ys = regression_stream(T)
+    rtrl_carry, rtrl_grads, _ = scan_estimator(
+        uorojax.rtrl(model.apply, uorojax.squared_error), params, state0, xs, ys, jax.random.key(0)
+    )
+    # Halving the loss gradient's history term is a biased estimator of the same family.
+    est = uorojax.uoro(model.apply, uorojax.squared_error)
+
+    def biased_step(params, carry, x, y, key):
+        grads, new_carry, info = est.step(params, carry, x, y, key)
+        one_step = lambda p: uorojax.squared_error(model.apply(p, carry.state, x)[1], y)  # noqa: E731
+        direct = jax.grad(one_step)(params)
+        return jax.tree.map(lambda g, d: 0.5 * (g + d), grads, direct), new_carry, info
+
+    biased = uorojax.Estimator(est.init_state, biased_step)
+    errors = _uoro_errors(
+        biased,
+        params,
+        state0,
+        xs,
+        ys,
+        uorojax.jacobian_matrix(rtrl_carry),
+        flat(jax.tree.map(lambda g: g[-1], rtrl_grads)),
+        (1000, 20000),
+    )
+    with pytest.raises(AssertionError):
+        _check_unbiased(errors)
+
+
+def test_rho_balancing_identity_with_zero_eps():
+    keys = jax.random.split(jax.random.key(7), 4)
+    s_tilde_prime = {"h": jax.random.normal(keys[0], (5,)), "c": jax.random.normal(keys[1], (2,))}
+    theta_tilde = {"w": 3.0 * jax.random.normal(keys[2], (4, 3))}
+    nu = {"h": jnp.sign(jax.random.normal(keys[3], (5,))), "c": jnp.array([1.0, -1.0])}
+    theta_prime = {"w": 0.01 * jax.random.normal(keys[0], (4, 3))}
+    rho0 = jnp.sqrt(uorojax.tree_norm(theta_tilde) / uorojax.tree_norm(s_tilde_prime))
+    rho1 = jnp.sqrt(uorojax.tree_norm(theta_prime) / uorojax.tree_norm(nu))
+    n = uorojax.tree_norm
+    scale = lambda t, c: jax.tree.map(lambda a: c * a, t)  # noqa: E731
+    np.testing.assert_allclose(
+        n(scale(s_tilde_prime, rho0)), n(scale(theta_tilde, 1 / rho0)), rtol=1e-12
+    )
+    np.testing.assert_allclose(n(scale(nu, rho1)), n(scale(theta_prime, 1 / rho1)), rtol=1e-12)
+    s_new, t_new = uorojax.uoro_rescale(s_tilde_prime, theta_tilde, nu, theta_prime, 0.0)
+    expected_s = jax.tree.map(lambda a, b: rho0 * a + rho1 * b, s_tilde_prime, nu)
+    expected_t = jax.tree.map(lambda a, b: a / rho0 + b / rho1, theta_tilde, theta_prime)
+    assert rel_err(s_new, expected_s) < 1e-14 and rel_err(t_new, expected_t) < 1e-14
+    # The rescaling leaves the rank-one products' sum unchanged in expectation terms:
+    # ρ0 s̃' ⊗ θ̃/ρ0 = s̃' ⊗ θ̃ exactly.
+    np.testing.assert_allclose(
+        jnp.outer(flat(scale(s_tilde_prime, rho0)), flat(scale(theta_tilde, 1 / rho0))),
+        jnp.outer(flat(s_tilde_prime), flat(theta_tilde)),
+        rtol=1e-12,
+    )
+
+
+def test_uoro_steps_keep_balanced_tildes_with_zero_eps():
+    model, params, state0 = tiny_rnn()
+    xs, ys = regression_stream(T)
+    est = uorojax.uoro(model.apply, uorojax.squared_error, eps=0.0)
+    carry = est.init_state(params, state0)
+    # Start from a non-zero pair (with eps=0 the zero pair is a 0/0).
+    carry = carry._replace(
+        s_tilde=jnp.array([1.0, -2.0, 0.5]), theta_tilde=jax.tree.map(jnp.ones_like, params)
+    )
+    for t in range(T):
+        _, carry, _ = est.step(params, carry, xs[t], ys[t], jax.random.key(t))
+        assert np.isfinite(flat(carry.theta_tilde)).all()
+
+
+@pytest.mark.parametrize("truncation", [1, 3])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_tbptt_window_gradient_equals_hand_unrolled(truncation, reduction):
+    model, params, state0 = tiny_rnn()
+    xs, ys = regression_stream(2 * truncation)
+    est = uorojax.tbptt(model.apply, uorojax.squared_error, truncation, reduction=reduction)
+    carry, grads, infos = scan_estimator(est, params, state0, xs, ys, jax.random.key(0))
+    ready = np.asarray(infos.ready)
+    assert ready.tolist() == [(t + 1) % truncation == 0 for t in range(2 * truncation)]
+
+    def hand(p, start, lo):
+        s, total = start, 0.0
+        for t in range(lo, lo + truncation):
+            s, o = model.apply(p, s, xs[t])
+            total = total + uorojax.squared_error(o, ys[t])
+        return total / (truncation if reduction == "mean" else 1)
+
+    # Second window: the start state comes from running the first window forward.
+    start = state0
+    for t in range(truncation):
+        start, _ = model.apply(params, start, xs[t])
+    for lo, start_state in ((0, state0), (truncation, start)):
+        expected = jax.grad(hand)(params, start_state, lo)
+        assert rel_err(jax.tree.map(lambda g: g[lo + truncation - 1], grads), expected) < 1e-12
+        for t in range(lo, lo + truncation - 1):
+            assert float(jnp.abs(flat(jax.tree.map(lambda g: g[t], grads))).max()) == 0.0
+    # The fast window path gives the same gradient and carry as the step path.
+    carry_w = est.init_state(params, state0, example_x=xs[0], example_y=ys[0])
+    for lo in (0, truncation):
+        g, carry_w, info_w = est.step_window(
+            params, carry_w, xs[lo : lo + truncation], ys[lo : lo + truncation], jax.random.key(0)
+        )
+        assert rel_err(g, jax.tree.map(lambda a: a[lo + truncation - 1], grads)) < 1e-12
+        np.testing.assert_allclose(info_w.loss, infos.loss[lo : lo + truncation], rtol=1e-12)
+    for a, b in zip(jax.tree.leaves(carry_w), jax.tree.leaves(carry)):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+
+
+ESTIMATORS = {
+    "uoro": lambda m: uorojax.uoro(m.apply, uorojax.squared_error),
+    "uoro_k2": lambda m: uorojax.uoro(m.apply, uorojax.squared_error, num_samples=2),
+    "rtrl": lambda m: uorojax.rtrl(m.apply, uorojax.squared_error),
+    "tbptt": lambda m: uorojax.tbptt(m.apply, uorojax.squared_error, 2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ESTIMATORS))
+def test_jit_scan_and_vmap_over_streams_equals_python_loop(name):
+    model, params, _ = tiny_rnn()
+    est = ESTIMATORS[name](model)
+    num_streams = 3
+    states0 = 0.1 * jnp.arange(num_streams * 3, dtype=jnp.float64).reshape(num_streams, 3)
+    xs, ys = regression_stream(4 * num_streams)
+    xs, ys = xs.reshape(4, num_streams, 2), ys.reshape(4, num_streams, 2)
+    batched = uorojax.per_stream(est)
+    carry_b, grads_b, infos_b = jax.jit(scan_estimator, static_argnums=0)(
+        batched, params, states0, xs, ys, jax.random.key(11)
+    )
+    # Python loop over streams with the same per-stream keys.
+    step_keys = jax.random.split(jax.random.key(11), 4)
+    grads_loop = []
+    for b in range(num_streams):
+        carry = est.init_state(params, states0[b], example_x=xs[0, b], example_y=ys[0, b])
+        per_step = []
+        for t in range(4):
+            g, carry, info = est.step(
+                params, carry, xs[t, b], ys[t, b], jax.random.split(step_keys[t], num_streams)[b]
+            )
+            np.testing.assert_allclose(info.loss, infos_b.loss[t, b], rtol=1e-12)
+            per_step.append(g)
+        grads_loop.append(per_step)
+        for a, c in zip(jax.tree.leaves(carry), jax.tree.leaves(carry_b)):
+            np.testing.assert_allclose(a, c[b], rtol=1e-10, atol=1e-14)
+    for t in range(4):
+        mean = jax.tree.map(
+            lambda *g: sum(g) / num_streams, *[grads_loop[b][t] for b in range(num_streams)]
+        )
+        got = jax.tree.map(lambda g: g[t], grads_b)
+        np.testing.assert_allclose(flat(got), flat(mean), rtol=1e-10, atol=1e-14)
+
+
+def test_uoro_on_nnx_cell_matches_linen_style_protocol():
+    from flax import nnx
+
+    cell = nnx.GRUCell(2, 3, rngs=nnx.Rngs(0))
+    params, h0, apply_fn = uorojax.from_nnx(cell, cell.initialize_carry((2,), nnx.Rngs(1)))
+    params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
+    h0 = 0.1 * jnp.ones(3, jnp.float64)
+    loss = lambda out, y: uorojax.squared_error(out[:2], y)  # noqa: E731
+    xs, ys = regression_stream(T)
+    _, grads, _ = scan_estimator(
+        uorojax.rtrl(apply_fn, loss), params, h0, xs, ys, jax.random.key(0)
+    )
+    exact = bptt_grad(apply_fn, loss, params, h0, xs, ys, T - 1)
+    assert rel_err(jax.tree.map(lambda g: g[-1], grads), exact) < 1e-10
