@@ -84,6 +84,11 @@ class SymbolStream:
             return xs[0], ys[0]
         return np.stack(xs, axis=1), np.stack(ys, axis=1)
 
+    def example(self) -> tuple[np.ndarray, np.ndarray]:
+        """One step's input and target (zeros), without advancing the stream."""
+        shape = () if self.num_streams is None else (self.num_streams,)
+        return np.zeros(shape, np.int32), np.zeros(shape, np.int32)
+
     def get_state(self) -> dict:
         """JSON-serialisable stream position."""
         return {
@@ -299,6 +304,10 @@ class ConstantStream:
     def next_chunk(self, length):
         shape = (length,) if self.num_streams is None else (length, self.num_streams)
         return np.zeros((*shape, 1), self.dtype), np.full(shape, self.target, self.dtype)
+
+    def example(self):
+        x, y = self.next_chunk(1)
+        return x[0], y[0]
 
     def get_state(self):
         return {}

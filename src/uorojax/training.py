@@ -127,6 +127,7 @@ def make_trainer(
     nonfinite: str = "raise",
     cross_entropy: bool = False,
     shadow: Estimator | None = None,
+    param_metrics: dict[str, Callable[[PyTree], jax.Array]] | None = None,
 ) -> Trainer:
     """Builds the online training functions for an estimator and an optax optimizer.
 
@@ -141,6 +142,8 @@ def make_trainer(
         way) run beside the trained one with the same params; adds the per-step
         ``shadow_cosine`` and ``shadow_norm_ratio`` of the estimate against it. Only for
         estimators with ``window == 1``.
+      param_metrics: named scalar functions of the params, logged after every update
+        (for example ``{"theta": lambda p: p["theta"]}``).
 
     Returns:
       A :class:`Trainer`.
@@ -212,6 +215,8 @@ def make_trainer(
             "grad_norm": jnp.broadcast_to(tree_norm(grads), (num_steps,)),
             "skipped": jnp.broadcast_to(~accept, (num_steps,)),
         }
+        for name, fn in (param_metrics or {}).items():
+            metrics[name] = jnp.broadcast_to(fn(new_ts.params), (num_steps,))
         return new_ts, accept, metrics
 
     def _mean_over_streams(loss, num_steps):
