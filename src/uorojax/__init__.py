@@ -33,10 +33,14 @@ from uorojax.training import (
     Trainer,
     TrainState,
     as_optax,
+    carry_stream_axes,
     gradient_agreement,
     make_trainer,
     paper_schedule,
+    shard_chunk,
+    shard_train_state,
     step_key,
+    stream_mesh,
 )
 
 __version__ = "0.1.0"

@@ -112,11 +112,15 @@ def call_model(apply_fn: Callable, params: Any, state: Any, x: Any) -> tuple[Any
             f"apply_fn(params, state, x) failed for x of {_describe(x)} and state of "
             f"{_describe(state)}: {err}"
         ) from err
-    if not isinstance(result, (tuple, list)) or len(result) != 2:
+    if not isinstance(result, (tuple, list)):
+        raise ModelError(
+            "apply_fn must return a pair (new_state, output), got a single value "
+            f"{_describe(result)}"
+        )
+    if len(result) != 2:
         raise ModelError(
             "apply_fn must return a pair (new_state, output), got "
-            f"{type(result).__name__}"
-            + (f" of length {len(result)}" if isinstance(result, (tuple, list)) else "")
+            f"{type(result).__name__} of length {len(result)}"
         )
     new_state, output = result
     check_same_structure("new_state returned by apply_fn", new_state, "state", state)

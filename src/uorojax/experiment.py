@@ -33,11 +33,11 @@ import time
 from typing import Any, NamedTuple
 
 import jax
-from absl import logging
 import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+from absl import logging
 
 from uorojax import checks, estimators, models, tasks, training
 
@@ -78,6 +78,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.keep_checkpoints = 3
     c.nonfinite = "raise"  # raise | skip
     c.shadow_rtrl = False  # log the cosine with exact RTRL (small models)
+    c.shard_streams = True  # split streams over all local devices when there are several
     c.quiet = False
     return c
 
@@ -398,6 +399,18 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = Fa
         ts, rows_kept = restored
     rows = _read_rows(metrics_path, rows_kept)
     start = int(ts.step)
+    mesh = None
+    if c.shard_streams and c.num_streams > 1 and jax.device_count() > 1:
+        if c.num_streams % jax.device_count():
+            raise checks.ConfigError(
+                f"num_streams ({c.num_streams}) must be a multiple of the device count "
+                f"({jax.device_count()}) to shard streams; or set shard_streams=False"
+            )
+        mesh = training.stream_mesh()
+        axes = training.carry_stream_axes(
+            exp.trainer.estimator, exp.params, exp.state0, example_x, example_y
+        )
+        ts = training.shard_train_state(ts, mesh, axes)
 
     from tensorboardX import SummaryWriter
     from tqdm.auto import tqdm
@@ -416,6 +429,8 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = Fa
         while int(ts.step) < c.steps:
             length = min(c.chunk, c.steps - int(ts.step))
             xs, ys = (jnp.asarray(a) for a in exp.stream.next_chunk(length))
+            if mesh is not None:
+                xs, ys = training.shard_chunk(xs, mesh), training.shard_chunk(ys, mesh)
             step0 = int(ts.step)
             ts, metrics = exp.trainer.run(ts, xs, ys)
             new_rows = _metric_rows(metrics, step0, c.log_every)

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from uorojax import checks
@@ -62,11 +63,17 @@ class TrainState(NamedTuple):
 
 
 class Trainer(NamedTuple):
-    """Pure functions of an online training run; see the module docstring."""
+    """Pure functions of an online training run; see the module docstring.
+
+    ``run_chunk`` is the jitted scan behind ``run`` without its host-side checks (no
+    exception on non-finite values; read ``halted_at``): it can be vmapped, for example
+    over independent seeds.
+    """
 
     init: Callable[..., TrainState]
     step: Callable[..., tuple[TrainState, dict]]
     run: Callable[..., tuple[TrainState, dict]]
+    run_chunk: Callable[..., tuple[TrainState, dict]]
     estimator: Estimator
 
 
@@ -98,8 +105,10 @@ def step_key(key: jax.Array, step: int | jax.Array) -> jax.Array:
 
 
 def _all_finite(tree: PyTree) -> jax.Array:
-    leaves = [jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]
-    return jnp.all(jnp.stack(leaves)) if leaves else jnp.asarray(True)
+    """True when every entry is finite: one scalar test of the sum of per-leaf sums
+    (an inf or NaN anywhere makes it non-finite; so, conservatively, does overflow)."""
+    leaves = [jnp.sum(x) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
+    return jnp.isfinite(sum(leaves)) if leaves else jnp.asarray(True)
 
 
 def _select(pred: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
@@ -181,32 +190,39 @@ def make_trainer(
 
     def apply_gradient(ts: TrainState, grads, carry, info, num_steps: int, extra_finite):
         """Applies the optimizer when ready, guarding every write against non-finite values."""
-        updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
-        params = optax.apply_updates(ts.params, updates)
-        if not _is_true(info.ready):
-            ready = jnp.any(info.ready)
-            params = _select(ready, params, ts.params)
-            opt_state = _select(ready, opt_state, ts.opt_state)
-        finite = (
-            _all_finite(info.loss)
-            & _all_finite(grads)
-            & _all_finite(carry)
-            & _all_finite(params)
-            & extra_finite
-        )
+
+        def update(_):
+            updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
+            return optax.apply_updates(ts.params, updates), opt_state
+
+        if _is_true(info.ready):
+            params, opt_state = update(None)
+        else:  # TBPTT inside a window: no optimizer step at all.
+            params, opt_state = jax.lax.cond(
+                jnp.any(info.ready), update, lambda _: (ts.params, ts.opt_state), None
+            )
+        finite = _all_finite((info.loss, grads, carry, params)) & extra_finite
         halted = ts.halted_at >= 0
         accept = finite & ~halted
         rejected = ~finite & ~halted
+        # One conditional instead of a select per leaf: cheap at every step.
+        params, opt_state, carry = jax.lax.cond(
+            accept,
+            lambda: (params, opt_state, carry),
+            lambda: (ts.params, ts.opt_state, ts.carry),
+        )
         new_ts = TrainState(
-            params=_select(accept, params, ts.params),
-            opt_state=_select(accept, opt_state, ts.opt_state),
-            carry=_select(accept, carry, ts.carry),
+            params=params,
+            opt_state=opt_state,
+            carry=carry,
             key=ts.key,
             # "skip" drops the bad step and moves on; "raise" stays before it.
             step=ts.step + num_steps * (1 if nonfinite == "skip" else accept),
             num_skipped=ts.num_skipped + num_steps * (rejected if nonfinite == "skip" else 0),
             halted_at=(
-                jnp.where(rejected, ts.step, ts.halted_at) if nonfinite == "raise" else ts.halted_at
+                jnp.where(rejected, ts.step + _first_bad_step(info.loss, num_steps), ts.halted_at)
+                if nonfinite == "raise"
+                else ts.halted_at
             ),
             shadow_carry=ts.shadow_carry,
         )
@@ -298,7 +314,13 @@ def make_trainer(
             )
         return ts, metrics
 
-    return Trainer(init, step, run, estimator)
+    return Trainer(init, step, run, run_chunk, estimator)
+
+
+def _first_bad_step(loss, num_steps: int) -> jax.Array:
+    """Index within a window of the first step with a non-finite loss (0 if none)."""
+    bad = ~jnp.all(jnp.isfinite(jnp.reshape(loss, (num_steps, -1))), axis=1)
+    return jnp.where(jnp.any(bad), jnp.argmax(bad), 0).astype(jnp.int32)
 
 
 def _chunk_length(xs) -> int:
@@ -360,3 +382,85 @@ def as_optax(
         return grads, OnlineGradientState(carry, loss)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
+
+
+# ----------------------------------------------------------------------------- devices
+
+
+def stream_mesh(devices: Any = None) -> jax.sharding.Mesh:
+    """A 1-D device mesh over the stream axis (named ``"streams"``), all local devices
+    by default. On several hosts, call ``jax.distributed.initialize()`` first and pass
+    ``jax.devices()`` to span them all."""
+    devices = jax.devices() if devices is None else devices
+    return jax.sharding.Mesh(np.asarray(devices), ("streams",))
+
+
+def carry_stream_axes(
+    estimator: Estimator, params: PyTree, states0: PyTree, example_x=None, example_y=None
+) -> PyTree:
+    """For every leaf of the estimator carry, the index of its stream axis (or None).
+
+    Found without guessing from shapes: the carry's shapes are computed (abstractly)
+    for B and for B + 1 streams, and the axis that changes is the stream axis. A
+    shared tangent ``θ̃`` has none; per-stream tildes, states and buffers have one.
+    """
+
+    def shapes(n):
+        grow = (
+            lambda t: jax.tree.map(  # noqa: E731
+                lambda a: jax.ShapeDtypeStruct((n, *jnp.shape(a)[1:]), jnp.result_type(a)), t
+            )
+        )
+        return jax.eval_shape(
+            lambda s, ex, ey: estimator.init_state(params, s, example_x=ex, example_y=ey),
+            grow(states0),
+            grow(example_x),
+            grow(example_y),
+        )
+
+    num_streams = jnp.shape(jax.tree.leaves(states0)[0])[0]
+
+    def axis(a, b):
+        changed = [i for i, (m, n) in enumerate(zip(a.shape, b.shape)) if m != n]
+        return changed[0] if changed else None
+
+    return jax.tree.map(axis, shapes(num_streams), shapes(num_streams + 1))
+
+
+def _sharding(mesh, ndim: int, axis: int | None):
+    spec = [None] * ndim
+    if axis is not None:
+        spec[axis] = "streams"
+    return jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(*spec))
+
+
+def shard_train_state(ts: TrainState, mesh: jax.sharding.Mesh, stream_axes: PyTree) -> TrainState:
+    """Places a train state on a stream mesh: carry leaves split along their stream axis
+    (see :func:`carry_stream_axes`), everything else (params, optimizer state, ``θ̃`` of
+    shared tangents) replicated. The jitted trainer then runs data-parallel over streams:
+    XLA averages gradients and reduces the shared-tangent inner products across devices.
+    """
+
+    def place(tree, axes):
+        return jax.tree.map(
+            lambda a, ax: jax.device_put(a, _sharding(mesh, a.ndim, ax)), tree, axes
+        )
+
+    def replicate(tree):
+        return jax.tree.map(lambda a: jax.device_put(a, _sharding(mesh, a.ndim, None)), tree)
+
+    carry_axes = stream_axes
+    return ts._replace(
+        params=replicate(ts.params),
+        opt_state=replicate(ts.opt_state),
+        carry=place(ts.carry, carry_axes),
+        step=replicate(ts.step),
+        num_skipped=replicate(ts.num_skipped),
+        halted_at=replicate(ts.halted_at),
+        shadow_carry=(None if ts.shadow_carry is None else replicate(ts.shadow_carry)),
+    )
+
+
+def shard_chunk(tree: PyTree, mesh: jax.sharding.Mesh) -> PyTree:
+    """Places a chunk of inputs or targets, shaped ``(time, streams, ...)``, on the mesh."""
+    return jax.tree.map(lambda a: jax.device_put(a, _sharding(mesh, a.ndim, 1)), tree)

@@ -1,0 +1,197 @@
+"""Bad input gets a clear error; non-finite values never reach params or tangents."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from helpers import flat, regression_stream, tiny_rnn
+
+import uorojax
+from uorojax import ConfigError, ModelError, NonFiniteError, tasks
+
+LOSS = uorojax.squared_error
+
+
+def _step(est, params, state0, x=None, y=None, key=None):
+    x = jnp.ones(2) if x is None else x
+    y = jnp.ones(2) if y is None else y
+    key = jax.random.key(0) if key is None else key
+    carry = est.init_state(params, state0, example_x=x, example_y=y)
+    return jax.jit(est.step)(params, carry, x, y, key)
+
+
+ALL = {
+    "uoro": lambda apply, loss: uorojax.uoro(apply, loss),
+    "rtrl": lambda apply, loss: uorojax.rtrl(apply, loss),
+    "tbptt": lambda apply, loss: uorojax.tbptt(apply, loss, 2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_apply_fn_must_return_state_output_pair(name):
+    model, params, h0 = tiny_rnn()
+    bad = lambda p, s, x: model.apply(p, s, x)[0]  # noqa: E731
+    with pytest.raises(
+        ModelError,
+        match=r"must return a pair \(new_state, output\), got a single value float64\[3\]",
+    ):
+        _step(ALL[name](bad, LOSS), params, h0)
+    triple = lambda p, s, x: (*model.apply(p, s, x), 0)  # noqa: E731
+    with pytest.raises(ModelError, match="got tuple of length 3"):
+        _step(ALL[name](triple, LOSS), params, h0)
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_state_must_keep_structure_shape_and_dtype(name):
+    model, params, h0 = tiny_rnn()
+    grows = lambda p, s, x: (jnp.concatenate([s, s]), model.apply(p, s, x)[1])  # noqa: E731
+    with pytest.raises(ModelError, match=r"float64\[6\], but state has float64\[3\]"):
+        _step(ALL[name](grows, LOSS), params, h0)
+    restructured = lambda p, s, x: ({"h": s}, model.apply(p, s, x)[1])  # noqa: E731
+    with pytest.raises(ModelError, match="new_state returned by apply_fn has structure"):
+        _step(ALL[name](restructured, LOSS), params, h0)
+    recast = lambda p, s, x: (s.astype(jnp.float32), model.apply(p, s, x)[1])  # noqa: E731
+    with pytest.raises(ModelError, match="dtype"):
+        _step(ALL[name](recast, LOSS), params, h0)
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_loss_must_be_a_real_scalar(name):
+    model, params, h0 = tiny_rnn()
+    vector_loss = lambda o, y: jnp.square(o - y)  # noqa: E731
+    with pytest.raises(ModelError, match=r"loss_fn must return a real scalar, got float64\[2\]"):
+        _step(ALL[name](model.apply, vector_loss), params, h0)
+
+
+@pytest.mark.parametrize("name", sorted(ALL))
+def test_input_of_the_wrong_shape_is_named(name):
+    model, params, h0 = tiny_rnn()
+    with pytest.raises(
+        ModelError, match=r"apply_fn\(params, state, x\) failed for x of float64\[5\]"
+    ):
+        _step(ALL[name](model.apply, LOSS), params, h0, x=jnp.ones(5))
+    with pytest.raises(ModelError, match=r"loss_fn\(output, y\) failed .* y of float64\[3\]"):
+        _step(ALL[name](model.apply, LOSS), params, h0, y=jnp.ones(3))
+
+
+def test_out_of_range_constructor_arguments():
+    model, _, _ = tiny_rnn()
+    with pytest.raises(ConfigError, match="truncation must be >= 1, got 0"):
+        uorojax.tbptt(model.apply, LOSS, 0)
+    with pytest.raises(ConfigError, match="truncation must be a positive int, got 2.5"):
+        uorojax.tbptt(model.apply, LOSS, 2.5)
+    with pytest.raises(ConfigError, match="eps must be finite and >= 0, got -1"):
+        uorojax.uoro(model.apply, LOSS, eps=-1)
+    with pytest.raises(ConfigError, match="eps must be finite and >= 0, got nan"):
+        uorojax.uoro(model.apply, LOSS, eps=float("nan"))
+    with pytest.raises(ConfigError, match="num_samples must be >= 1, got 0"):
+        uorojax.uoro(model.apply, LOSS, num_samples=0)
+    with pytest.raises(ConfigError, match="reduction must be one of"):
+        uorojax.tbptt(model.apply, LOSS, 2, reduction="max")
+    with pytest.raises(TypeError, match="apply_fn must be callable"):
+        uorojax.uoro("not a function", LOSS)
+    with pytest.raises(ConfigError, match="nonfinite must be one of"):
+        uorojax.make_trainer(uorojax.uoro(model.apply, LOSS), optax.sgd(0.1), nonfinite="ignore")
+
+
+def test_non_key_and_integer_params_are_refused():
+    model, params, h0 = tiny_rnn()
+    est = uorojax.uoro(model.apply, LOSS)
+    with pytest.raises(TypeError, match="key must be a JAX PRNG key"):
+        _step(est, params, h0, key=jnp.array([1, 2, 3]))
+    with pytest.raises(TypeError, match="key must be a JAX PRNG key"):
+        _step(est, params, h0, key=7)
+    int_params = {**params, "c": jnp.zeros(2, jnp.int32)}
+    with pytest.raises(TypeError, match=r"params leaf \['c'\] has dtype int32"):
+        est.init_state(int_params, h0)
+    _step(est, params, h0, key=jax.random.PRNGKey(0))  # raw uint32 keys are fine
+
+
+def test_stream_axes_and_chunk_lengths_are_checked():
+    model, params, _ = tiny_rnn()
+    est = uorojax.per_stream(uorojax.uoro(model.apply, LOSS))
+    carry = est.init_state(params, jnp.zeros((3, 3)))
+    with pytest.raises(ValueError, match="leading stream axis of size 3"):
+        est.step(params, carry, jnp.ones((2, 2)), jnp.ones((3, 2)), jax.random.key(0))
+    trainer = uorojax.make_trainer(uorojax.uoro(model.apply, LOSS), optax.sgd(0.1))
+    ts = trainer.init(params, jnp.zeros(3), jax.random.key(0))
+    with pytest.raises(ValueError, match="leading time axis of size 5"):
+        trainer.run(ts, jnp.ones((5, 2)), jnp.ones((4, 2)))
+
+
+def test_text_files_that_cannot_be_used(tmp_path):
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    with pytest.raises(ConfigError, match="is empty"):
+        tasks.CharText(str(empty))
+    binary = tmp_path / "binary.txt"
+    binary.write_bytes(b"ok\xff\xfe")
+    with pytest.raises(ConfigError, match="is not valid UTF-8 \\(byte 2\\)"):
+        tasks.CharText(str(binary))
+    with pytest.raises(ConfigError, match="does not exist"):
+        tasks.CharText(str(tmp_path / "missing.txt"))
+    good = tmp_path / "good.txt"
+    good.write_text("hello world\n")
+    stream = tasks.CharText(str(good), seed=0)
+    assert stream.vocab == "".join(sorted(set("hello world\n")))
+
+
+# ----------------------------------------------------------------------------- non-finite
+
+
+def _poisoned_stream(at, where="x"):
+    xs, ys = regression_stream(20)
+    if where == "x":
+        xs = xs.at[at].set(jnp.nan)
+    else:
+        ys = ys.at[at].set(jnp.inf)
+    return xs, ys
+
+
+def _all_finite(tree):
+    return all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(tree))
+
+
+@pytest.mark.parametrize("where", ["x", "y"])
+@pytest.mark.parametrize("name", ["uoro", "rtrl", "tbptt"])
+def test_raise_policy_names_the_step_and_keeps_the_last_finite_state(name, where):
+    model, params, h0 = tiny_rnn()
+    est = ALL[name](model.apply, LOSS)
+    trainer = uorojax.make_trainer(est, optax.adam(1e-2), nonfinite="raise")
+    xs, ys = _poisoned_stream(7, where)
+    ts0 = trainer.init(params, h0, jax.random.key(0), xs[0], ys[0])
+    with pytest.raises(NonFiniteError, match="at stream step 7") as info:
+        trainer.run(ts0, xs, ys)
+    err = info.value
+    assert err.step == 7
+    good = err.train_state
+    assert _all_finite((good.params, good.opt_state, good.carry))
+    # TBPTT(2) failed in the window [6, 8): its last finite state is at step 6.
+    expected_step = 6 if name == "tbptt" else 7
+    assert int(good.step) == expected_step
+    clean, _ = trainer.run(ts0, xs[:expected_step], ys[:expected_step])
+    np.testing.assert_array_equal(flat(good.params), flat(clean.params))
+
+
+@pytest.mark.parametrize("name", ["uoro", "rtrl", "tbptt"])
+def test_skip_policy_drops_the_step_and_counts_it(name):
+    model, params, h0 = tiny_rnn()
+    est = ALL[name](model.apply, LOSS)
+    trainer = uorojax.make_trainer(est, optax.adam(1e-2), nonfinite="skip")
+    xs, ys = _poisoned_stream(7)
+    ts = trainer.init(params, h0, jax.random.key(0), xs[0], ys[0])
+    ts, metrics = trainer.run(ts, xs, ys)
+    window = 2 if name == "tbptt" else 1
+    assert int(ts.num_skipped) == window
+    assert int(ts.step) == 20
+    assert np.asarray(metrics["skipped"]).sum() == window
+    assert _all_finite((ts.params, ts.opt_state, ts.carry))
+    assert float(jnp.abs(flat(ts.params) - flat(params)).max()) > 0  # training went on
+
+
+def test_as_optax_never_needs_a_trainer_for_finite_streams():
+    model, params, h0 = tiny_rnn()
+    tx = uorojax.as_optax(uorojax.uoro(model.apply, LOSS), h0)
+    with pytest.raises(ValueError, match="needs params and the keyword args x, y and key"):
+        tx.update(None, tx.init(params), params)
