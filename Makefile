@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: setup
-	$(BIN)/python experiments/demo.py --workdir runs/demo
+	$(BIN)/python experiments/reproduce.py --demo --out runs/demo
 
 test: setup
 	$(BIN)/ruff check .

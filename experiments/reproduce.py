@@ -200,13 +200,15 @@ def run_char_group(args):
     return path, elapsed
 
 
-def run_chars(out, steps, seeds, workers):
+def run_chars(out, steps, seeds, workers, task_names=None, cells=None, reverse=False):
     jobs = [
         (out, t, c, a, steps, seeds)
-        for t in CHAR_TASKS
-        for c in ("gru", "lstm")
+        for t in task_names or CHAR_TASKS
+        for c in cells or ("gru", "lstm")
         for a in CHAR_ALGOS
     ]
+    if reverse:  # lets a second process work through the list from the other end
+        jobs = jobs[::-1]
     # Spawned workers: forking a process that already initialised JAX can deadlock.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
@@ -300,11 +302,11 @@ def _plt():
     return plt
 
 
-def _band(ax, x, runs, label, color=None, log=False):
+def _band(ax, x, runs, label, color=None, band=True):
     runs = np.asarray(runs)
     median = np.median(runs, axis=0)
     (line,) = ax.plot(x, median, label=f"{label} (n={runs.shape[0]})", color=color, lw=1.3)
-    if runs.shape[0] > 1:
+    if band and runs.shape[0] > 1:
         ax.fill_between(x, runs.min(0), runs.max(0), color=line.get_color(), alpha=0.2, lw=0)
 
 
@@ -329,7 +331,8 @@ def figures_and_table(out):
             d = _read_curves(path)
             loss = np.where(np.isfinite(d["loss"]), d["loss"], np.nan)
             _band(axes[0], d["step"], np.clip(loss, 1e-12, 1e12), name)
-            _band(axes[1], d["step"], d["theta"], name)
+            # A diverged run's band would cover the whole panel: draw its median only.
+            _band(axes[1], d["step"], d["theta"], name, band=bool(np.all(np.abs(d["theta"]) < 10)))
             theta = d["theta"][:, -1]
             summary[name] = {
                 "final_theta": theta,
@@ -426,8 +429,12 @@ def figures_and_table(out):
             continue
         task, task_args = CHAR_TASKS[task_name]
         best = tasks.make_stream(task, seed=0, **task_args).best_bits_per_char
-        fig, axes = plt.subplots(1, 2, figsize=(11, 4), sharey=True)
-        for ax, cell in zip(axes, ("gru", "lstm")):
+        cells = [c for c in ("gru", "lstm") if any(k[0] == c for k in present)]
+        fig, axes = plt.subplots(
+            1, len(cells), figsize=(5.5 * len(cells), 4), sharey=True, squeeze=False
+        )
+        axes = axes[0]
+        for ax, cell in zip(axes, cells):
             for algo in CHAR_ALGOS:
                 if (cell, algo) not in present:
                     continue
@@ -592,11 +599,32 @@ def main():
     parser.add_argument("--text-steps", type=int, default=200_000)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument(
+        "--tasks", nargs="*", choices=sorted(CHAR_TASKS), help="character tasks to run"
+    )
+    parser.add_argument("--cells", nargs="*", choices=["gru", "lstm"], help="cells to run")
+    parser.add_argument(
+        "--reverse", action="store_true", help="run character jobs in reverse order"
+    )
+    parser.add_argument(
+        "--demo",
+        action="store_true",
+        help="the README's main job: influence balancing (30k steps) and anbn(1,32) with a "
+        "GRU-64 (100k chars, 2 seeds); a couple of minutes on a laptop CPU",
+    )
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     if args.quick:
         args.char_steps, args.ib_steps, args.text_steps = 20_000, 20_000, 4_000
     parts = args.part or ["influence", "chars", "text"]
+    if args.demo:
+        parts, args.ib_steps, args.char_steps, args.seeds = (
+            ["influence", "chars"],
+            30_000,
+            100_000,
+            2,
+        )
+        args.tasks, args.cells = ["anbn_1_32"], ["gru"]
     if not args.table:
         import platform
 
@@ -621,7 +649,9 @@ def main():
                 num_keys=200 if not args.quick else 20,
             )
         if "chars" in parts:
-            run_chars(args.out, args.char_steps, seeds, args.workers)
+            run_chars(
+                args.out, args.char_steps, seeds, args.workers, args.tasks, args.cells, args.reverse
+            )
     figures_and_table(args.out)
 
 

@@ -71,12 +71,16 @@ class Estimator(NamedTuple):
         info)`` that consumes a whole window of ``window`` steps at once (``xs`` with a
         leading time axis; ``info`` fields stacked over time). It gives the same result
         as ``window`` calls of ``step`` from a window boundary; the trainer uses it.
+      per_stream_step: optional fused version of ``per_stream(...).step`` (same inputs
+        with a leading stream axis, same result up to float rounding); used by
+        :func:`per_stream` when present.
     """
 
     init_state: Callable[..., PyTree]
     step: Callable[..., tuple[PyTree, PyTree, StepInfo]]
     window: int = 1
     step_window: Callable[..., tuple[PyTree, PyTree, StepInfo]] | None = None
+    per_stream_step: Callable[..., tuple[PyTree, PyTree, StepInfo]] | None = None
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -245,15 +249,12 @@ def uoro(
             apply_fn, loss_fn, params, state, x, y
         )
         nu = _rademacher_like(key, new_state, k)
-        # One batched VJP with k + 1 cotangents: the loss, and each noise vector.
-        cot_state = jax.tree.map(lambda n: jnp.concatenate([jnp.zeros_like(n[:1]), n]), nu)
-        cot_output = jax.tree.map(
-            lambda d: jnp.concatenate([d[None], jnp.zeros((k, *d.shape), d.dtype)]), d_output
-        )
-        d_params, d_state = jax.vmap(vjp_fn)((cot_state, cot_output))
-        delta_theta = jax.tree.map(lambda a: a[0], d_params)
-        delta_s = jax.tree.map(lambda a: a[0], d_state)
-        theta_prime = jax.tree.map(lambda a: a[1:], d_params)
+        # The loss cotangent needs both the params and the state part (δθ, δs); the noise
+        # needs only the params part θ' = νᵀ B_t, so it gets a params-only VJP (its state
+        # cotangent would be wasted work). XLA shares the forward pass of both.
+        delta_theta, delta_s = vjp_fn((_zeros_like(new_state), d_output))
+        _, params_vjp = jax.vjp(lambda p: apply_fn(p, state, x)[0], params)
+        theta_prime = jax.vmap(lambda n: params_vjp(n)[0])(nu)
 
         coeff = jax.vmap(lambda st: tree_vdot(delta_s, st))(s_tilde) / k
         grads = jax.tree.map(
@@ -269,7 +270,57 @@ def uoro(
         new_carry = UOROState(new_state, squeeze(s_tilde), squeeze(theta_tilde))
         return grads, new_carry, StepInfo(loss, output, jnp.asarray(True))
 
-    return Estimator(init_state, step)
+    def per_stream_step(params, carry: UOROState, xs, ys, key):
+        """B streams with their own tangent pairs, fused (see :func:`per_stream`).
+
+        The averaged direct gradient comes from one batched backward of the mean loss
+        (no per-stream direct gradients materialised), the per-stream ``θ'_b`` from one
+        per-example VJP, and the history term from one contraction of ``θ̃`` over streams.
+        """
+        _validate(params, key)
+        num_streams = jax.tree.leaves(carry.state)[0].shape[0]
+        checks.check_leading_axis("x", xs, num_streams, "stream")
+        checks.check_leading_axis("y", ys, num_streams, "stream")
+        stream_keys = jax.random.split(key, num_streams)
+        states = carry.state
+        per = lambda tree: tree if k > 1 else jax.tree.map(lambda a: a[:, None], tree)  # noqa: E731
+        s_tilde, theta_tilde = per(carry.s_tilde), per(carry.theta_tilde)  # (B, k, ...)
+
+        def f(p, s):
+            return jax.vmap(lambda s1, x1: checks.call_model(apply_fn, p, s1, x1))(s, xs)
+
+        (new_states, outputs), vjp_fn = jax.vjp(f, params, states)
+        losses, d_outputs = jax.vmap(
+            jax.value_and_grad(lambda o, y: checks.call_loss(loss_fn, o, y))
+        )(outputs, ys)
+        d_outputs = jax.tree.map(lambda d: d / num_streams, d_outputs)  # the mean loss
+        mean_delta_theta, delta_s = vjp_fn((_zeros_like(new_states), d_outputs))
+        nu = jax.vmap(lambda kb, s1: _rademacher_like(kb, s1, k))(stream_keys, new_states)
+
+        def stream_theta_prime(s1, x1, n1):
+            _, params_vjp = jax.vjp(lambda p: apply_fn(p, s1, x1)[0], params)
+            return jax.vmap(lambda n: params_vjp(n)[0])(n1)
+
+        theta_prime = jax.vmap(stream_theta_prime)(states, xs, nu)
+        coeff = (
+            jax.vmap(lambda ds, st: jax.vmap(lambda st1: tree_vdot(ds, st1))(st))(delta_s, s_tilde)
+            / k
+        )  # (B, k); delta_s already carries the 1/B of the mean
+        grads = jax.tree.map(
+            lambda d, tt: d + jnp.tensordot(coeff, tt, axes=2).astype(d.dtype),
+            mean_delta_theta,
+            theta_tilde,
+        )
+        s_tilde_prime = jax.vmap(
+            lambda s1, x1, st: jax.vmap(lambda st1: _state_jvp(apply_fn, params, s1, x1, st1))(st)
+        )(states, xs, s_tilde)
+        rescale = jax.vmap(jax.vmap(lambda a, b, c, d: uoro_rescale(a, b, c, d, eps)))
+        s_tilde, theta_tilde = rescale(s_tilde_prime, theta_tilde, nu, theta_prime)
+        unper = lambda tree: tree if k > 1 else jax.tree.map(lambda a: a[:, 0], tree)  # noqa: E731
+        new_carry = UOROState(new_states, unper(s_tilde), unper(theta_tilde))
+        return grads, new_carry, StepInfo(losses, outputs, jnp.asarray(True))
+
+    return Estimator(init_state, step, per_stream_step=per_stream_step)
 
 
 def tangent_outer(carry: UOROState) -> jax.Array:
@@ -529,7 +580,7 @@ def per_stream(estimator: Estimator) -> Estimator:
 
     return Estimator(
         init_state,
-        mapped(estimator.step),
+        estimator.per_stream_step or mapped(estimator.step),
         window=estimator.window,
         step_window=step_window if estimator.step_window is not None else None,
     )

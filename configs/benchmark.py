@@ -1,0 +1,29 @@
+"""Cost benchmark: LSTM, one-hot input over 64 symbols, dense readout, cross-entropy, Adam."""
+
+import ml_collections
+
+
+def get_config():
+    c = ml_collections.ConfigDict()
+    c.vocab = 64
+    # (hidden, streams) per backend.
+    c.cpu_sizes = ((128, 32),)
+    c.gpu_sizes = ((256, 64), (1024, 256), (1024, 1024))
+    c.methods = (
+        "forward",
+        "tbptt1",
+        "tbptt16",
+        "uoro_shared",
+        "uoro_per_stream",
+        "uoro_shared_k4",
+        "rtrl_shared",
+    )
+    c.chunk = 64  # steps per compiled chunk (a multiple of 16)
+    c.chunks_per_run = 4
+    c.repeats = 3  # best of
+    # Exact RTRL runs only where its Jacobian (|S|·|Θ| floats) fits under this.
+    c.rtrl_max_bytes = 2 * 1024**3
+    # Memory against sequence length: TBPTT truncations compared with UORO.
+    c.memory_truncations = (1, 4, 16, 64, 256)
+    c.seed = 0
+    return c
