@@ -310,3 +310,19 @@ def test_uoro_on_nnx_cell_matches_linen_style_protocol():
     )
     exact = bptt_grad(apply_fn, loss, params, h0, xs, ys, T - 1)
     assert rel_err(jax.tree.map(lambda g: g[-1], grads), exact) < 1e-10
+
+
+@pytest.mark.parametrize("cell", sorted(uorojax.models.LINEN_CELLS))
+@pytest.mark.parametrize("embed_dim", [None, 3])
+def test_every_linen_cell_with_token_input_is_exact_under_rtrl(cell, embed_dim):
+    model = uorojax.linen_model(cell, 2, 4, num_layers=2, vocab_size=4, embed_dim=embed_dim)
+    params, state0 = model.init(jax.random.key(0), jnp.zeros((), jnp.int32))
+    xs = jnp.array([0, 3, 1, 2], jnp.int32)
+    ys = jnp.array([3, 1, 2, 0], jnp.int32)
+    loss = uorojax.softmax_cross_entropy
+    _, grads, infos = scan_estimator(
+        uorojax.rtrl(model.apply, loss), params, state0, xs, ys, jax.random.key(0)
+    )
+    exact = bptt_grad(model.apply, loss, params, state0, xs, ys, 3)
+    assert rel_err(jax.tree.map(lambda g: g[3], grads), exact) < 1e-5  # float32 params
+    assert np.isfinite(np.asarray(infos.loss)).all()

@@ -93,6 +93,12 @@ def check_key(key: Any) -> None:
     )
 
 
+def _leaf(path) -> str:
+    """' leaf [...]' for a leaf inside a pytree; '' for a bare array."""
+    key = jax.tree_util.keystr(path)
+    return f" leaf {key}" if key else ""
+
+
 def _describe(tree: Any) -> str:
     return str(jax.tree.map(lambda a: f"{jnp.result_type(a)}{list(jnp.shape(a))}", tree))
 
@@ -137,7 +143,7 @@ def check_same_structure(name: str, tree: Any, ref_name: str, ref: Any) -> None:
     ):
         if jnp.shape(a) != jnp.shape(b) or jnp.result_type(a) != jnp.result_type(b):
             raise ModelError(
-                f"{name} leaf {jax.tree_util.keystr(path[0])} is "
+                f"{name}{_leaf(path[0])} is "
                 f"{jnp.result_type(a)}{list(jnp.shape(a))}, but {ref_name} has "
                 f"{jnp.result_type(b)}{list(jnp.shape(b))}: the state must keep its "
                 "structure, shape and dtype from step to step"
@@ -168,6 +174,6 @@ def check_leading_axis(name: str, tree: Any, size: int, what: str) -> None:
         shape = jnp.shape(leaf)
         if not shape or shape[0] != size:
             raise ValueError(
-                f"{name} leaf {jax.tree_util.keystr(path)} has shape {list(shape)}; "
+                f"{name}{_leaf(path)} has shape {list(shape)}; "
                 f"expected a leading {what} axis of size {size}"
             )
