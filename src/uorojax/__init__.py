@@ -1,5 +1,6 @@
 """uorojax: online gradient estimation for recurrent networks in JAX."""
 
+from uorojax import diagnostics, experiment, plots, tasks
 from uorojax.checks import ConfigError, ModelError, NonFiniteError
 from uorojax.estimators import (
     Estimator,

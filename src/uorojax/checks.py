@@ -64,6 +64,7 @@ def one_of(name: str, value: Any, choices: tuple[str, ...]) -> str:
 
 
 def check_callable(name: str, fn: Any) -> Callable:
+    """Raises TypeError unless ``fn`` is callable."""
     if not callable(fn):
         raise TypeError(f"{name} must be callable, got {type(fn).__name__}")
     return fn

@@ -361,6 +361,7 @@ def load_train_state(workdir: str) -> tuple[training.TrainState, Experiment]:
 
 
 def versions() -> dict:
+    """Python, platform, JAX, flax and optax versions, the backend and its devices."""
     import flax
 
     return {

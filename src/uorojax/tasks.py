@@ -49,13 +49,16 @@ class SymbolStream:
 
     @property
     def vocab_size(self) -> int:
+        """Number of symbols."""
         return len(self.vocab)
 
     def encode(self, text: str) -> np.ndarray:
+        """Symbol ids of ``text`` (every character must be in ``vocab``)."""
         index = {c: i for i, c in enumerate(self.vocab)}
         return np.array([index[c] for c in text], np.int32)
 
     def decode(self, ids) -> str:
+        """The characters of symbol ids."""
         return "".join(self.vocab[int(i)] for i in np.ravel(ids))
 
     def _record(self, rng: np.random.Generator, stream: int) -> np.ndarray:
@@ -302,10 +305,12 @@ class ConstantStream:
         self.target, self.num_streams, self.dtype = target, num_streams, dtype
 
     def next_chunk(self, length):
+        """``length`` zero inputs of shape ``(1,)`` and constant targets."""
         shape = (length,) if self.num_streams is None else (length, self.num_streams)
         return np.zeros((*shape, 1), self.dtype), np.full(shape, self.target, self.dtype)
 
     def example(self):
+        """One step's input and target."""
         x, y = self.next_chunk(1)
         return x[0], y[0]
 
