@@ -1,4 +1,4 @@
-"""Distant brackets (5, 5, 1, 10) with a 64-unit GRU, online batch 1."""
+"""Distant brackets (5, 5, 1, 10) with a 64-unit GRU, online batch 1 (defaults as anbn)."""
 
 from uorojax.experiment import default_config
 
@@ -7,13 +7,6 @@ def get_config():
     c = default_config()
     c.task = "distant_brackets"
     c.task_args = {"min_filler": 5, "max_filler": 5, "save": 1, "alphabet": 10}
-    c.algorithm = "uoro"
-    c.model = "gru"
-    c.hidden_size = 64
-    c.learning_rate = 1e-3
-    c.schedule = "paper"
     c.steps = 100_000
-    c.chunk = 1000
     c.log_every = 500
-    c.checkpoint_every = 10_000
     return c

@@ -1,4 +1,4 @@
-"""Influence balancing (n=23, 10 positive units), plain SGD, θ0 = 0.5; fixed point -1/6."""
+"""Influence balancing (n=23, 10 positive units), plain SGD 1e-5, θ0 = 0.5; θ* = -1/6."""
 
 from uorojax.experiment import default_config
 
@@ -7,14 +7,10 @@ def get_config():
     c = default_config()
     c.task = "influence_balancing"
     c.task_args = {"n": 23, "num_positive": 10, "theta0": 0.5}
-    c.algorithm = "uoro"
-    c.truncation = 1
     c.optimizer = "sgd"
     c.learning_rate = 1e-5
     c.schedule = "constant"
     c.steps = 100_000
-    c.chunk = 1000
     c.log_every = 500
-    c.checkpoint_every = 50_000
     c.nonfinite = "skip"
     return c

@@ -1,4 +1,8 @@
-"""Character-level text (Python's help texts by default; task_args.path for a file)."""
+"""Character-level text with a 64-unit GRU (defaults as anbn).
+
+The default corpus is Python's own help texts; ``--config.task_args.path=FILE`` reads a
+UTF-8 file instead.
+"""
 
 from uorojax.experiment import default_config
 
@@ -7,13 +11,6 @@ def get_config():
     c = default_config()
     c.task = "text"
     c.task_args = {"path": None}
-    c.algorithm = "uoro"
-    c.model = "gru"
-    c.hidden_size = 64
-    c.learning_rate = 1e-3
-    c.schedule = "paper"
     c.steps = 100_000
-    c.chunk = 1000
     c.log_every = 500
-    c.checkpoint_every = 10_000
     return c

@@ -310,6 +310,15 @@ def _band(ax, x, runs, label, color=None, band=True):
         ax.fill_between(x, runs.min(0), runs.max(0), color=line.get_color(), alpha=0.2, lw=0)
 
 
+def _save_figure(plt, fig, out, name, title, heading, lines):
+    """Titles, saves and closes a figure, and adds its section heading and image to lines."""
+    fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(f"{out}/{name}.png", dpi=110)
+    plt.close(fig)
+    lines += [f"## {heading}", "", f"![{heading}]({name}.png)", ""]
+
+
 def figures_and_table(out):
     plt = _plt()
     from uorojax import tasks
@@ -349,18 +358,15 @@ def figures_and_table(out):
         for ax in axes:
             ax.legend(fontsize=7)
             ax.grid(alpha=0.3)
-        fig.suptitle(
-            "Influence balancing (n=23, 10 positive units), SGD; median and min-max band over seeds"
+        _save_figure(
+            plt,
+            fig,
+            out,
+            "influence_balancing",
+            "Influence balancing (n=23, 10 positive units), SGD; median and min-max band over seeds",
+            "Influence balancing",
+            lines,
         )
-        fig.tight_layout()
-        fig.savefig(f"{out}/influence_balancing.png", dpi=110)
-        plt.close(fig)
-        lines += [
-            "## Influence balancing",
-            "",
-            "![influence balancing](influence_balancing.png)",
-            "",
-        ]
         lines += [
             "| run | SGD rate | final θ (per seed) | final loss (median) | steps skipped (non-finite) |",
             "|---|---|---|---|---|",
@@ -453,13 +459,15 @@ def figures_and_table(out):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         axes[0].set_ylabel("bits per character (mean over 10k chars)")
-        fig.suptitle(
-            f"{task_name}: online, batch 1, Adam γ=1e-3 α=1.5e-2; median and min-max over seeds"
+        _save_figure(
+            plt,
+            fig,
+            out,
+            f"chars_{task_name}",
+            f"{task_name}: online, batch 1, Adam γ=1e-3 α=1.5e-2; median and min-max over seeds",
+            task_name,
+            lines,
         )
-        fig.tight_layout()
-        fig.savefig(f"{out}/chars_{task_name}.png", dpi=110)
-        plt.close(fig)
-        lines += [f"## {task_name}", "", f"![{task_name}](chars_{task_name}.png)", ""]
         lines += [
             f"Best achievable: {best:.3f} bits/char. Final bits/char: mean of the last 10% of the run, per seed.",
             "",
@@ -537,17 +545,16 @@ def figures_and_table(out):
             ax.grid(alpha=0.3)
         axes[0].legend(fontsize=7)
         axes[1].legend(fontsize=7)
-        fig.suptitle(
-            "Character-level text (Python help texts), GRU-64, UORO: quality of one gradient estimate"
+        _save_figure(
+            plt,
+            fig,
+            out,
+            "text_gradient_quality",
+            "Character-level text (Python help texts), GRU-64, UORO: quality of one gradient estimate",
+            "Character-level text: UORO gradient variance and cosine with the exact gradient",
+            lines,
         )
-        fig.tight_layout()
-        fig.savefig(f"{out}/text_gradient_quality.png", dpi=110)
-        plt.close(fig)
         lines += [
-            "## Character-level text: UORO gradient variance and cosine with the exact gradient",
-            "",
-            "![text gradient quality](text_gradient_quality.png)",
-            "",
             "| characters trained | relative variance | mean cosine | mean norm ratio | bits/char (training, last interval) |",
             "|---|---|---|---|---|",
         ]

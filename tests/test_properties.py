@@ -3,7 +3,13 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-from helpers import bptt_grad, flat, scan_estimator
+from helpers import (
+    bptt_grad,
+    flat,
+    normalized_squared_error,
+    scan_estimator,
+    uoro_samples_and_rtrl,
+)
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -71,20 +77,18 @@ def test_rtrl_equals_bptt(spec):
 @settings(max_examples=4, deadline=None, derandomize=True)
 @given(models)
 def test_uoro_is_unbiased(spec):
+    """Squared error of the mean over its predicted variance: expectation 1 if unbiased.
+
+    A ratio of two single relative errors (as in test_estimators) is too noisy when J has
+    few entries (a 1-unit state); this statistic is calibrated for every model. The bound
+    9 is three standard errors on the norm; a bias grows the statistic like N.
+    """
     apply, params, state0, xs, ys = random_model(*spec)
-    rtrl_carry, _, _ = scan_estimator(
-        uorojax.rtrl(apply, LOSS), params, state0, xs, ys, jax.random.key(0)
-    )
-    exact_j = uorojax.jacobian_matrix(rtrl_carry)
     est = uorojax.uoro(apply, LOSS)
-    run = jax.jit(jax.vmap(lambda k: scan_estimator(est, params, state0, xs, ys, k)[0]))
-    outers = jax.vmap(uorojax.tangent_outer)(run(jax.random.split(jax.random.key(1), 20_000)))
-    err = {
-        n: float(jnp.linalg.norm(outers[:n].mean(0) - exact_j) / jnp.linalg.norm(exact_j))
-        for n in (1000, 20_000)
-    }
-    # Relative error falls like 1/sqrt(N): sqrt(20) = 4.5 expected, 2.5 required.
-    assert err[20_000] < 0.05 and err[1000] / err[20_000] > 2.5, err
+    samples, exact = uoro_samples_and_rtrl(est, apply, LOSS, params, state0, xs, ys, 20_000)
+    for n in (1000, 20_000):
+        for estimate, target in zip(samples, exact):
+            assert normalized_squared_error(estimate[:n], target) < 9.0, (spec, n)
 
 
 @settings(max_examples=12, deadline=None, derandomize=True)
