@@ -162,3 +162,40 @@ def test_online_learning_delayed_copy(seed):
     assert final["uoro"] < 1.05, final
     assert final["tbptt1"] > 1.05, final
     assert final["uoro"] < final["tbptt1"], final
+
+
+def test_gradient_statistics_against_exact():
+    model, params, h0 = tiny_rnn()
+    xs, ys = regression_stream(8)
+    loss = uorojax.squared_error
+    stats = uorojax.diagnostics.gradient_statistics(
+        uorojax.rtrl(model.apply, loss),
+        model.apply,
+        loss,
+        params,
+        h0,
+        xs,
+        ys,
+        jax.random.key(0),
+        num_keys=6,
+        key_batch_size=4,
+    )
+    np.testing.assert_allclose(stats.mean_cosine, 1.0, rtol=1e-10)
+    np.testing.assert_allclose(stats.relative_bias, 0.0, atol=1e-10)
+    np.testing.assert_allclose(stats.relative_variance, 0.0, atol=1e-10)
+    noisy = uorojax.diagnostics.gradient_statistics(
+        uorojax.uoro(model.apply, loss),
+        model.apply,
+        loss,
+        params,
+        h0,
+        xs,
+        ys,
+        jax.random.key(0),
+        num_keys=400,
+    )
+    assert noisy.mean_cosine[0] == pytest.approx(1.0)  # no history yet: exact
+    assert float(noisy.relative_variance[-1]) > 1e-3
+    # Unbiased: the bias of the mean is at the noise level sqrt(variance / N).
+    noise = np.sqrt(np.asarray(noisy.relative_variance[1:]) / 400)
+    assert np.all(np.asarray(noisy.relative_bias[1:]) < 4 * noise)

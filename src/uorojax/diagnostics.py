@@ -9,6 +9,7 @@ gives the same cosine and norm ratio live during training.
 
 from __future__ import annotations
 
+import math
 from typing import Any, NamedTuple
 
 import jax
@@ -69,6 +70,7 @@ def gradient_statistics(
     key: jax.Array,
     *,
     num_keys: int = 100,
+    key_batch_size: int = 16,
 ) -> GradientStatistics:
     """Bias, variance and cosine of an estimator's gradient against the exact one.
 
@@ -85,6 +87,8 @@ def gradient_statistics(
       xs, ys: the segment (leading time axis).
       key: PRNG key; split into ``num_keys`` runs.
       num_keys: number of independent runs.
+      key_batch_size: runs computed together; memory grows with it (the batch size used
+        is the largest common divisor of the two).
 
     Returns:
       :class:`GradientStatistics`.
@@ -116,27 +120,46 @@ def gradient_statistics(
         _, grads = jax.lax.scan(body, carry, (xs, ys, jax.random.split(run_key, length)))
         return grads
 
+    batch = math.gcd(num_keys, key_batch_size)
+
     @jax.jit
     def compute(key):
-        estimates = jax.vmap(one_run)(jax.random.split(key, num_keys))  # (keys, T, P)
         exact = jax.vmap(lambda g: ravel_pytree(g)[0])(
             exact_online_gradients(apply_fn, loss_fn, params, state0, xs, ys)
         )  # (T, P)
         tiny = jnp.finfo(exact.dtype).tiny
         exact_norm = jnp.linalg.norm(exact, axis=-1)
         denom = jnp.maximum(exact_norm, tiny)
-        mean = estimates.mean(0)
-        est_norm = jnp.linalg.norm(estimates, axis=-1)
-        cosine = jnp.einsum("ktp,tp->kt", estimates, exact) / jnp.maximum(
-            est_norm * exact_norm, tiny
+
+        def accumulate(totals, batch_keys):
+            # Only per-step sums leave the batch: memory is batch x T x P, not keys x T x P.
+            estimates = jax.vmap(one_run)(batch_keys)  # (batch, T, P)
+            norms = jnp.linalg.norm(estimates, axis=-1)  # (batch, T)
+            cosines = jnp.einsum("ktp,tp->kt", estimates, exact) / jnp.maximum(
+                norms * exact_norm, tiny
+            )
+            total, total_sq, total_cos, total_norm = totals
+            return (
+                total + estimates.sum(0),
+                total_sq + jnp.sum(jnp.square(norms), 0),
+                total_cos + cosines.sum(0),
+                total_norm + norms.sum(0),
+            ), None
+
+        zeros_t = jnp.zeros(exact.shape[:1], exact.dtype)
+        keys = jax.random.split(key, num_keys)
+        keys = keys.reshape(num_keys // batch, batch, *keys.shape[1:])
+        (total, total_sq, total_cos, total_norm), _ = jax.lax.scan(
+            accumulate, (jnp.zeros_like(exact), zeros_t, zeros_t, zeros_t), keys
         )
+        mean = total / num_keys
+        variance = total_sq / num_keys - jnp.sum(jnp.square(mean), -1)
         return GradientStatistics(
             exact_norm=exact_norm,
             relative_bias=jnp.linalg.norm(mean - exact, axis=-1) / denom,
-            relative_variance=jnp.mean(jnp.sum(jnp.square(estimates - mean), -1), 0)
-            / jnp.square(denom),
-            mean_cosine=cosine.mean(0),
-            mean_norm_ratio=(est_norm / denom).mean(0),
+            relative_variance=jnp.maximum(variance, 0.0) / jnp.square(denom),
+            mean_cosine=total_cos / num_keys,
+            mean_norm_ratio=total_norm / num_keys / denom,
         )
 
     return compute(key)
