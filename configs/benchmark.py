@@ -5,6 +5,7 @@ import ml_collections
 
 def get_config():
     c = ml_collections.ConfigDict()
+    c.cell = "lstm"  # lstm | gru (the braintrace comparison uses gru)
     c.vocab = 64
     # (hidden, streams) per backend.
     c.cpu_sizes = ((128, 32),)

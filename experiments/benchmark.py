@@ -2,7 +2,7 @@
 
     python experiments/benchmark.py [--config configs/benchmark.py] [--out FILE.md]
 
-Model: LSTM with one-hot input over 64 symbols and a dense readout, next-symbol
+Model: LSTM (``--config.cell=gru`` for a GRU) with one-hot input over 64 symbols and a dense readout, next-symbol
 cross-entropy, Adam. Every method runs the same jitted online trainer
 (``uorojax.make_trainer``) over chunks of a random stream, parameters updated after every
 step (TBPTT: after every window). Warm-up (compilation) is excluded, each timing is the
@@ -35,8 +35,8 @@ _OUT = flags.DEFINE_string("out", None, "Also write the tables (markdown) to thi
 _SIZES = flags.DEFINE_string("sizes", None, "Override sizes, e.g. '128x32,256x64'.")
 
 
-def build_model(hidden, vocab):
-    model = uorojax.linen_model("lstm", hidden, vocab, vocab_size=vocab)
+def build_model(hidden, vocab, cell="lstm"):
+    model = uorojax.linen_model(cell, hidden, vocab, vocab_size=vocab)
     params, state0 = model.init(jax.random.key(0), jnp.zeros((), jnp.int32))
     return model, params, state0
 
@@ -83,7 +83,7 @@ def memory_bytes(compiled) -> int | None:
 
 def time_method(method, hidden, streams, cfg):
     """Returns (seconds per chunk, compiled memory bytes, peak device bytes or None)."""
-    model, params, state0 = build_model(hidden, cfg.vocab)
+    model, params, state0 = build_model(hidden, cfg.vocab, cfg.cell)
     loss = uorojax.softmax_cross_entropy
     states = jax.tree.map(lambda a: jnp.broadcast_to(a, (streams, *a.shape)), state0)
     rng = np.random.default_rng(cfg.seed)
@@ -121,7 +121,7 @@ def time_method(method, hidden, streams, cfg):
 
 
 def rtrl_fits(hidden, streams, cfg) -> bool:
-    model, params, state0 = build_model(hidden, cfg.vocab)
+    model, params, state0 = build_model(hidden, cfg.vocab, cfg.cell)
     state_size = ravel_pytree(state0)[0].size * streams
     return state_size * ravel_pytree(params)[0].size * 4 <= cfg.rtrl_max_bytes
 
@@ -160,7 +160,7 @@ def bench_size(hidden, streams, cfg, lines):
     fwd = results["forward"][0]
     ref = results.get("tbptt16", (None,))[0]
     lines += [
-        f"### LSTM hidden {hidden}, {streams} streams, chunk {cfg.chunk}",
+        f"### {cfg.cell.upper()} hidden {hidden}, {streams} streams, chunk {cfg.chunk}",
         "",
         "| method | us/token | tokens/s | x forward | x TBPTT(16) | compiled memory | peak device memory |",
         "|---|---|---|---|---|---|---|",
@@ -179,13 +179,13 @@ def bench_size(hidden, streams, cfg, lines):
 
 
 def memory_vs_horizon(hidden, streams, cfg, lines):
-    model, params, state0 = build_model(hidden, cfg.vocab)
+    model, params, state0 = build_model(hidden, cfg.vocab, cfg.cell)
     loss = uorojax.softmax_cross_entropy
     states = jax.tree.map(lambda a: jnp.broadcast_to(a, (streams, *a.shape)), state0)
     chunk = max(cfg.memory_truncations)
     xs = jnp.zeros((chunk, streams), jnp.int32)
     lines += [
-        f"### Compiled memory against horizon (LSTM {hidden}, {streams} streams, chunk {chunk})",
+        f"### Compiled memory against horizon ({cfg.cell.upper()} {hidden}, {streams} streams, chunk {chunk})",
         "",
         "| method | compiled memory |",
         "|---|---|",
@@ -211,7 +211,7 @@ def main(argv):
     lines = ["## Benchmark", "", f"Machine: {machine()}", ""]
     print(lines[2], flush=True)
     for hidden, streams in sizes:
-        print(f"LSTM {hidden} x {streams} streams", flush=True)
+        print(f"{cfg.cell.upper()} {hidden} x {streams} streams", flush=True)
         bench_size(hidden, streams, cfg, lines)
     hidden, streams = sizes[0]
     memory_vs_horizon(hidden, streams, cfg, lines)

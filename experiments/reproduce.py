@@ -495,8 +495,9 @@ def figures_and_table(out):
                 steps = char_final[(task_name, cell, "uoro")][1]
                 claims.append(
                     (
-                        f"{task_name} {cell.upper()}-64: UORO learns long-range structure that TBPTT(1) misses (UORO below TBPTT(1))",
-                        bool(u < t1),
+                        f"{task_name} {cell.upper()}-64: UORO learns long-range structure that "
+                        "TBPTT(1) misses (UORO's median at least 0.01 bits/char below TBPTT(1)'s)",
+                        bool(u < t1 - 0.01),
                         f"median bits/char UORO {u:.3f}, TBPTT(1) {t1:.3f}, TBPTT(16) {t16:.3f} after {steps:,} chars",
                     )
                 )
@@ -506,8 +507,8 @@ def figures_and_table(out):
                 u = np.median(char_final[key][0])
                 claims.append(
                     (
-                        f"anbn(1,32) {cell.upper()}-64 UORO reaches the authors' logged 0.25-0.28 bits/char (their logs: after 2-4e5 chars)",
-                        bool(u <= 0.30),
+                        f"anbn(1,32) {cell.upper()}-64 UORO reaches 0.28 bits/char or better (the authors' logs: 0.25-0.28 after 2-4e5 chars)",
+                        bool(u <= 0.28),
                         f"median {u:.3f} bits/char at the end of {char_final[key][1]:,} chars",
                     )
                 )
@@ -563,12 +564,16 @@ def figures_and_table(out):
                 f"| {int(r['step']):,} | {float(r['relative_variance']):.3g} | {float(r['mean_cosine']):.3f} | {float(r['mean_norm_ratio']):.3g} | {float(r['bits_per_char']):.3f} |"
             )
         lines.append("")
-        var = [float(r["relative_variance"]) for r in rows]
+        var = np.array([float(r["relative_variance"]) for r in rows[1:]])  # trained points
+        half = len(var) // 2
+        early, late = np.median(var[:half]), np.median(var[half:])
         claims.append(
             (
-                "Text GRU-64: UORO's gradient variance stays bounded over training (no blow-up)",
-                bool(np.all(np.isfinite(var)) and max(var) < 100 * min(var)),
-                f"relative variance from {min(var):.3g} to {max(var):.3g}",
+                "Text GRU-64: UORO's gradient variance does not grow during training "
+                "(median relative variance, second half of training vs first, within 10x)",
+                bool(np.all(np.isfinite(var)) and late <= 10 * early),
+                f"median {early:.3g} (first half) and {late:.3g} (second half); "
+                f"range {var.min():.3g} to {var.max():.3g} over checkpoints",
             )
         )
         cos = [float(r["mean_cosine"]) for r in rows]
