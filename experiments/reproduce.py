@@ -518,34 +518,26 @@ def figures_and_table(out):
     if os.path.exists(text_path):
         with open(text_path, newline="") as f:
             rows = list(csv.DictReader(f))
-        step = [int(r["step"]) for r in rows]
+        step = [int(r["step"]) / 1000 for r in rows]
         fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
-        axes[0].plot(
-            step,
-            [float(r["relative_variance"]) for r in rows],
-            "o-",
-            label="after a segment (long history)",
-        )
-        axes[0].plot(
-            step,
-            [float(r["relative_variance_first_step"]) for r in rows],
-            "s--",
-            label="first step (no history)",
-        )
+        # The first step's variance is exactly 0 (no history yet): only the cosine shows it.
+        axes[0].plot(step, [float(r["relative_variance"]) for r in rows], "o-")
         axes[0].set_yscale("log")
-        axes[0].set_ylabel("E‖g - E g‖² / ‖g*‖²")
+        axes[0].set_ylabel("relative variance E‖g - E g‖² / ‖g*‖²")
         axes[1].plot(step, [float(r["mean_cosine"]) for r in rows], "o-", label="after a segment")
         axes[1].plot(
-            step, [float(r["mean_cosine_first_step"]) for r in rows], "s--", label="first step"
+            step,
+            [float(r["mean_cosine_first_step"]) for r in rows],
+            "s--",
+            label="first step (exact)",
         )
         axes[1].set_ylabel("mean cosine(g, g*)")
+        axes[1].legend(fontsize=7)
         axes[2].plot(step[1:], [float(r["bits_per_char"]) for r in rows[1:]], "o-")
         axes[2].set_ylabel("training bits per character")
         for ax in axes:
-            ax.set_xlabel("characters trained")
+            ax.set_xlabel("thousands of characters trained")
             ax.grid(alpha=0.3)
-        axes[0].legend(fontsize=7)
-        axes[1].legend(fontsize=7)
         _save_figure(
             plt,
             fig,
@@ -589,6 +581,10 @@ def figures_and_table(out):
     for claim, ok, numbers in claims:
         table.append(f"| {claim} | {'yes' if ok else '**no**'} | {numbers} |")
     table.append("")
+    discussion = f"{out}/discussion.md"  # hand-written reading of the numbers, if any
+    if os.path.exists(discussion):
+        with open(discussion) as f:
+            table += [f.read().strip(), ""]
     with open(f"{out}/results.md", "w") as f:
         f.write(
             "\n".join(
