@@ -168,32 +168,17 @@ def test_gradient_statistics_against_exact():
     model, params, h0 = tiny_rnn()
     xs, ys = regression_stream(8)
     loss = uorojax.squared_error
-    stats = uorojax.diagnostics.gradient_statistics(
-        uorojax.rtrl(model.apply, loss),
-        model.apply,
-        loss,
-        params,
-        h0,
-        xs,
-        ys,
-        jax.random.key(0),
-        num_keys=6,
-        key_batch_size=4,
-    )
+
+    def statistics(estimator, **kwargs):
+        return uorojax.diagnostics.gradient_statistics(
+            estimator, model.apply, loss, params, h0, xs, ys, jax.random.key(0), **kwargs
+        )
+
+    stats = statistics(uorojax.rtrl(model.apply, loss), num_keys=6, key_batch_size=4)
     np.testing.assert_allclose(stats.mean_cosine, 1.0, rtol=1e-10)
     np.testing.assert_allclose(stats.relative_bias, 0.0, atol=1e-10)
     np.testing.assert_allclose(stats.relative_variance, 0.0, atol=1e-10)
-    noisy = uorojax.diagnostics.gradient_statistics(
-        uorojax.uoro(model.apply, loss),
-        model.apply,
-        loss,
-        params,
-        h0,
-        xs,
-        ys,
-        jax.random.key(0),
-        num_keys=400,
-    )
+    noisy = statistics(uorojax.uoro(model.apply, loss), num_keys=400)
     assert noisy.mean_cosine[0] == pytest.approx(1.0)  # no history yet: exact
     assert float(noisy.relative_variance[-1]) > 1e-3
     # Unbiased: the bias of the mean is at the noise level sqrt(variance / N).
