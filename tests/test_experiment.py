@@ -155,3 +155,10 @@ def test_influence_balancing_logs_theta(tmp_path):
     summary = experiment.run(c, str(tmp_path / "ib"))
     assert "theta" in summary["final_metrics_last_10pct"]
     assert summary["final_theta"] != 0.5
+
+
+def test_shadow_rtrl_logs_gradient_agreement(tmp_path):
+    c = small_config(steps=100, checkpoint_every=100, hidden_size=4, shadow_rtrl=True)
+    final = experiment.run(c, str(tmp_path / "shadow"))["final_metrics_last_10pct"]
+    assert -1.0 <= final["shadow_cosine"] <= 1.0 and final["shadow_norm_ratio"] > 0
+    assert "shadow_cosine" in read(str(tmp_path / "shadow" / "metrics.csv")).splitlines()[0]
