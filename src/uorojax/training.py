@@ -111,6 +111,16 @@ def _all_finite(tree: PyTree) -> jax.Array:
     return jnp.isfinite(sum(leaves)) if leaves else jnp.asarray(True)
 
 
+def _step_finite(info, grads: PyTree, carry: PyTree) -> jax.Array:
+    """Loss, gradient and new carry all finite. An estimator may certify its carry
+    (UORO does, from norms it already has), which saves reading a large carry such as B
+    per-stream tangents once more."""
+    carry_finite = info.carry_finite
+    if carry_finite is None:
+        carry_finite = _all_finite(carry)
+    return _all_finite((info.loss, grads)) & jnp.all(carry_finite)
+
+
 def _select(pred: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
@@ -201,7 +211,9 @@ def make_trainer(
             params, opt_state = jax.lax.cond(
                 jnp.any(info.ready), update, lambda _: (ts.params, ts.opt_state), None
             )
-        finite = _all_finite((info.loss, grads, carry, params)) & extra_finite
+        # An estimator may certify its new carry (UORO does, from norms it already has),
+        # which saves reading a large carry such as B per-stream tangents once more.
+        finite = _step_finite(info, grads, carry) & _all_finite(params) & extra_finite
         halted = ts.halted_at >= 0
         accept = finite & ~halted
         rejected = ~finite & ~halted
@@ -334,10 +346,18 @@ def _chunk_length(xs) -> int:
 
 
 class OnlineGradientState(NamedTuple):
-    """State of :func:`as_optax`: the estimator carry and the last step's loss."""
+    """State of :func:`as_optax`.
+
+    Attributes:
+      carry: the estimator carry.
+      loss: the last step's loss.
+      finite: whether the last step's loss, gradient and new carry were all finite (the
+        trainer's non-finite guard; check it before trusting an update).
+    """
 
     carry: PyTree
     loss: jax.Array
+    finite: jax.Array
 
 
 def as_optax(
@@ -371,7 +391,7 @@ def as_optax(
     def init_fn(params):
         carry = estimator.init_state(params, state0, example_x=example_x, example_y=example_y)
         loss_dtype = jnp.result_type(jax.tree.leaves(params)[0])
-        return OnlineGradientState(carry, jnp.zeros((), loss_dtype))
+        return OnlineGradientState(carry, jnp.zeros((), loss_dtype), jnp.asarray(True))
 
     def update_fn(updates, state, params=None, *, x=None, y=None, key=None, **extra_args):
         del updates, extra_args
@@ -379,7 +399,7 @@ def as_optax(
             raise ValueError("as_optax's update needs params and the keyword args x, y and key")
         grads, carry, info = estimator.step(params, state.carry, x, y, key)
         loss = jnp.mean(info.loss).astype(state.loss.dtype)
-        return grads, OnlineGradientState(carry, loss)
+        return grads, OnlineGradientState(carry, loss, _step_finite(info, grads, carry))
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
