@@ -50,16 +50,11 @@ class StepInfo(NamedTuple):
       output: the model output for this step.
       ready: True when ``grads`` is a gradient to apply; TBPTT emits zeros and False
         inside a window.
-      carry_finite: optional certificate that the new carry is finite, computed from
-        quantities the step already has (UORO: the new state, ``s̃`` and a bound on
-        ``‖θ̃‖`` from its norms). The trainer then skips reading the whole carry; None
-        means the trainer checks the carry itself.
     """
 
     loss: jax.Array
     output: PyTree
     ready: jax.Array
-    carry_finite: jax.Array | None = None
 
 
 class Estimator(NamedTuple):
@@ -138,10 +133,6 @@ def _state_jvp(apply_fn: ApplyFn, params, state, x, tangent):
     return jax.jvp(lambda s: apply_fn(params, s, x)[0], (state,), (tangent,))[1]
 
 
-def _state_finite(state) -> jax.Array:
-    return jnp.isfinite(sum(jnp.sum(a) for a in jax.tree.leaves(state)))
-
-
 def _validate(params, key) -> None:
     checks.check_params(params)
     checks.check_key(key)
@@ -187,24 +178,11 @@ def uoro_rescale(
     Returns:
       The new ``(s_tilde, theta_tilde)``.
     """
-    return _rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps)[:2]
-
-
-def _rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps):
-    """:func:`uoro_rescale`, plus a finiteness certificate for the new pair.
-
-    ``‖θ̃_new‖ ≤ ‖θ̃‖/ρ0 + ‖θ'‖/ρ1`` (triangle inequality), so a finite bound and a
-    finite (old) ``θ̃`` give a finite ``θ̃_new`` without reading it again; ``s̃_new`` is
-    state-sized and checked directly.
-    """
-    theta_tilde_norm, theta_prime_norm = tree_norm(theta_tilde), tree_norm(theta_prime)
-    rho0 = jnp.sqrt(theta_tilde_norm / (tree_norm(s_tilde_prime) + eps)) + eps
-    rho1 = jnp.sqrt(theta_prime_norm / (tree_norm(nu) + eps)) + eps
+    rho0 = jnp.sqrt(tree_norm(theta_tilde) / (tree_norm(s_tilde_prime) + eps)) + eps
+    rho1 = jnp.sqrt(tree_norm(theta_prime) / (tree_norm(nu) + eps)) + eps
     s_tilde = jax.tree.map(lambda a, n: rho0 * a + rho1 * n, s_tilde_prime, nu)
     theta_tilde = jax.tree.map(lambda a, b: a / rho0 + b / rho1, theta_tilde, theta_prime)
-    bound = theta_tilde_norm / rho0 + theta_prime_norm / rho1
-    finite = jnp.isfinite(bound) & jnp.isfinite(sum(jnp.sum(a) for a in jax.tree.leaves(s_tilde)))
-    return s_tilde, theta_tilde, finite
+    return s_tilde, theta_tilde
 
 
 def uoro(
@@ -286,12 +264,11 @@ def uoro(
         )
 
         s_tilde_prime = jax.vmap(lambda st: _state_jvp(apply_fn, params, state, x, st))(s_tilde)
-        s_tilde, theta_tilde, finite = jax.vmap(lambda a, b, c, d: _rescale(a, b, c, d, eps))(
+        s_tilde, theta_tilde = jax.vmap(lambda a, b, c, d: uoro_rescale(a, b, c, d, eps))(
             s_tilde_prime, theta_tilde, nu, theta_prime
         )
         new_carry = UOROState(new_state, squeeze(s_tilde), squeeze(theta_tilde))
-        carry_finite = jnp.all(finite) & _state_finite(new_state)
-        return grads, new_carry, StepInfo(loss, output, jnp.asarray(True), carry_finite)
+        return grads, new_carry, StepInfo(loss, output, jnp.asarray(True))
 
     def per_stream_step(params, carry: UOROState, xs, ys, key):
         """B streams with their own tangent pairs, fused (see :func:`per_stream`).
@@ -337,12 +314,11 @@ def uoro(
         s_tilde_prime = jax.vmap(
             lambda s1, x1, st: jax.vmap(lambda st1: _state_jvp(apply_fn, params, s1, x1, st1))(st)
         )(states, xs, s_tilde)
-        rescale = jax.vmap(jax.vmap(lambda a, b, c, d: _rescale(a, b, c, d, eps)))
-        s_tilde, theta_tilde, finite = rescale(s_tilde_prime, theta_tilde, nu, theta_prime)
+        rescale = jax.vmap(jax.vmap(lambda a, b, c, d: uoro_rescale(a, b, c, d, eps)))
+        s_tilde, theta_tilde = rescale(s_tilde_prime, theta_tilde, nu, theta_prime)
         unper = lambda tree: tree if k > 1 else jax.tree.map(lambda a: a[:, 0], tree)  # noqa: E731
         new_carry = UOROState(new_states, unper(s_tilde), unper(theta_tilde))
-        carry_finite = jnp.all(finite) & _state_finite(new_states)
-        return grads, new_carry, StepInfo(losses, outputs, jnp.asarray(True), carry_finite)
+        return grads, new_carry, StepInfo(losses, outputs, jnp.asarray(True))
 
     return Estimator(init_state, step, per_stream_step=per_stream_step)
 

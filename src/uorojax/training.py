@@ -111,16 +111,6 @@ def _all_finite(tree: PyTree) -> jax.Array:
     return jnp.isfinite(sum(leaves)) if leaves else jnp.asarray(True)
 
 
-def _step_finite(info, grads: PyTree, carry: PyTree) -> jax.Array:
-    """Loss, gradient and new carry all finite. An estimator may certify its carry
-    (UORO does, from norms it already has), which saves reading a large carry such as B
-    per-stream tangents once more."""
-    carry_finite = info.carry_finite
-    if carry_finite is None:
-        carry_finite = _all_finite(carry)
-    return _all_finite((info.loss, grads)) & jnp.all(carry_finite)
-
-
 def _select(pred: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
     return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
 
@@ -211,9 +201,7 @@ def make_trainer(
             params, opt_state = jax.lax.cond(
                 jnp.any(info.ready), update, lambda _: (ts.params, ts.opt_state), None
             )
-        # An estimator may certify its new carry (UORO does, from norms it already has),
-        # which saves reading a large carry such as B per-stream tangents once more.
-        finite = _step_finite(info, grads, carry) & _all_finite(params) & extra_finite
+        finite = _all_finite((info.loss, grads, carry, params)) & extra_finite
         halted = ts.halted_at >= 0
         accept = finite & ~halted
         rejected = ~finite & ~halted
@@ -399,7 +387,8 @@ def as_optax(
             raise ValueError("as_optax's update needs params and the keyword args x, y and key")
         grads, carry, info = estimator.step(params, state.carry, x, y, key)
         loss = jnp.mean(info.loss).astype(state.loss.dtype)
-        return grads, OnlineGradientState(carry, loss, _step_finite(info, grads, carry))
+        finite = _all_finite((info.loss, grads, carry))
+        return grads, OnlineGradientState(carry, loss, finite)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
 
