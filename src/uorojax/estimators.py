@@ -224,11 +224,26 @@ def uoro(
     num_samples = checks.positive_int("num_samples", num_samples)
     k = num_samples
 
-    def expand(tree):
-        return jax.tree.map(lambda a: a[None], tree) if k == 1 else tree
+    def expand(tree, axis=0):
+        """Carry layout -> a samples axis at ``axis`` (absent from the carry when k = 1)."""
+        return jax.tree.map(lambda a: jnp.expand_dims(a, axis), tree) if k == 1 else tree
 
-    def squeeze(tree):
-        return jax.tree.map(lambda a: a[0], tree) if k == 1 else tree
+    def squeeze(tree, axis=0):
+        return jax.tree.map(lambda a: jnp.squeeze(a, axis), tree) if k == 1 else tree
+
+    def tangent_update(params, state, x, s_tilde, theta_tilde, nu):
+        """The new tangent pair of one stream (k samples on the leading axis).
+
+        ``θ' = νᵀ B_t`` comes from a params-only VJP (a state cotangent for the noise would
+        be wasted work; XLA shares the forward pass with the loss VJP), ``s̃' = A_t s̃``
+        from a JVP, then :func:`uoro_rescale`.
+        """
+        _, params_vjp = jax.vjp(lambda p: apply_fn(p, state, x)[0], params)
+        theta_prime = jax.vmap(lambda n: params_vjp(n)[0])(nu)
+        s_tilde_prime = jax.vmap(lambda st: _state_jvp(apply_fn, params, state, x, st))(s_tilde)
+        return jax.vmap(lambda a, b, c, d: uoro_rescale(a, b, c, d, eps))(
+            s_tilde_prime, theta_tilde, nu, theta_prime
+        )
 
     def init_state(params, state0, *, example_x=None, example_y=None) -> UOROState:
         del example_x, example_y
@@ -249,24 +264,14 @@ def uoro(
             apply_fn, loss_fn, params, state, x, y
         )
         nu = _rademacher_like(key, new_state, k)
-        # The loss cotangent needs both the params and the state part (δθ, δs); the noise
-        # needs only the params part θ' = νᵀ B_t, so it gets a params-only VJP (its state
-        # cotangent would be wasted work). XLA shares the forward pass of both.
         delta_theta, delta_s = vjp_fn((_zeros_like(new_state), d_output))
-        _, params_vjp = jax.vjp(lambda p: apply_fn(p, state, x)[0], params)
-        theta_prime = jax.vmap(lambda n: params_vjp(n)[0])(nu)
-
         coeff = jax.vmap(lambda st: tree_vdot(delta_s, st))(s_tilde) / k
         grads = jax.tree.map(
             lambda d, tt: d + jnp.tensordot(coeff, tt, axes=1).astype(d.dtype),
             delta_theta,
             theta_tilde,
         )
-
-        s_tilde_prime = jax.vmap(lambda st: _state_jvp(apply_fn, params, state, x, st))(s_tilde)
-        s_tilde, theta_tilde = jax.vmap(lambda a, b, c, d: uoro_rescale(a, b, c, d, eps))(
-            s_tilde_prime, theta_tilde, nu, theta_prime
-        )
+        s_tilde, theta_tilde = tangent_update(params, state, x, s_tilde, theta_tilde, nu)
         new_carry = UOROState(new_state, squeeze(s_tilde), squeeze(theta_tilde))
         return grads, new_carry, StepInfo(loss, output, jnp.asarray(True))
 
@@ -274,8 +279,9 @@ def uoro(
         """B streams with their own tangent pairs, fused (see :func:`per_stream`).
 
         The averaged direct gradient comes from one batched backward of the mean loss
-        (no per-stream direct gradients materialised), the per-stream ``θ'_b`` from one
-        per-example VJP, and the history term from one contraction of ``θ̃`` over streams.
+        (no per-stream direct gradients materialised), the history term from one
+        contraction of ``θ̃`` over streams, and each stream's tangent pair from the same
+        ``tangent_update`` as the single-stream step, vmapped.
         """
         _validate(params, key)
         num_streams = jax.tree.leaves(carry.state)[0].shape[0]
@@ -283,8 +289,7 @@ def uoro(
         checks.check_leading_axis("y", ys, num_streams, "stream")
         stream_keys = jax.random.split(key, num_streams)
         states = carry.state
-        per = lambda tree: tree if k > 1 else jax.tree.map(lambda a: a[:, None], tree)  # noqa: E731
-        s_tilde, theta_tilde = per(carry.s_tilde), per(carry.theta_tilde)  # (B, k, ...)
+        s_tilde, theta_tilde = expand(carry.s_tilde, 1), expand(carry.theta_tilde, 1)  # (B, k, ...)
 
         def f(p, s):
             return jax.vmap(lambda s1, x1: checks.call_model(apply_fn, p, s1, x1))(s, xs)
@@ -297,11 +302,6 @@ def uoro(
         mean_delta_theta, delta_s = vjp_fn((_zeros_like(new_states), d_outputs))
         nu = jax.vmap(lambda kb, s1: _rademacher_like(kb, s1, k))(stream_keys, new_states)
 
-        def stream_theta_prime(s1, x1, n1):
-            _, params_vjp = jax.vjp(lambda p: apply_fn(p, s1, x1)[0], params)
-            return jax.vmap(lambda n: params_vjp(n)[0])(n1)
-
-        theta_prime = jax.vmap(stream_theta_prime)(states, xs, nu)
         coeff = (
             jax.vmap(lambda ds, st: jax.vmap(lambda st1: tree_vdot(ds, st1))(st))(delta_s, s_tilde)
             / k
@@ -311,13 +311,10 @@ def uoro(
             mean_delta_theta,
             theta_tilde,
         )
-        s_tilde_prime = jax.vmap(
-            lambda s1, x1, st: jax.vmap(lambda st1: _state_jvp(apply_fn, params, s1, x1, st1))(st)
-        )(states, xs, s_tilde)
-        rescale = jax.vmap(jax.vmap(lambda a, b, c, d: uoro_rescale(a, b, c, d, eps)))
-        s_tilde, theta_tilde = rescale(s_tilde_prime, theta_tilde, nu, theta_prime)
-        unper = lambda tree: tree if k > 1 else jax.tree.map(lambda a: a[:, 0], tree)  # noqa: E731
-        new_carry = UOROState(new_states, unper(s_tilde), unper(theta_tilde))
+        s_tilde, theta_tilde = jax.vmap(tangent_update, in_axes=(None, 0, 0, 0, 0, 0))(
+            params, states, xs, s_tilde, theta_tilde, nu
+        )
+        new_carry = UOROState(new_states, squeeze(s_tilde, 1), squeeze(theta_tilde, 1))
         return grads, new_carry, StepInfo(losses, outputs, jnp.asarray(True))
 
     return Estimator(init_state, step, per_stream_step=per_stream_step)
