@@ -111,10 +111,6 @@ def _all_finite(tree: PyTree) -> jax.Array:
     return jnp.isfinite(sum(leaves)) if leaves else jnp.asarray(True)
 
 
-def _select(pred: jax.Array, on_true: PyTree, on_false: PyTree) -> PyTree:
-    return jax.tree.map(lambda a, b: jnp.where(pred, a, b), on_true, on_false)
-
-
 def _is_true(x) -> bool:
     return not isinstance(x, jax.core.Tracer) and bool(jnp.all(x))
 
@@ -188,7 +184,7 @@ def make_trainer(
             shadow_carry=shadow_carry,
         )
 
-    def apply_gradient(ts: TrainState, grads, carry, info, num_steps: int, extra_finite):
+    def apply_gradient(ts: TrainState, grads, carry, info, num_steps: int, shadow_carry=None):
         """Applies the optimizer when ready, guarding every write against non-finite values."""
 
         def update(_):
@@ -201,15 +197,15 @@ def make_trainer(
             params, opt_state = jax.lax.cond(
                 jnp.any(info.ready), update, lambda _: (ts.params, ts.opt_state), None
             )
-        finite = _all_finite((info.loss, grads, carry, params)) & extra_finite
+        finite = _all_finite((info.loss, grads, carry, params, shadow_carry))
         halted = ts.halted_at >= 0
         accept = finite & ~halted
         rejected = ~finite & ~halted
         # One conditional instead of a select per leaf: cheap at every step.
-        params, opt_state, carry = jax.lax.cond(
+        params, opt_state, carry, shadow_carry = jax.lax.cond(
             accept,
-            lambda: (params, opt_state, carry),
-            lambda: (ts.params, ts.opt_state, ts.carry),
+            lambda: (params, opt_state, carry, shadow_carry),
+            lambda: (ts.params, ts.opt_state, ts.carry, ts.shadow_carry),
         )
         new_ts = TrainState(
             params=params,
@@ -224,7 +220,7 @@ def make_trainer(
                 if nonfinite == "raise"
                 else ts.halted_at
             ),
-            shadow_carry=ts.shadow_carry,
+            shadow_carry=shadow_carry,
         )
         metrics = {
             "loss": _mean_over_streams(info.loss, num_steps),
@@ -233,7 +229,7 @@ def make_trainer(
         }
         for name, fn in (param_metrics or {}).items():
             metrics[name] = jnp.broadcast_to(fn(new_ts.params), (num_steps,))
-        return new_ts, accept, metrics
+        return new_ts, metrics
 
     def _mean_over_streams(loss, num_steps):
         loss = jnp.reshape(loss, (num_steps, -1))
@@ -242,26 +238,23 @@ def make_trainer(
     def one_step(ts: TrainState, x, y):
         key = step_key(ts.key, ts.step)
         grads, carry, info = estimator.step(ts.params, ts.carry, x, y, key)
-        extra_finite, shadow_metrics, shadow_carry = jnp.asarray(True), {}, ts.shadow_carry
+        shadow_metrics, shadow_carry = {}, None
         if shadow is not None:
             exact, shadow_carry, _ = shadow.step(ts.params, ts.shadow_carry, x, y, key)
-            extra_finite = _all_finite(shadow_carry)
             shadow_metrics = {
                 f"shadow_{k}": v[None] for k, v in gradient_agreement(grads, exact).items()
             }
         loss = jnp.reshape(info.loss, (1, -1))
-        new_ts, accept, metrics = apply_gradient(
-            ts, grads, carry, info._replace(loss=loss), 1, extra_finite
+        new_ts, metrics = apply_gradient(
+            ts, grads, carry, info._replace(loss=loss), 1, shadow_carry
         )
-        if shadow is not None:
-            new_ts = new_ts._replace(shadow_carry=_select(accept, shadow_carry, ts.shadow_carry))
         metrics.update(shadow_metrics)
         return new_ts, metrics
 
     def one_window(ts: TrainState, xs, ys):
         key = step_key(ts.key, ts.step)
         grads, carry, info = estimator.step_window(ts.params, ts.carry, xs, ys, key)
-        return apply_gradient(ts, grads, carry, info, window, jnp.asarray(True))[::2]
+        return apply_gradient(ts, grads, carry, info, window)
 
     def finish(metrics):
         if cross_entropy:
