@@ -21,7 +21,10 @@ def get_config():
     )
     c.chunk = 64  # steps per compiled chunk (a multiple of 16)
     c.chunks_per_run = 4
-    c.repeats = 3  # best of
+    c.repeats = 5  # rounds; each method's best round counts
+    # Steps per iteration of the trainer's scan (make_trainer's unroll), for every method.
+    c.cpu_unroll = 1
+    c.gpu_unroll = 4
     # Exact RTRL runs only where its Jacobian (|S|·|Θ| floats) fits under this.
     c.rtrl_max_bytes = 2 * 1024**3
     # Memory against sequence length: TBPTT truncations compared with UORO.

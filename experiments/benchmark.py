@@ -2,16 +2,22 @@
 
     python experiments/benchmark.py [--config configs/benchmark.py] [--out FILE.md]
 
-Model: LSTM (``--config.cell=gru`` for a GRU) with one-hot input over 64 symbols and a dense readout, next-symbol
-cross-entropy, Adam. Every method runs the same jitted online trainer
-(``uorojax.make_trainer``) over chunks of a random stream, parameters updated after every
-step (TBPTT: after every window). Warm-up (compilation) is excluded, each timing is the
-best of ``repeats`` runs, and ``jax.block_until_ready`` runs before every timer stops.
+Model: LSTM (``--config.cell=gru`` for a GRU) with one-hot input over 64 symbols and a
+dense readout, next-symbol cross-entropy, Adam. Every method runs the same jitted online
+trainer (``uorojax.make_trainer``, train state donated) over chunks of a random stream,
+the parameters updated after every step (TBPTT: after every window). Batches of streams
+use the library's batched paths: ``per_stream`` (fused for UORO and TBPTT) or
+``as_one_system`` (shared tangents).
+
+Warm-up (compilation) is excluded. The methods take turns, one run of
+``chunks_per_run`` chunks each per round, for ``repeats`` rounds; each method's best
+round counts, and ``jax.block_until_ready`` runs before every timer stops.
 
 Printed per method: microseconds per token, tokens per second, ratio to a forward-only
-scan and to TBPTT(16), the compiled program's memory (XLA's memory analysis: arguments +
-temporaries + outputs) and, on GPU, the device's peak bytes in use. A second table shows
-memory against TBPTT's truncation beside UORO's, which does not depend on any horizon.
+scan and to TBPTT(16), and the compiled program's memory (XLA's memory analysis:
+arguments + temporaries + outputs - aliased); per size, the process's peak device memory
+(GPU) or resident memory (CPU). A second table shows memory against TBPTT's truncation
+beside UORO's, which does not depend on any horizon.
 """
 
 from __future__ import annotations
@@ -81,8 +87,13 @@ def memory_bytes(compiled) -> int | None:
         return None
 
 
-def time_method(method, hidden, streams, cfg):
-    """Returns (seconds per chunk, compiled memory bytes, peak device bytes or None)."""
+def prepare(method, hidden, streams, cfg, unroll):
+    """Compiles one method's chunk; returns ``(compiled, make_args, compiled memory)``.
+
+    Nothing large is allocated here: the train state's shapes come from
+    ``jax.eval_shape``, and ``make_args`` builds the arguments. The train state is
+    donated, as a training loop would do, so XLA updates it in place.
+    """
     model, params, state0 = build_model(hidden, cfg.vocab, cfg.cell)
     loss = uorojax.softmax_cross_entropy
     states = jax.tree.map(lambda a: jnp.broadcast_to(a, (streams, *a.shape)), state0)
@@ -90,34 +101,60 @@ def time_method(method, hidden, streams, cfg):
     xs = jnp.asarray(rng.integers(0, cfg.vocab, (cfg.chunk, streams)), jnp.int32)
     ys = jnp.asarray(rng.integers(0, cfg.vocab, (cfg.chunk, streams)), jnp.int32)
     if method == "forward":
-        run = forward_chunk(model, loss)
-        args = (params, states, xs, ys)
-        call = lambda: run(*args)  # noqa: E731
-    else:
-        trainer = uorojax.make_trainer(make_estimator(method, model, loss), optax.adam(1e-3))
+        compiled = forward_chunk(model, loss).lower(params, states, xs, ys).compile()
+        return compiled, lambda: (params, states, xs, ys), memory_bytes(compiled)
+    estimator = make_estimator(method, model, loss)
+    trainer = uorojax.make_trainer(estimator, optax.adam(1e-3), unroll=unroll)
+
+    def init():
         ts = trainer.init(params, states, jax.random.key(0), xs[0], ys[0])
-        run, args = trainer.run_chunk, (ts, xs, ys)
-        holder = {"ts": ts}
+        # Own buffers: a donated state may not hold one array twice (TBPTT's carry
+        # starts with the window's start state equal to the state).
+        return jax.tree.map(lambda a: jnp.array(a, copy=True), ts)
 
-        def call():
-            holder["ts"], metrics = run(holder["ts"], xs, ys)
-            return holder["ts"], metrics
+    run = jax.jit(trainer.run_chunk, donate_argnums=0)
+    compiled = run.lower(jax.eval_shape(init), xs, ys).compile()
+    return compiled, lambda: (init(), xs, ys), memory_bytes(compiled)
 
-    compiled = run.lower(*args).compile()
-    mem = memory_bytes(compiled)
-    jax.block_until_ready(call())  # warm-up
-    best = float("inf")
+
+class Runner:
+    """Runs one prepared method chunk after chunk, keeping its train state."""
+
+    def __init__(self, method, compiled, make_args):
+        self.method, self.compiled, self.args = method, compiled, make_args()
+
+    def __call__(self):
+        if self.method == "forward":
+            return self.compiled(*self.args)
+        ts, metrics = self.compiled(*self.args)
+        self.args = (ts, *self.args[1:])
+        return ts, metrics
+
+
+def peak_memory() -> int | None:
+    """The process's peak so far: device bytes on GPU, resident bytes on CPU."""
+    if jax.default_backend() == "gpu":
+        return (jax.devices()[0].memory_stats() or {}).get("peak_bytes_in_use")
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+
+
+def time_all(runners: dict, cfg) -> dict:
+    """Best seconds per chunk of every method. The methods take turns, one run of
+    ``chunks_per_run`` chunks each per round, for ``repeats`` rounds: a slow spell of
+    the machine then hits every method, not just one, and the ratios stay fair."""
+    for run in runners.values():
+        jax.block_until_ready(run())  # warm-up
+    best = {method: float("inf") for method in runners}
     for _ in range(cfg.repeats):
-        start = time.perf_counter()
-        for _ in range(cfg.chunks_per_run):
-            out = call()
-        jax.block_until_ready(out)
-        best = min(best, (time.perf_counter() - start) / cfg.chunks_per_run)
-    peak = None
-    stats = jax.devices()[0].memory_stats() if jax.default_backend() == "gpu" else None
-    if stats:
-        peak = stats.get("peak_bytes_in_use")
-    return best, mem, peak
+        for method, run in runners.items():
+            start = time.perf_counter()
+            for _ in range(cfg.chunks_per_run):
+                out = run()
+            jax.block_until_ready(out)
+            best[method] = min(best[method], (time.perf_counter() - start) / cfg.chunks_per_run)
+    return best
 
 
 def rtrl_fits(hidden, streams, cfg) -> bool:
@@ -147,35 +184,44 @@ def machine() -> str:
     )
 
 
-def bench_size(hidden, streams, cfg, lines):
+def bench_size(hidden, streams, cfg, unroll, lines):
+    """Times every method at one size, in one process, taking turns (see ``time_all``)."""
     tokens = cfg.chunk * streams
-    results = {}
+    runners, memory, notes = {}, {}, {}
     for method in cfg.methods:
         if method == "rtrl_shared" and not rtrl_fits(hidden, streams, cfg):
-            print(f"  {method}: skipped (|S|·|Θ| over {fmt_bytes(cfg.rtrl_max_bytes)})", flush=True)
+            notes[method] = f"skipped: |S|·|Θ| over {fmt_bytes(cfg.rtrl_max_bytes)}"
             continue
-        seconds, mem, peak = time_method(method, hidden, streams, cfg)
-        results[method] = (seconds, mem, peak)
-        print(f"  {method}: {seconds / tokens * 1e6:.3f} us/token", flush=True)
-    fwd = results["forward"][0]
-    ref = results.get("tbptt16", (None,))[0]
+        try:
+            compiled, make_args, memory[method] = prepare(method, hidden, streams, cfg, unroll)
+            runners[method] = Runner(method, compiled, make_args)
+        except Exception as err:  # noqa: BLE001 - report and go on (e.g. out of memory)
+            notes[method] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:100]}"
+    seconds = time_all(runners, cfg)
+    peak = peak_memory()
+    for method, sec in seconds.items():
+        print(f"  {method}: {sec / tokens * 1e6:.3f} us/token", flush=True)
+    fwd, ref = seconds.get("forward"), seconds.get("tbptt16")
+    ratio = lambda a, b: f"{a / b:.2f}" if b else "n/a"  # noqa: E731
+    peak_name = "device memory" if jax.default_backend() == "gpu" else "resident memory"
     lines += [
-        f"### {cfg.cell.upper()} hidden {hidden}, {streams} streams, chunk {cfg.chunk}",
+        f"### {cfg.cell.upper()} hidden {hidden}, {streams} streams, chunk {cfg.chunk}, "
+        f"scan unroll {unroll}",
         "",
-        "| method | us/token | tokens/s | x forward | x TBPTT(16) | compiled memory | peak device memory |",
-        "|---|---|---|---|---|---|---|",
+        "| method | us/token | tokens/s | x forward | x TBPTT(16) | compiled memory |",
+        "|---|---|---|---|---|---|",
     ]
-    for method, (seconds, mem, peak) in results.items():
-        us = seconds / tokens * 1e6
+    for method in cfg.methods:
+        if method not in seconds:
+            lines.append(f"| {method} | {notes.get(method, 'not run')} | | | | |")
+            continue
+        sec = seconds[method]
         lines.append(
-            f"| {method} | {us:.3f} | {tokens / seconds:,.0f} | {seconds / fwd:.2f} | "
-            f"{seconds / ref:.2f} | {fmt_bytes(mem)} | {fmt_bytes(peak)} |"
-            if ref
-            else f"| {method} | {us:.3f} | {tokens / seconds:,.0f} | {seconds / fwd:.2f} | n/a | "
-            f"{fmt_bytes(mem)} | {fmt_bytes(peak)} |"
+            f"| {method} | {sec / tokens * 1e6:.3f} | {tokens / sec:,.0f} | {ratio(sec, fwd)} | "
+            f"{ratio(sec, ref)} | {fmt_bytes(memory[method])} |"
         )
-    lines.append("")
-    return results
+    lines += ["", f"Peak {peak_name} of the process, all methods alive: {fmt_bytes(peak)}.", ""]
+    return seconds
 
 
 def memory_vs_horizon(hidden, streams, cfg, lines):
@@ -195,8 +241,9 @@ def memory_vs_horizon(hidden, streams, cfg, lines):
         "uoro_per_stream",
     ]:
         trainer = uorojax.make_trainer(make_estimator(method, model, loss), optax.adam(1e-3))
-        ts = trainer.init(params, states, jax.random.key(0), xs[0], xs[0])
-        mem = memory_bytes(trainer.run_chunk.lower(ts, xs, xs).compile())
+        init = lambda: trainer.init(params, states, jax.random.key(0), xs[0], xs[0])  # noqa: E731,B023
+        run = jax.jit(trainer.run_chunk, donate_argnums=0)
+        mem = memory_bytes(run.lower(jax.eval_shape(init), xs, xs).compile())
         lines.append(f"| {method} | {fmt_bytes(mem)} |")
         print(f"  memory {method}: {fmt_bytes(mem)}", flush=True)
     lines.append("")
@@ -210,16 +257,21 @@ def main(argv):
         sizes = [tuple(int(v) for v in s.split("x")) for s in _SIZES.value.split(",")]
     lines = ["## Benchmark", "", f"Machine: {machine()}", ""]
     print(lines[2], flush=True)
+
+    def save():  # after every table, so an interrupted run keeps what it measured
+        if _OUT.value:
+            with open(_OUT.value, "w") as f:
+                f.write("\n".join(lines) + "\n")
+
+    unroll = cfg.gpu_unroll if jax.default_backend() == "gpu" else cfg.cpu_unroll
     for hidden, streams in sizes:
         print(f"{cfg.cell.upper()} {hidden} x {streams} streams", flush=True)
-        bench_size(hidden, streams, cfg, lines)
+        bench_size(hidden, streams, cfg, unroll, lines)
+        save()
     hidden, streams = sizes[0]
     memory_vs_horizon(hidden, streams, cfg, lines)
-    text = "\n".join(lines)
-    print(text)
-    if _OUT.value:
-        with open(_OUT.value, "w") as f:
-            f.write(text + "\n")
+    save()
+    print("\n".join(lines))
 
 
 if __name__ == "__main__":

@@ -200,3 +200,71 @@ def test_as_optax_checks_arguments_and_reports_non_finite_steps():
     assert bool(state.finite)
     _, state = tx.update(None, state, params, x=jnp.full(2, jnp.nan), y=jnp.ones(2), key=key)
     assert not bool(state.finite)
+
+
+# ----------------------------------------------------------------------------- certificate
+
+
+def _poison(carry, where, value):
+    """Puts ``value`` into one entry of the named part of a UORO carry."""
+    part = getattr(carry, where)
+    leaves, treedef = jax.tree.flatten(part)
+    leaves[0] = leaves[0].reshape(-1).at[0].set(value).reshape(leaves[0].shape)
+    return carry._replace(**{where: jax.tree.unflatten(treedef, leaves)})
+
+
+@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize(
+    "where, value",
+    [
+        (None, 0.0),
+        ("theta_tilde", jnp.nan),
+        ("theta_tilde", jnp.inf),
+        ("theta_tilde", 1e300),  # finite, but its norm overflows
+        ("s_tilde", jnp.nan),
+        ("state", jnp.inf),
+    ],
+)
+def test_uoro_finiteness_certificate_is_sound(batched, where, value):
+    """``info.carry_finite`` (which the trainer trusts instead of re-reading the
+    tangents) is True only when the whole new carry is finite, and True on a sane carry."""
+    model, params, h0 = tiny_rnn()
+    xs, ys = regression_stream(6)
+    est = uorojax.uoro(model.apply, LOSS)
+    if batched:
+        est = uorojax.per_stream(est)
+        h0 = jnp.stack([h0, h0 + 0.1])
+        xs, ys = jnp.stack([xs, -xs], 1), jnp.stack([ys, -ys], 1)
+    carry = est.init_state(params, h0)
+    step = jax.jit(est.step)
+    for t in range(5):  # non-zero tangents first
+        _, carry, info = step(params, carry, xs[t], ys[t], jax.random.key(t))
+        assert bool(info.carry_finite)
+    if where is not None:
+        carry = _poison(carry, where, value)
+    _, new_carry, info = step(params, carry, xs[5], ys[5], jax.random.key(5))
+    if bool(info.carry_finite):
+        assert _all_finite(new_carry)
+    assert bool(info.carry_finite) == (where is None)
+
+
+def test_trainer_keeps_the_old_carry_when_the_certificate_fails():
+    """With "skip", a step whose new tangents are not certified finite leaves params,
+    optimizer state and carry exactly as they were."""
+    model, params, h0 = tiny_rnn()
+    xs, ys = regression_stream(4)
+    trainer = uorojax.make_trainer(
+        uorojax.uoro(model.apply, LOSS), optax.adam(1e-2), nonfinite="skip"
+    )
+    ts, _ = trainer.run(trainer.init(params, h0, jax.random.key(0)), xs[:3], ys[:3])
+    # A huge but finite theta_tilde: the gradient stays finite where s_tilde is zero,
+    # but the norm in the rescaling overflows, so the certificate fails.
+    carry = ts.carry._replace(s_tilde=jnp.zeros_like(ts.carry.s_tilde))
+    ts = ts._replace(carry=_poison(carry, "theta_tilde", 1e300))
+    new, metrics = trainer.run(ts, xs[3:], ys[3:])
+    assert bool(metrics["skipped"][0])
+    for a, b in zip(
+        jax.tree.leaves((ts.params, ts.opt_state, ts.carry)),
+        jax.tree.leaves((new.params, new.opt_state, new.carry)),
+    ):
+        np.testing.assert_array_equal(a, b)

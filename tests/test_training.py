@@ -82,6 +82,65 @@ def test_tbptt_trainer_updates_once_per_window_and_matches_step_path():
         trainer.run(ts0, xs[:6], ys[:6])
 
 
+def _generic(est):
+    """The estimator without its fused per-stream paths: ``per_stream`` then vmaps it."""
+    return est._replace(per_stream_step=None, per_stream_step_window=None)
+
+
+@pytest.mark.parametrize("truncation", [1, 3])
+def test_fused_per_stream_tbptt_equals_vmapped_windows_and_step_path(truncation):
+    model, params, _ = tiny_rnn()
+    num_streams, length = 3, 12
+    xs, ys = regression_stream(length * num_streams)
+    xs, ys = xs.reshape(length, num_streams, 2), ys.reshape(length, num_streams, 2)
+    states0 = 0.1 * jnp.arange(num_streams * 3, dtype=jnp.float64).reshape(num_streams, 3)
+    est = uorojax.tbptt(model.apply, uorojax.squared_error, truncation)
+    runs = {}
+    for name, batched in (
+        ("fused", uorojax.per_stream(est)),
+        ("vmapped", uorojax.per_stream(_generic(est))),
+    ):
+        trainer = uorojax.make_trainer(batched, optax.sgd(0.1))
+        ts0 = trainer.init(params, states0, jax.random.key(0), xs[0], ys[0])
+        runs[name] = trainer.run(ts0, xs, ys)
+        ts = ts0
+        for t in range(length):  # the step path, one step at a time
+            ts, m = trainer.step(ts, xs[t], ys[t])
+            np.testing.assert_allclose(m["loss"], runs[name][1]["loss"][t], rtol=1e-12)
+        np.testing.assert_allclose(flat(ts.params), flat(runs[name][0].params), rtol=1e-12)
+    np.testing.assert_allclose(
+        flat(runs["fused"][0].params), flat(runs["vmapped"][0].params), rtol=1e-12
+    )
+    for a, b in zip(
+        jax.tree.leaves(runs["fused"][0].carry), jax.tree.leaves(runs["vmapped"][0].carry)
+    ):
+        np.testing.assert_allclose(a, b, rtol=1e-12)
+    np.testing.assert_allclose(runs["fused"][1]["loss"], runs["vmapped"][1]["loss"], rtol=1e-12)
+
+
+@pytest.mark.parametrize("kind", ["uoro_per_stream", "tbptt"])
+def test_scan_unroll_does_not_change_results(kind):
+    model, params, _ = tiny_rnn()
+    num_streams, length = 2, 12
+    xs, ys = regression_stream(length * num_streams)
+    xs, ys = xs.reshape(length, num_streams, 2), ys.reshape(length, num_streams, 2)
+    states0 = jnp.zeros((num_streams, 3))
+    loss = uorojax.squared_error
+    if kind == "tbptt":
+        est = uorojax.per_stream(uorojax.tbptt(model.apply, loss, 2))
+    else:
+        est = uorojax.per_stream(uorojax.uoro(model.apply, loss))
+    results = []
+    for unroll in (1, 5):
+        trainer = uorojax.make_trainer(est, _optimizer(), unroll=unroll)
+        ts = trainer.init(params, states0, jax.random.key(0), xs[0], ys[0])
+        results.append(trainer.run(ts, xs, ys))
+    np.testing.assert_allclose(flat(results[0][0].params), flat(results[1][0].params), rtol=1e-12)
+    np.testing.assert_allclose(results[0][1]["loss"], results[1][1]["loss"], rtol=1e-12)
+    with pytest.raises(uorojax.ConfigError, match="unroll"):
+        uorojax.make_trainer(est, _optimizer(), unroll=0)
+
+
 @pytest.mark.parametrize("mode", ["per_stream", "shared", "per_stream_k2", "per_stream_tbptt"])
 def test_batched_training_modes_run_and_learn(mode):
     model, params, _ = tiny_rnn()

@@ -28,11 +28,14 @@ recurrent system with shared tangents.
 
 from __future__ import annotations
 
+import functools
+import math
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from uorojax import checks
@@ -50,11 +53,18 @@ class StepInfo(NamedTuple):
       output: the model output for this step.
       ready: True when ``grads`` is a gradient to apply; TBPTT emits zeros and False
         inside a window.
+      carry_finite: optional certificate that the new carry is finite, computed from
+        values the step already has (UORO: the new state, ``s̃`` and a bound on
+        ``‖θ̃‖`` from the norms of the rescaling). With it the trainer neither re-reads
+        a large carry (such as B per-stream tangents) to test it nor copies it to keep
+        the old one: the keep-or-replace select fuses into the tangent update. None
+        means the trainer tests the carry itself.
     """
 
     loss: jax.Array
     output: PyTree
     ready: jax.Array
+    carry_finite: jax.Array | None = None
 
 
 class Estimator(NamedTuple):
@@ -74,6 +84,8 @@ class Estimator(NamedTuple):
       per_stream_step: optional fused version of ``per_stream(...).step`` (same inputs
         with a leading stream axis, same result up to float rounding); used by
         :func:`per_stream` when present.
+      per_stream_step_window: likewise for ``per_stream(...).step_window`` (TBPTT: one
+        batched backward of the mean loss instead of B per-stream gradients).
     """
 
     init_state: Callable[..., PyTree]
@@ -81,6 +93,7 @@ class Estimator(NamedTuple):
     window: int = 1
     step_window: Callable[..., tuple[PyTree, PyTree, StepInfo]] | None = None
     per_stream_step: Callable[..., tuple[PyTree, PyTree, StepInfo]] | None = None
+    per_stream_step_window: Callable[..., tuple[PyTree, PyTree, StepInfo]] | None = None
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -105,15 +118,25 @@ def _stack(trees: list[PyTree]) -> PyTree:
 
 
 def _rademacher_like(key: jax.Array, tree: PyTree, num_samples: int) -> PyTree:
-    """Independent +-1 entries shaped like ``tree`` with a leading ``num_samples`` axis."""
+    """Independent +-1 entries shaped like ``tree`` with a leading ``num_samples`` axis.
+
+    One draw of random bits serves the whole tree: every bit of ``jax.random.bits`` is
+    an independent fair coin, so ``ceil(n / 32)`` words give ``n`` signs. That is 32
+    times fewer counter-mode (threefry) evaluations than one uniform per sign, and one
+    RNG call per step instead of one per leaf.
+    """
     leaves, treedef = jax.tree.flatten(tree)
-    keys = jax.random.split(key, len(leaves))
-    noise = [
-        jax.random.rademacher(k, (num_samples, *jnp.shape(leaf)), dtype=jnp.int32).astype(
-            jnp.result_type(leaf)
-        )
-        for k, leaf in zip(keys, leaves)
-    ]
+    sizes = [math.prod(jnp.shape(leaf)) for leaf in leaves]
+    total = sum(sizes)
+    words = jax.random.bits(key, (num_samples, -(-total // 32)), jnp.uint32)
+    shifts = jnp.arange(32, dtype=jnp.uint32)
+    bits = ((words[:, :, None] >> shifts) & 1).reshape(num_samples, -1)[:, :total]
+    signs = 1 - 2 * bits.astype(jnp.int32)
+    noise, start = [], 0
+    for leaf, size in zip(leaves, sizes):
+        piece = signs[:, start : start + size].reshape(num_samples, *jnp.shape(leaf))
+        noise.append(piece.astype(jnp.result_type(leaf)))
+        start += size
     return jax.tree.unflatten(treedef, noise)
 
 
@@ -178,11 +201,31 @@ def uoro_rescale(
     Returns:
       The new ``(s_tilde, theta_tilde)``.
     """
-    rho0 = jnp.sqrt(tree_norm(theta_tilde) / (tree_norm(s_tilde_prime) + eps)) + eps
-    rho1 = jnp.sqrt(tree_norm(theta_prime) / (tree_norm(nu) + eps)) + eps
+    return _rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps)[:2]
+
+
+def _rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps):
+    """:func:`uoro_rescale`, plus a finiteness certificate for the new pair.
+
+    Entrywise ``|θ̃_new| ≤ |θ̃|/ρ0 + |θ'|/ρ1 ≤ ‖θ̃‖/ρ0 + ‖θ'‖/ρ1``, so a finite bound
+    makes every entry of ``θ̃_new`` finite without reading it again (a NaN or inf in
+    ``θ̃`` or ``θ'`` makes its norm, hence the bound, non-finite). ``s̃_new`` is
+    state-sized and tested directly.
+    """
+    theta_tilde_norm, theta_prime_norm = tree_norm(theta_tilde), tree_norm(theta_prime)
+    rho0 = jnp.sqrt(theta_tilde_norm / (tree_norm(s_tilde_prime) + eps)) + eps
+    rho1 = jnp.sqrt(theta_prime_norm / (tree_norm(nu) + eps)) + eps
     s_tilde = jax.tree.map(lambda a, n: rho0 * a + rho1 * n, s_tilde_prime, nu)
     theta_tilde = jax.tree.map(lambda a, b: a / rho0 + b / rho1, theta_tilde, theta_prime)
-    return s_tilde, theta_tilde
+    bound = theta_tilde_norm / rho0 + theta_prime_norm / rho1
+    return s_tilde, theta_tilde, jnp.isfinite(bound) & tree_finite(s_tilde)
+
+
+def tree_finite(tree: PyTree) -> jax.Array:
+    """True when every entry is finite: one test of the sum of per-leaf sums (an inf or
+    NaN anywhere makes it non-finite; so, conservatively, does overflow)."""
+    sums = [jnp.sum(a) for a in jax.tree.leaves(tree) if jnp.issubdtype(a.dtype, jnp.inexact)]
+    return jnp.isfinite(sum(sums)) if sums else jnp.asarray(True)
 
 
 def uoro(
@@ -231,19 +274,31 @@ def uoro(
     def squeeze(tree, axis=0):
         return jax.tree.map(lambda a: jnp.squeeze(a, axis), tree) if k == 1 else tree
 
+    def over_samples(fn):
+        """Maps a one-sample function over the carry's samples axis (none when k = 1).
+
+        Keeping the k = 1 update free of a unit axis matters for speed: XLA then writes
+        the new ``θ̃`` in place of the old one instead of into a copy.
+        """
+        return jax.vmap(fn) if k > 1 else fn
+
     def tangent_update(params, state, x, s_tilde, theta_tilde, nu):
-        """The new tangent pair of one stream (k samples on the leading axis).
+        """The new tangent pair of one stream, in the carry layout.
 
         ``θ' = νᵀ B_t`` comes from a params-only VJP (a state cotangent for the noise would
         be wasted work; XLA shares the forward pass with the loss VJP), ``s̃' = A_t s̃``
-        from a JVP, then :func:`uoro_rescale`.
+        from a JVP, then :func:`uoro_rescale`; also its finiteness certificate (see
+        :class:`StepInfo`).
         """
         _, params_vjp = jax.vjp(lambda p: apply_fn(p, state, x)[0], params)
-        theta_prime = jax.vmap(lambda n: params_vjp(n)[0])(nu)
-        s_tilde_prime = jax.vmap(lambda st: _state_jvp(apply_fn, params, state, x, st))(s_tilde)
-        return jax.vmap(lambda a, b, c, d: uoro_rescale(a, b, c, d, eps))(
-            s_tilde_prime, theta_tilde, nu, theta_prime
-        )
+
+        def one_sample(s_tilde, theta_tilde, nu):
+            theta_prime = params_vjp(nu)[0]
+            s_tilde_prime = _state_jvp(apply_fn, params, state, x, s_tilde)
+            return _rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps)
+
+        s_tilde, theta_tilde, finite = over_samples(one_sample)(s_tilde, theta_tilde, nu)
+        return s_tilde, theta_tilde, jnp.all(finite)
 
     def init_state(params, state0, *, example_x=None, example_y=None) -> UOROState:
         del example_x, example_y
@@ -271,9 +326,12 @@ def uoro(
             delta_theta,
             theta_tilde,
         )
-        s_tilde, theta_tilde = tangent_update(params, state, x, s_tilde, theta_tilde, nu)
-        new_carry = UOROState(new_state, squeeze(s_tilde), squeeze(theta_tilde))
-        return grads, new_carry, StepInfo(loss, output, jnp.asarray(True))
+        s_tilde, theta_tilde, finite = tangent_update(
+            params, state, x, carry.s_tilde, carry.theta_tilde, squeeze(nu)
+        )
+        new_carry = UOROState(new_state, s_tilde, theta_tilde)
+        carry_finite = finite & tree_finite(new_state)
+        return grads, new_carry, StepInfo(loss, output, jnp.asarray(True), carry_finite)
 
     def per_stream_step(params, carry: UOROState, xs, ys, key):
         """B streams with their own tangent pairs, fused (see :func:`per_stream`).
@@ -311,11 +369,12 @@ def uoro(
             mean_delta_theta,
             theta_tilde,
         )
-        s_tilde, theta_tilde = jax.vmap(tangent_update, in_axes=(None, 0, 0, 0, 0, 0))(
-            params, states, xs, s_tilde, theta_tilde, nu
+        s_tilde, theta_tilde, finite = jax.vmap(tangent_update, in_axes=(None, 0, 0, 0, 0, 0))(
+            params, states, xs, carry.s_tilde, carry.theta_tilde, squeeze(nu, 1)
         )
-        new_carry = UOROState(new_states, squeeze(s_tilde, 1), squeeze(theta_tilde, 1))
-        return grads, new_carry, StepInfo(losses, outputs, jnp.asarray(True))
+        new_carry = UOROState(new_states, s_tilde, theta_tilde)
+        carry_finite = jnp.all(finite) & tree_finite(new_states)
+        return grads, new_carry, StepInfo(losses, outputs, jnp.asarray(True), carry_finite)
 
     return Estimator(init_state, step, per_stream_step=per_stream_step)
 
@@ -477,10 +536,18 @@ def tbptt(
     checks.one_of("reduction", reduction, ("sum", "mean"))
     scale = 1.0 if reduction == "sum" else 1.0 / truncation
 
-    def window_grad(params, start_state, xs, ys):
+    def window_grad(params, start_state, xs, ys, num_streams=None):
+        """The window's gradient; with ``num_streams``, ``start_state``, ``xs`` and ``ys``
+        carry a leading stream axis and the gradient is that of the mean over streams,
+        from one batched backward (no per-stream gradients materialised)."""
+
         def total(p):
-            final_state, losses, outputs = unroll(apply_fn, loss_fn, p, start_state, xs, ys)
-            return scale * jnp.sum(losses), (final_state, losses, outputs)
+            run = functools.partial(unroll, apply_fn, loss_fn, p)
+            if num_streams is None:
+                final_state, losses, outputs = run(start_state, xs, ys)
+                return scale * jnp.sum(losses), (final_state, losses, outputs)
+            final_state, losses, outputs = jax.vmap(run)(start_state, xs, ys)
+            return scale * jnp.sum(losses) / num_streams, (final_state, losses, outputs)
 
         (_, aux), grads = jax.value_and_grad(total, has_aux=True)(params)
         return grads, aux
@@ -502,33 +569,86 @@ def tbptt(
             state0, state0, buffer(example_x), buffer(example_y), jnp.zeros((), jnp.int32)
         )
 
-    def step(params, carry: TBPTTState, x, y, key):
-        _validate(params, key)
-        new_state, output = checks.call_model(apply_fn, params, carry.state, x)
-        loss = checks.call_loss(loss_fn, output, y)
-        pos = carry.position
-        xs = jax.tree.map(lambda b, v: b.at[pos].set(v), carry.xs, x)
-        ys = jax.tree.map(lambda b, v: b.at[pos].set(v), carry.ys, y)
+    def advance(params, carry: TBPTTState, x, y, num_streams=None):
+        """One step of the step protocol. With ``num_streams`` every argument has a
+        leading stream axis; the streams move in lockstep, so one position serves all."""
+        batched = jax.vmap if num_streams else (lambda f: f)
+        new_state, output = batched(lambda s, x1: checks.call_model(apply_fn, params, s, x1))(
+            carry.state, x
+        )
+        loss = batched(lambda o, y1: checks.call_loss(loss_fn, o, y1))(output, y)
+        pos = carry.position if num_streams is None else carry.position[0]
+        at = (pos,) if num_streams is None else (slice(None), pos)
+        xs = jax.tree.map(lambda b, v: b.at[at].set(v), carry.xs, x)
+        ys = jax.tree.map(lambda b, v: b.at[at].set(v), carry.ys, y)
         ready = pos == truncation - 1
         grads = jax.lax.cond(
             ready,
-            lambda: window_grad(params, carry.window_start, xs, ys)[0],
+            lambda: window_grad(params, carry.window_start, xs, ys, num_streams)[0],
             lambda: _zeros_like(params),
         )
         window_start = jax.tree.map(
             lambda n, w: jnp.where(ready, n, w), new_state, carry.window_start
         )
-        new_carry = TBPTTState(new_state, window_start, xs, ys, (pos + 1) % truncation)
-        return grads, new_carry, StepInfo(loss, output, ready)
+        position = (carry.position + 1) % truncation
+        return (
+            grads,
+            TBPTTState(new_state, window_start, xs, ys, position),
+            StepInfo(loss, output, ready),
+        )
+
+    def whole_window(params, carry: TBPTTState, xs, ys, num_streams=None):
+        """A whole window from a window boundary (``xs``: time first, then streams)."""
+        if num_streams is not None:
+            xs, ys = _swap_time_and_stream(xs), _swap_time_and_stream(ys)
+        grads, (final_state, losses, outputs) = window_grad(
+            params, carry.state, xs, ys, num_streams
+        )
+        position = jnp.zeros_like(carry.position)
+        new_carry = TBPTTState(final_state, final_state, xs, ys, position)
+        if num_streams is not None:
+            losses, outputs = _swap_time_and_stream(losses), _swap_time_and_stream(outputs)
+        ready = np.arange(truncation) == truncation - 1  # static: one gradient per window
+        return grads, new_carry, StepInfo(losses, outputs, ready)
+
+    def num_streams_of(carry: TBPTTState, xs, ys, time_axis: bool) -> int:
+        num_streams = jnp.shape(carry.position)[0]
+        first = (lambda t: jax.tree.map(lambda a: a[0], t)) if time_axis else (lambda t: t)
+        checks.check_leading_axis("x", first(xs), num_streams, "stream")
+        checks.check_leading_axis("y", first(ys), num_streams, "stream")
+        return num_streams
+
+    def step(params, carry: TBPTTState, x, y, key):
+        _validate(params, key)
+        return advance(params, carry, x, y)
 
     def step_window(params, carry: TBPTTState, xs, ys, key):
         _validate(params, key)
-        grads, (final_state, losses, outputs) = window_grad(params, carry.state, xs, ys)
-        ready = jnp.arange(truncation) == truncation - 1
-        new_carry = TBPTTState(final_state, final_state, xs, ys, jnp.zeros((), jnp.int32))
-        return grads, new_carry, StepInfo(losses, outputs, ready)
+        return whole_window(params, carry, xs, ys)
 
-    return Estimator(init_state, step, window=truncation, step_window=step_window)
+    def per_stream_step(params, carry: TBPTTState, xs, ys, key):
+        """``per_stream(...).step`` fused: the window's gradient is that of the mean loss
+        over streams, from one batched backward."""
+        _validate(params, key)
+        return advance(params, carry, xs, ys, num_streams_of(carry, xs, ys, False))
+
+    def per_stream_step_window(params, carry: TBPTTState, xs, ys, key):
+        """``per_stream(...).step_window`` fused (``xs``, ``ys``: time, stream, ...)."""
+        _validate(params, key)
+        return whole_window(params, carry, xs, ys, num_streams_of(carry, xs, ys, True))
+
+    return Estimator(
+        init_state,
+        step,
+        window=truncation,
+        step_window=step_window,
+        per_stream_step=per_stream_step,
+        per_stream_step_window=per_stream_step_window,
+    )
+
+
+def _swap_time_and_stream(tree: PyTree) -> PyTree:
+    return jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), tree)
 
 
 # ----------------------------------------------------------------------------- batches
@@ -571,15 +691,21 @@ def per_stream(estimator: Estimator) -> Estimator:
 
     def step_window(params, carry, xs, ys, key):
         # xs, ys: (window, streams, ...) -> per stream (window, ...)
-        swap = lambda t: jax.tree.map(lambda a: jnp.swapaxes(a, 0, 1), t)  # noqa: E731
+        swap = _swap_time_and_stream
         grads, carry, info = mapped(estimator.step_window)(params, carry, swap(xs), swap(ys), key)
         return grads, carry, StepInfo(swap(info.loss), swap(info.output), info.ready)
 
+    if estimator.per_stream_step_window is not None:
+        step_window_fn = estimator.per_stream_step_window
+    elif estimator.step_window is not None:
+        step_window_fn = step_window
+    else:
+        step_window_fn = None
     return Estimator(
         init_state,
         estimator.per_stream_step or mapped(estimator.step),
         window=estimator.window,
-        step_window=step_window if estimator.step_window is not None else None,
+        step_window=step_window_fn,
     )
 
 

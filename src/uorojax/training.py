@@ -33,7 +33,7 @@ import numpy as np
 import optax
 
 from uorojax import checks
-from uorojax.estimators import Estimator, tree_norm, tree_vdot
+from uorojax.estimators import Estimator, tree_finite, tree_norm, tree_vdot
 
 PyTree = Any
 
@@ -104,15 +104,11 @@ def step_key(key: jax.Array, step: int | jax.Array) -> jax.Array:
     return jax.random.fold_in(key, step)
 
 
-def _all_finite(tree: PyTree) -> jax.Array:
-    """True when every entry is finite: one scalar test of the sum of per-leaf sums
-    (an inf or NaN anywhere makes it non-finite; so, conservatively, does overflow)."""
-    leaves = [jnp.sum(x) for x in jax.tree.leaves(tree) if jnp.issubdtype(x.dtype, jnp.inexact)]
-    return jnp.isfinite(sum(leaves)) if leaves else jnp.asarray(True)
-
-
-def _is_true(x) -> bool:
-    return not isinstance(x, jax.core.Tracer) and bool(jnp.all(x))
+def _step_finite(info, grads: PyTree, carry: PyTree) -> jax.Array:
+    """Loss, gradient and new carry all finite. The carry's test comes from the
+    estimator's certificate (``info.carry_finite``) where it gives one."""
+    carry_finite = tree_finite(carry) if info.carry_finite is None else jnp.all(info.carry_finite)
+    return tree_finite((info.loss, grads)) & carry_finite
 
 
 def gradient_agreement(estimate: PyTree, exact: PyTree) -> dict:
@@ -133,6 +129,7 @@ def make_trainer(
     cross_entropy: bool = False,
     shadow: Estimator | None = None,
     param_metrics: dict[str, Callable[[PyTree], jax.Array]] | None = None,
+    unroll: int = 1,
 ) -> Trainer:
     """Builds the online training functions for an estimator and an optax optimizer.
 
@@ -149,6 +146,10 @@ def make_trainer(
         estimators with ``window == 1``.
       param_metrics: named scalar functions of the params, logged after every update
         (for example ``{"theta": lambda p: p["theta"]}``).
+      unroll: steps (TBPTT: windows) per iteration of ``run_chunk``'s loop, passed to
+        ``jax.lax.scan``. Results do not change. On GPU, where each loop iteration has a
+        fixed cost, 4 made per-stream UORO 1.7x faster at (256, 64) (an H200); on CPU
+        it mostly adds compile time.
 
     Returns:
       A :class:`Trainer`.
@@ -160,6 +161,7 @@ def make_trainer(
       ts, metrics = trainer.run(ts, xs, ys)
     """
     checks.one_of("nonfinite", nonfinite, ("raise", "skip"))
+    unroll = checks.positive_int("unroll", unroll)
     if not hasattr(optimizer, "update"):
         raise TypeError(f"optimizer must be an optax transformation, got {type(optimizer)}")
     window = estimator.window
@@ -191,21 +193,24 @@ def make_trainer(
             updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
             return optax.apply_updates(ts.params, updates), opt_state
 
-        if _is_true(info.ready):
-            params, opt_state = update(None)
-        else:  # TBPTT inside a window: no optimizer step at all.
+        ready = info.ready
+        if not isinstance(ready, jax.core.Tracer) and bool(np.any(ready)):
+            params, opt_state = update(None)  # UORO, RTRL, and TBPTT's whole windows
+        else:  # TBPTT one step at a time: an optimizer step only when a window closes.
             params, opt_state = jax.lax.cond(
-                jnp.any(info.ready), update, lambda _: (ts.params, ts.opt_state), None
+                jnp.any(ready), update, lambda _: (ts.params, ts.opt_state), None
             )
-        finite = _all_finite((info.loss, grads, carry, params, shadow_carry))
+        finite = _step_finite(info, grads, carry) & tree_finite((params, shadow_carry))
         halted = ts.halted_at >= 0
         accept = finite & ~halted
         rejected = ~finite & ~halted
-        # One conditional instead of a select per leaf: cheap at every step.
-        params, opt_state, carry, shadow_carry = jax.lax.cond(
-            accept,
-            lambda: (params, opt_state, carry, shadow_carry),
-            lambda: (ts.params, ts.opt_state, ts.carry, ts.shadow_carry),
+        # A select per leaf rather than a conditional: each select fuses into the fusion
+        # that writes the new value, so a certified carry (UORO's tangents) is neither
+        # re-read nor copied; on GPU a conditional at every step also measured slower.
+        params, opt_state, carry, shadow_carry = jax.tree.map(
+            lambda new, old: jnp.where(accept, new, old),
+            (params, opt_state, carry, shadow_carry),
+            (ts.params, ts.opt_state, ts.carry, ts.shadow_carry),
         )
         new_ts = TrainState(
             params=params,
@@ -235,8 +240,7 @@ def make_trainer(
         loss = jnp.reshape(loss, (num_steps, -1))
         return jnp.mean(loss, axis=1)
 
-    def one_step(ts: TrainState, x, y):
-        key = step_key(ts.key, ts.step)
+    def one_step(ts: TrainState, x, y, key):
         grads, carry, info = estimator.step(ts.params, ts.carry, x, y, key)
         shadow_metrics, shadow_carry = {}, None
         if shadow is not None:
@@ -251,8 +255,7 @@ def make_trainer(
         metrics.update(shadow_metrics)
         return new_ts, metrics
 
-    def one_window(ts: TrainState, xs, ys):
-        key = step_key(ts.key, ts.step)
+    def one_window(ts: TrainState, xs, ys, key):
         grads, carry, info = estimator.step_window(ts.params, ts.carry, xs, ys, key)
         return apply_gradient(ts, grads, carry, info, window)
 
@@ -263,22 +266,41 @@ def make_trainer(
 
     @jax.jit
     def step(ts: TrainState, x, y):
-        ts, metrics = one_step(ts, x, y)
+        ts, metrics = one_step(ts, x, y, step_key(ts.key, ts.step))
         return ts, finish(jax.tree.map(lambda m: m[0], metrics))
+
+    def chunk_keys(ts: TrainState, num_calls: int, stride: int):
+        """The keys of a chunk's calls, all drawn at once (one RNG call, not one per step).
+
+        They equal ``step_key(ts.key, step)`` at each call's step: a step either advances
+        ``ts.step`` by its length or, with "raise", halts the rest of the chunk.
+        """
+        steps = ts.step + stride * jnp.arange(num_calls)
+        return jax.vmap(step_key, in_axes=(None, 0))(ts.key, steps)
 
     @jax.jit
     def run_chunk(ts: TrainState, xs, ys):
-        if window > 1 and estimator.step_window is not None:
-            num_windows = _chunk_length(xs) // window
+        length = _chunk_length(xs)
+        if estimator.step_window is not None:
+            num_windows = length // window
             split = (
                 lambda t: jax.tree.map(  # noqa: E731
                     lambda a: a.reshape(num_windows, window, *a.shape[1:]), t
                 )
             )
-            ts, metrics = jax.lax.scan(lambda s, xy: one_window(s, *xy), ts, (split(xs), split(ys)))
+            keys = chunk_keys(ts, num_windows, window)
+            ts, metrics = jax.lax.scan(
+                lambda s, xyk: one_window(s, *xyk),
+                ts,
+                (split(xs), split(ys), keys),
+                unroll=unroll,
+            )
             metrics = jax.tree.map(lambda m: m.reshape(-1, *m.shape[2:]), metrics)
         else:
-            ts, metrics = jax.lax.scan(lambda s, xy: one_step(s, *xy), ts, (xs, ys))
+            keys = chunk_keys(ts, length, 1)
+            ts, metrics = jax.lax.scan(
+                lambda s, xyk: one_step(s, *xyk), ts, (xs, ys, keys), unroll=unroll
+            )
             metrics = jax.tree.map(lambda m: m[:, 0], metrics)
         return ts, finish(metrics)
 
@@ -380,7 +402,7 @@ def as_optax(
             raise ValueError("as_optax's update needs params and the keyword args x, y and key")
         grads, carry, info = estimator.step(params, state.carry, x, y, key)
         loss = jnp.mean(info.loss).astype(state.loss.dtype)
-        finite = _all_finite((info.loss, grads, carry))
+        finite = _step_finite(info, grads, carry)
         return grads, OnlineGradientState(carry, loss, finite)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)
