@@ -157,10 +157,17 @@ def time_all(runners: dict, cfg) -> dict:
     return best
 
 
-def rtrl_fits(hidden, streams, cfg) -> bool:
+def rtrl_too_big(hidden, streams, cfg) -> str | None:
+    """Why exact RTRL is skipped at this size (its Jacobian is over the limit), or None."""
     model, params, state0 = build_model(hidden, cfg.vocab, cfg.cell)
     state_size = ravel_pytree(state0)[0].size * streams
-    return state_size * ravel_pytree(params)[0].size * 4 <= cfg.rtrl_max_bytes
+    num_params = ravel_pytree(params)[0].size
+    if state_size * num_params * 4 <= cfg.rtrl_max_bytes:
+        return None
+    return (
+        f"skipped: its Jacobian ({state_size:,} x {num_params:,} floats) is over "
+        f"{fmt_bytes(cfg.rtrl_max_bytes)}"
+    )
 
 
 def fmt_bytes(n):
@@ -189,8 +196,8 @@ def bench_size(hidden, streams, cfg, unroll, lines):
     tokens = cfg.chunk * streams
     runners, memory, notes = {}, {}, {}
     for method in cfg.methods:
-        if method == "rtrl_shared" and not rtrl_fits(hidden, streams, cfg):
-            notes[method] = f"skipped: |S|·|Θ| over {fmt_bytes(cfg.rtrl_max_bytes)}"
+        if method == "rtrl_shared" and (why := rtrl_too_big(hidden, streams, cfg)):
+            notes[method] = why
             continue
         try:
             compiled, make_args, memory[method] = prepare(method, hidden, streams, cfg, unroll)
