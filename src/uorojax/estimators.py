@@ -572,7 +572,7 @@ def tbptt(
     def advance(params, carry: TBPTTState, x, y, num_streams=None):
         """One step of the step protocol. With ``num_streams`` every argument has a
         leading stream axis; the streams move in lockstep, so one position serves all."""
-        batched = jax.vmap if num_streams else (lambda f: f)
+        batched = (lambda f: f) if num_streams is None else jax.vmap
         new_state, output = batched(lambda s, x1: checks.call_model(apply_fn, params, s, x1))(
             carry.state, x
         )
