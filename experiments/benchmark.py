@@ -275,9 +275,10 @@ def main(argv):
         print(f"{cfg.cell.upper()} {hidden} x {streams} streams", flush=True)
         bench_size(hidden, streams, cfg, unroll, lines)
         save()
-    hidden, streams = sizes[0]
-    memory_vs_horizon(hidden, streams, cfg, lines)
-    save()
+    if cfg.memory_truncations:  # () skips the memory-against-horizon table
+        hidden, streams = sizes[0]
+        memory_vs_horizon(hidden, streams, cfg, lines)
+        save()
     print("\n".join(lines))
 
 

@@ -176,6 +176,38 @@ def test_uoro_steps_keep_balanced_tildes_with_zero_eps():
         assert np.isfinite(flat(carry.theta_tilde)).all()
 
 
+@pytest.mark.parametrize("num_samples", [1, 3])
+@pytest.mark.parametrize("name", ["tanh_rnn", "flax_lstm_stack"])
+def test_uoro_gradient_is_the_rank_one_formula_with_the_old_tildes(name, num_samples):
+    """g = δθ + mean_k (δs · s̃_k) θ̃_k exactly, with δs = ∂L_t/∂s_{t-1} and δθ = ∂L_t/∂θ
+    from jax.grad of the one-step loss (UORO forms δs · s̃ by a JVP, never δs itself)."""
+    model, params, state0 = MODELS[name]()
+    xs, ys = regression_stream(1)
+    est = uorojax.uoro(model.apply, uorojax.squared_error, num_samples=num_samples)
+    keys = jax.random.split(jax.random.key(9), 3)
+    lead = () if num_samples == 1 else (num_samples,)
+    random_like = lambda k, t: jax.tree.map(  # noqa: E731
+        lambda a: jax.random.normal(k, lead + a.shape, a.dtype), t
+    )
+    carry = est.init_state(params, state0)._replace(
+        s_tilde=random_like(keys[0], state0), theta_tilde=random_like(keys[1], params)
+    )
+    grads, _, _ = est.step(params, carry, xs[0], ys[0], keys[2])
+
+    def step_loss(p, s):
+        return uorojax.squared_error(model.apply(p, s, xs[0])[1], ys[0])
+
+    delta_theta, delta_s = jax.grad(step_loss, argnums=(0, 1))(params, state0)
+    if num_samples == 1:
+        coeff = flat(delta_s) @ flat(carry.s_tilde)
+        expected = flat(delta_theta) + coeff * flat(carry.theta_tilde)
+    else:
+        s_rows = jax.vmap(flat)(carry.s_tilde)
+        t_rows = jax.vmap(flat)(carry.theta_tilde)
+        expected = flat(delta_theta) + (s_rows @ flat(delta_s)) @ t_rows / num_samples
+    np.testing.assert_allclose(flat(grads), expected, rtol=1e-12, atol=1e-14)
+
+
 @pytest.mark.parametrize("truncation", [1, 3])
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 def test_tbptt_window_gradient_equals_hand_unrolled(truncation, reduction):

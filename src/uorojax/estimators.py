@@ -151,6 +151,16 @@ def _model_vjp(apply_fn: ApplyFn, loss_fn: LossFn, params, state, x, y):
     return new_state, output, loss, d_output, vjp_fn
 
 
+def _direct_gradient(forward, loss_and_cotangent, params):
+    """``forward(params) -> (new_state, output)`` and ``loss_and_cotangent(output) ->
+    (loss, ∂L/∂output)``; returns ``(new_state, output, loss, d_output, δθ)`` with the
+    direct gradient ``δθ = ∂L/∂θ`` from one params-only VJP (no state cotangent)."""
+    (new_state, output), vjp_fn = jax.vjp(forward, params)
+    loss, d_output = loss_and_cotangent(output)
+    (delta_theta,) = vjp_fn((_zeros_like(new_state), d_output))
+    return new_state, output, loss, d_output, delta_theta
+
+
 def _state_jvp(apply_fn: ApplyFn, params, state, x, tangent):
     """``(dF_state/ds) tangent`` by forward mode."""
     return jax.jvp(lambda s: apply_fn(params, s, x)[0], (state,), (tangent,))[1]
@@ -236,12 +246,15 @@ def uoro(
     Keeps a rank-one estimate ``J_t ≈ s̃_t ⊗ θ̃_t`` with ``E[s̃ ⊗ θ̃] = J_t`` for frozen
     params. One step, with exact local derivatives from ``jax.vjp``/``jax.jvp``:
 
-    1. ``(s_t, o_t) = F(θ, s_{t-1}, x_t)``, ``L_t = loss_fn(o_t, y_t)``; one VJP gives
-       ``δs = ∂L_t/∂s_{t-1}`` and ``δθ = ∂L_t/∂θ``.
-    2. ``g = (δs · s̃) θ̃ + δθ`` with the *old* tildes: the unbiased gradient estimate.
-    3. ``ν`` Rademacher, shaped like the state; ``s̃' = A_t s̃`` (JVP) and
-       ``θ' = νᵀ B_t`` (the same VJP, a second cotangent).
-    4. ``(s̃, θ̃) ← uoro_rescale(s̃', θ̃, ν, θ', eps)``.
+    1. ``(s_t, o_t) = F(θ, s_{t-1}, x_t)``, ``L_t = loss_fn(o_t, y_t)``; a params-only
+       VJP gives ``δθ = ∂L_t/∂θ``.
+    2. One JVP of ``F`` along the old ``s̃`` gives ``s̃' = A_t s̃`` and the output's
+       tangent, whose inner product with ``∂L_t/∂o_t`` is ``δs · s̃`` with
+       ``δs = ∂L_t/∂s_{t-1}`` (δs itself is never formed).
+    3. ``g = (δs · s̃) θ̃ + δθ`` with the *old* tildes: the unbiased gradient estimate.
+    4. ``ν`` Rademacher, shaped like the state; ``θ' = νᵀ B_t`` (a params-only VJP of
+       the new state, sharing the forward pass with step 1).
+    5. ``(s̃, θ̃) ← uoro_rescale(s̃', θ̃, ν, θ', eps)``.
 
     With ``num_samples=k`` the carry holds k independent tangent pairs (leading axis k)
     and ``g`` averages their k estimates: variance falls like 1/k, cost grows like k.
@@ -282,23 +295,29 @@ def uoro(
         """
         return jax.vmap(fn) if k > 1 else fn
 
-    def tangent_update(params, state, x, s_tilde, theta_tilde, nu):
-        """The new tangent pair of one stream, in the carry layout.
+    def tangent_update(params, state, x, s_tilde, theta_tilde, nu, d_output):
+        """The new tangent pair of one stream, in the carry layout, and ``δs · s̃``.
 
-        ``θ' = νᵀ B_t`` comes from a params-only VJP (a state cotangent for the noise would
-        be wasted work; XLA shares the forward pass with the loss VJP), ``s̃' = A_t s̃``
-        from a JVP, then :func:`uoro_rescale`; also its finiteness certificate (see
-        :class:`StepInfo`).
+        ``θ' = νᵀ B_t`` comes from a params-only VJP (XLA shares its forward pass with the
+        loss VJP). One JVP along the old ``s̃`` gives both ``s̃' = A_t s̃`` and the output's
+        tangent, whose inner product with ``d_output = ∂L_t/∂o_t`` is ``δs · s̃``: the
+        state cotangent ``δs`` is never formed, which saves a backward pass through the
+        state path. Then :func:`uoro_rescale`, with its finiteness certificate (see
+        :class:`StepInfo`). Returns ``(s_tilde, theta_tilde, finite, coeff)``, ``coeff``
+        with one entry per sample (none when k = 1).
         """
         _, params_vjp = jax.vjp(lambda p: apply_fn(p, state, x)[0], params)
 
         def one_sample(s_tilde, theta_tilde, nu):
             theta_prime = params_vjp(nu)[0]
-            s_tilde_prime = _state_jvp(apply_fn, params, state, x, s_tilde)
-            return _rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps)
+            s_tilde_prime, output_tangent = jax.jvp(
+                lambda s: apply_fn(params, s, x), (state,), (s_tilde,)
+            )[1]
+            coeff = tree_vdot(d_output, output_tangent)
+            return *_rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps), coeff
 
-        s_tilde, theta_tilde, finite = over_samples(one_sample)(s_tilde, theta_tilde, nu)
-        return s_tilde, theta_tilde, jnp.all(finite)
+        s_tilde, theta_tilde, finite, coeff = over_samples(one_sample)(s_tilde, theta_tilde, nu)
+        return s_tilde, theta_tilde, jnp.all(finite), coeff
 
     def init_state(params, state0, *, example_x=None, example_y=None) -> UOROState:
         del example_x, example_y
@@ -311,23 +330,29 @@ def uoro(
             ),
         )
 
-    def step(params, carry: UOROState, x, y, key):
-        _validate(params, key)
-        state = carry.state
-        s_tilde, theta_tilde = expand(carry.s_tilde), expand(carry.theta_tilde)
-        new_state, output, loss, d_output, vjp_fn = _model_vjp(
-            apply_fn, loss_fn, params, state, x, y
-        )
-        nu = _rademacher_like(key, new_state, k)
-        delta_theta, delta_s = vjp_fn((_zeros_like(new_state), d_output))
-        coeff = jax.vmap(lambda st: tree_vdot(delta_s, st))(s_tilde) / k
-        grads = jax.tree.map(
-            lambda d, tt: d + jnp.tensordot(coeff, tt, axes=1).astype(d.dtype),
+    def history_term(coeff, theta_tilde, delta_theta, sample_axes):
+        """``g = δθ + Σ coeff · θ̃`` over the leading ``sample_axes`` of ``θ̃``/coeff."""
+        return jax.tree.map(
+            lambda d, tt: d + jnp.tensordot(coeff, tt, axes=sample_axes).astype(d.dtype),
             delta_theta,
             theta_tilde,
         )
-        s_tilde, theta_tilde, finite = tangent_update(
-            params, state, x, carry.s_tilde, carry.theta_tilde, squeeze(nu)
+
+    def step(params, carry: UOROState, x, y, key):
+        _validate(params, key)
+        state = carry.state
+        new_state, output, loss, d_output, delta_theta = _direct_gradient(
+            lambda p: checks.call_model(apply_fn, p, state, x),
+            jax.value_and_grad(lambda o: checks.call_loss(loss_fn, o, y)),
+            params,
+        )
+        nu = squeeze(_rademacher_like(key, new_state, k))
+        s_tilde, theta_tilde, finite, coeff = tangent_update(
+            params, state, x, carry.s_tilde, carry.theta_tilde, nu, d_output
+        )
+        # g = (δs · s̃) θ̃ + δθ with the *old* tildes, averaged over the k samples.
+        grads = history_term(
+            jnp.reshape(coeff, (k,)) / k, expand(carry.theta_tilde), delta_theta, 1
         )
         new_carry = UOROState(new_state, s_tilde, theta_tilde)
         carry_finite = finite & tree_finite(new_state)
@@ -338,8 +363,8 @@ def uoro(
 
         The averaged direct gradient comes from one batched backward of the mean loss
         (no per-stream direct gradients materialised), the history term from one
-        contraction of ``θ̃`` over streams, and each stream's tangent pair from the same
-        ``tangent_update`` as the single-stream step, vmapped.
+        contraction of ``θ̃`` over streams, and each stream's tangent pair and ``δs · s̃``
+        from the same ``tangent_update`` as the single-stream step, vmapped.
         """
         _validate(params, key)
         num_streams = jax.tree.leaves(carry.state)[0].shape[0]
@@ -347,30 +372,29 @@ def uoro(
         checks.check_leading_axis("y", ys, num_streams, "stream")
         stream_keys = jax.random.split(key, num_streams)
         states = carry.state
-        s_tilde, theta_tilde = expand(carry.s_tilde, 1), expand(carry.theta_tilde, 1)  # (B, k, ...)
 
-        def f(p, s):
-            return jax.vmap(lambda s1, x1: checks.call_model(apply_fn, p, s1, x1))(s, xs)
+        def losses_and_cotangents(outputs):
+            """Per-stream losses, and the cotangents of their mean over streams."""
+            losses, d_outputs = jax.vmap(
+                jax.value_and_grad(lambda o, y: checks.call_loss(loss_fn, o, y))
+            )(outputs, ys)
+            return losses, jax.tree.map(lambda d: d / num_streams, d_outputs)
 
-        (new_states, outputs), vjp_fn = jax.vjp(f, params, states)
-        losses, d_outputs = jax.vmap(
-            jax.value_and_grad(lambda o, y: checks.call_loss(loss_fn, o, y))
-        )(outputs, ys)
-        d_outputs = jax.tree.map(lambda d: d / num_streams, d_outputs)  # the mean loss
-        mean_delta_theta, delta_s = vjp_fn((_zeros_like(new_states), d_outputs))
-        nu = jax.vmap(lambda kb, s1: _rademacher_like(kb, s1, k))(stream_keys, new_states)
-
-        coeff = (
-            jax.vmap(lambda ds, st: jax.vmap(lambda st1: tree_vdot(ds, st1))(st))(delta_s, s_tilde)
-            / k
-        )  # (B, k); delta_s already carries the 1/B of the mean
-        grads = jax.tree.map(
-            lambda d, tt: d + jnp.tensordot(coeff, tt, axes=2).astype(d.dtype),
-            mean_delta_theta,
-            theta_tilde,
+        new_states, outputs, losses, d_outputs, mean_delta_theta = _direct_gradient(
+            lambda p: jax.vmap(lambda s1, x1: checks.call_model(apply_fn, p, s1, x1))(states, xs),
+            losses_and_cotangents,
+            params,
         )
-        s_tilde, theta_tilde, finite = jax.vmap(tangent_update, in_axes=(None, 0, 0, 0, 0, 0))(
-            params, states, xs, carry.s_tilde, carry.theta_tilde, squeeze(nu, 1)
+        nu = jax.vmap(lambda kb, s1: squeeze(_rademacher_like(kb, s1, k)))(stream_keys, new_states)
+        s_tilde, theta_tilde, finite, coeff = jax.vmap(
+            tangent_update, in_axes=(None, 0, 0, 0, 0, 0, 0)
+        )(params, states, xs, carry.s_tilde, carry.theta_tilde, nu, d_outputs)
+        # coeff already carries the 1/B of the mean through d_outputs.
+        grads = history_term(
+            jnp.reshape(coeff, (num_streams, k)) / k,
+            expand(carry.theta_tilde, 1),
+            mean_delta_theta,
+            2,
         )
         new_carry = UOROState(new_states, s_tilde, theta_tilde)
         carry_finite = jnp.all(finite) & tree_finite(new_states)
