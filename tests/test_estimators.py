@@ -208,6 +208,24 @@ def test_uoro_gradient_is_the_rank_one_formula_with_the_old_tildes(name, num_sam
     np.testing.assert_allclose(flat(grads), expected, rtol=1e-12, atol=1e-14)
 
 
+def test_batched_cotangent_norm_is_the_norm():
+    """The layout hint for per-stream ‖θ'‖ (axes swapped before the sum) changes nothing
+    but the order of the sum, for leaves of any rank, under vmap and outside it."""
+    from uorojax.estimators import _batched_cotangent_norm
+
+    keys = jax.random.split(jax.random.key(4), 4)
+    tree = {
+        "b": jax.random.normal(keys[0], (5, 3)),
+        "w": jax.random.normal(keys[1], (5, 3, 4)),
+        "conv": jax.random.normal(keys[2], (5, 2, 2, 3, 4)),
+        "scalar": jax.random.normal(keys[3], (5,)),
+    }
+    np.testing.assert_allclose(
+        jax.vmap(_batched_cotangent_norm)(tree), jax.vmap(uorojax.tree_norm)(tree), rtol=1e-12
+    )
+    np.testing.assert_allclose(_batched_cotangent_norm(tree), uorojax.tree_norm(tree), rtol=1e-12)
+
+
 @pytest.mark.parametrize("truncation", [1, 3])
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 def test_tbptt_window_gradient_equals_hand_unrolled(truncation, reduction):

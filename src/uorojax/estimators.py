@@ -214,21 +214,39 @@ def uoro_rescale(
     return _rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps)[:2]
 
 
-def _rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps):
+def _rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps, batched=False):
     """:func:`uoro_rescale`, plus a finiteness certificate for the new pair.
 
     Entrywise ``|θ̃_new| ≤ |θ̃|/ρ0 + |θ'|/ρ1 ≤ ‖θ̃‖/ρ0 + ‖θ'‖/ρ1``, so a finite bound
     makes every entry of ``θ̃_new`` finite without reading it again (a NaN or inf in
     ``θ̃`` or ``θ'`` makes its norm, hence the bound, non-finite). ``s̃_new`` is
-    state-sized and tested directly.
+    state-sized and tested directly. ``batched``: this runs under ``jax.vmap`` (per
+    stream or per sample), which only changes how ``‖θ'‖`` is laid out for XLA (see
+    :func:`_batched_cotangent_norm`).
     """
-    theta_tilde_norm, theta_prime_norm = tree_norm(theta_tilde), tree_norm(theta_prime)
+    theta_tilde_norm = tree_norm(theta_tilde)
+    theta_prime_norm = (_batched_cotangent_norm if batched else tree_norm)(theta_prime)
     rho0 = jnp.sqrt(theta_tilde_norm / (tree_norm(s_tilde_prime) + eps)) + eps
     rho1 = jnp.sqrt(theta_prime_norm / (tree_norm(nu) + eps)) + eps
     s_tilde = jax.tree.map(lambda a, n: rho0 * a + rho1 * n, s_tilde_prime, nu)
     theta_tilde = jax.tree.map(lambda a, b: a / rho0 + b / rho1, theta_tilde, theta_prime)
     bound = theta_tilde_norm / rho0 + theta_prime_norm / rho1
     return s_tilde, theta_tilde, jnp.isfinite(bound) & tree_finite(s_tilde)
+
+
+def _batched_cotangent_norm(theta_prime: PyTree) -> jax.Array:
+    """``tree_norm`` of a params cotangent computed under ``jax.vmap``, laid out for XLA.
+
+    Under vmap, a dense kernel's cotangent is a batched outer product that JAX's
+    transpose of ``dot_general`` writes as (out, in) and then transposes to the kernel's
+    (in, out). Summing squares over the last two axes swapped (a sum does not depend on
+    the order) lets XLA cancel the two transposes and reduce the outer product in the
+    layout it was computed in; otherwise XLA's CPU backend first copies the squares into
+    the kernel's layout. Per-stream UORO on CPU (LSTM-128, 32 streams): about 8 % faster
+    (GRU-128: 18 %). Outside vmap there is no such transpose, so the plain norm is used.
+    """
+    leaves = [jnp.swapaxes(a, -1, -2) if a.ndim >= 2 else a for a in jax.tree.leaves(theta_prime)]
+    return tree_norm(leaves)
 
 
 def tree_finite(tree: PyTree) -> jax.Array:
@@ -295,7 +313,7 @@ def uoro(
         """
         return jax.vmap(fn) if k > 1 else fn
 
-    def tangent_update(params, state, x, s_tilde, theta_tilde, nu, d_output):
+    def tangent_update(params, state, x, s_tilde, theta_tilde, nu, d_output, batched=False):
         """The new tangent pair of one stream, in the carry layout, and ``δs · s̃``.
 
         ``θ' = νᵀ B_t`` comes from a params-only VJP (XLA shares its forward pass with the
@@ -304,7 +322,8 @@ def uoro(
         state cotangent ``δs`` is never formed, which saves a backward pass through the
         state path. Then :func:`uoro_rescale`, with its finiteness certificate (see
         :class:`StepInfo`). Returns ``(s_tilde, theta_tilde, finite, coeff)``, ``coeff``
-        with one entry per sample (none when k = 1).
+        with one entry per sample (none when k = 1). ``batched``: the caller vmaps this
+        over streams.
         """
         _, params_vjp = jax.vjp(lambda p: apply_fn(p, state, x)[0], params)
 
@@ -314,7 +333,8 @@ def uoro(
                 lambda s: apply_fn(params, s, x), (state,), (s_tilde,)
             )[1]
             coeff = tree_vdot(d_output, output_tangent)
-            return *_rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps), coeff
+            rescaled = _rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps, batched or k > 1)
+            return *rescaled, coeff
 
         s_tilde, theta_tilde, finite, coeff = over_samples(one_sample)(s_tilde, theta_tilde, nu)
         return s_tilde, theta_tilde, jnp.all(finite), coeff
@@ -387,7 +407,7 @@ def uoro(
         )
         nu = jax.vmap(lambda kb, s1: squeeze(_rademacher_like(kb, s1, k)))(stream_keys, new_states)
         s_tilde, theta_tilde, finite, coeff = jax.vmap(
-            tangent_update, in_axes=(None, 0, 0, 0, 0, 0, 0)
+            functools.partial(tangent_update, batched=True), in_axes=(None, 0, 0, 0, 0, 0, 0)
         )(params, states, xs, carry.s_tilde, carry.theta_tilde, nu, d_outputs)
         # coeff already carries the 1/B of the mean through d_outputs.
         grads = history_term(
