@@ -104,16 +104,12 @@ def prepare(method, hidden, streams, cfg, unroll):
         compiled = forward_chunk(model, loss).lower(params, states, xs, ys).compile()
         return compiled, lambda: (params, states, xs, ys), memory_bytes(compiled)
     estimator = make_estimator(method, model, loss)
-    trainer = uorojax.make_trainer(estimator, optax.adam(1e-3), unroll=unroll)
+    trainer = uorojax.make_trainer(estimator, optax.adam(1e-3), unroll=unroll, donate=True)
 
     def init():
-        ts = trainer.init(params, states, jax.random.key(0), xs[0], ys[0])
-        # Own buffers: a donated state may not hold one array twice (TBPTT's carry
-        # starts with the window's start state equal to the state).
-        return jax.tree.map(lambda a: jnp.array(a, copy=True), ts)
+        return trainer.init(params, states, jax.random.key(0), xs[0], ys[0])
 
-    run = jax.jit(trainer.run_chunk, donate_argnums=0)
-    compiled = run.lower(jax.eval_shape(init), xs, ys).compile()
+    compiled = trainer.run_chunk.lower(jax.eval_shape(init), xs, ys).compile()
     return compiled, lambda: (init(), xs, ys), memory_bytes(compiled)
 
 
@@ -247,10 +243,11 @@ def memory_vs_horizon(hidden, streams, cfg, lines):
         "uoro_shared",
         "uoro_per_stream",
     ]:
-        trainer = uorojax.make_trainer(make_estimator(method, model, loss), optax.adam(1e-3))
+        trainer = uorojax.make_trainer(
+            make_estimator(method, model, loss), optax.adam(1e-3), donate=True
+        )
         init = lambda: trainer.init(params, states, jax.random.key(0), xs[0], xs[0])  # noqa: E731,B023
-        run = jax.jit(trainer.run_chunk, donate_argnums=0)
-        mem = memory_bytes(run.lower(jax.eval_shape(init), xs, xs).compile())
+        mem = memory_bytes(trainer.run_chunk.lower(jax.eval_shape(init), xs, xs).compile())
         lines.append(f"| {method} | {fmt_bytes(mem)} |")
         print(f"  memory {method}: {fmt_bytes(mem)}", flush=True)
     lines.append("")

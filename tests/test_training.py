@@ -141,6 +141,36 @@ def test_scan_unroll_does_not_change_results(kind):
         uorojax.make_trainer(est, _optimizer(), unroll=0)
 
 
+@pytest.mark.parametrize("kind", ["uoro_per_stream", "tbptt"])
+def test_donated_train_state_gives_the_same_results_and_is_consumed(kind):
+    model, params, _ = tiny_rnn()
+    num_streams, length = 2, 8
+    xs, ys = regression_stream(length * num_streams)
+    xs, ys = xs.reshape(length, num_streams, 2), ys.reshape(length, num_streams, 2)
+    states0 = 0.1 * jnp.ones((num_streams, 3))
+    loss = uorojax.squared_error
+    if kind == "tbptt":  # its carry starts with one array twice (state, window start)
+        est = uorojax.per_stream(uorojax.tbptt(model.apply, loss, 2))
+    else:
+        est = uorojax.per_stream(uorojax.uoro(model.apply, loss))
+    results = []
+    for donate in (False, True):
+        trainer = uorojax.make_trainer(est, _optimizer(), donate=donate)
+        ts = trainer.init(params, states0, jax.random.key(0), xs[0], ys[0])
+        ts_in = ts
+        ts, metrics = trainer.run(ts, xs[:4], ys[:4])
+        consumed = any(a.is_deleted() for a in jax.tree.leaves(ts_in.carry))
+        assert consumed == donate
+        ts, metrics = trainer.step(ts, xs[4], ys[4])
+        ts, metrics = trainer.step(ts, xs[5], ys[5])
+        ts, metrics = trainer.run(ts, xs[6:], ys[6:])
+        results.append((ts, metrics))
+    for a, b in zip(jax.tree.leaves(results[0][0]), jax.tree.leaves(results[1][0])):
+        if jnp.issubdtype(a.dtype, jnp.inexact):
+            np.testing.assert_array_equal(a, b)
+    np.testing.assert_array_equal(results[0][1]["loss"], results[1][1]["loss"])
+
+
 @pytest.mark.parametrize("mode", ["per_stream", "shared", "per_stream_k2", "per_stream_tbptt"])
 def test_batched_training_modes_run_and_learn(mode):
     model, params, _ = tiny_rnn()

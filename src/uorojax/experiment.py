@@ -216,6 +216,7 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
         cross_entropy=cross_entropy,
         shadow=make("rtrl") if c.shadow_rtrl else None,
         param_metrics=param_metrics,
+        donate=True,  # the runner keeps only the returned train state
     )
     return Experiment(stream, trainer, params, state0, cross_entropy, best)
 
