@@ -118,18 +118,25 @@ def test_fused_per_stream_tbptt_equals_vmapped_windows_and_step_path(truncation)
     np.testing.assert_allclose(runs["fused"][1]["loss"], runs["vmapped"][1]["loss"], rtol=1e-12)
 
 
-@pytest.mark.parametrize("kind", ["uoro_per_stream", "tbptt"])
-def test_scan_unroll_does_not_change_results(kind):
+def _two_streams(kind, length, state_value):
+    """A fused per-stream estimator (UORO, or TBPTT with truncation 2) on the tiny RNN,
+    with two streams of ``length`` steps; returns ``(est, params, states0, xs, ys)``."""
     model, params, _ = tiny_rnn()
-    num_streams, length = 2, 12
+    num_streams = 2
     xs, ys = regression_stream(length * num_streams)
     xs, ys = xs.reshape(length, num_streams, 2), ys.reshape(length, num_streams, 2)
-    states0 = jnp.zeros((num_streams, 3))
+    states0 = state_value * jnp.ones((num_streams, 3))
     loss = uorojax.squared_error
-    if kind == "tbptt":
+    if kind == "tbptt":  # its carry starts with one array twice (state, window start)
         est = uorojax.per_stream(uorojax.tbptt(model.apply, loss, 2))
     else:
         est = uorojax.per_stream(uorojax.uoro(model.apply, loss))
+    return est, params, states0, xs, ys
+
+
+@pytest.mark.parametrize("kind", ["uoro_per_stream", "tbptt"])
+def test_scan_unroll_does_not_change_results(kind):
+    est, params, states0, xs, ys = _two_streams(kind, 12, 0.0)
     results = []
     for unroll in (1, 5):
         trainer = uorojax.make_trainer(est, _optimizer(), unroll=unroll)
@@ -143,16 +150,7 @@ def test_scan_unroll_does_not_change_results(kind):
 
 @pytest.mark.parametrize("kind", ["uoro_per_stream", "tbptt"])
 def test_donated_train_state_gives_the_same_results_and_is_consumed(kind):
-    model, params, _ = tiny_rnn()
-    num_streams, length = 2, 8
-    xs, ys = regression_stream(length * num_streams)
-    xs, ys = xs.reshape(length, num_streams, 2), ys.reshape(length, num_streams, 2)
-    states0 = 0.1 * jnp.ones((num_streams, 3))
-    loss = uorojax.squared_error
-    if kind == "tbptt":  # its carry starts with one array twice (state, window start)
-        est = uorojax.per_stream(uorojax.tbptt(model.apply, loss, 2))
-    else:
-        est = uorojax.per_stream(uorojax.uoro(model.apply, loss))
+    est, params, states0, xs, ys = _two_streams(kind, 8, 0.1)
     results = []
     for donate in (False, True):
         trainer = uorojax.make_trainer(est, _optimizer(), donate=donate)
