@@ -140,25 +140,23 @@ def _rademacher_like(key: jax.Array, tree: PyTree, num_samples: int) -> PyTree:
     return jax.tree.unflatten(treedef, noise)
 
 
-def _model_vjp(apply_fn: ApplyFn, loss_fn: LossFn, params, state, x, y):
-    """Forward step, loss, and the VJP closure of ``(new_state, output)``."""
+def _loss_vjp(forward, loss_and_cotangent, *primals):
+    """Forward step, loss, and the loss's cotangents of ``primals``, from one VJP.
 
-    def f(p, s):
-        return checks.call_model(apply_fn, p, s, x)
-
-    (new_state, output), vjp_fn = jax.vjp(f, params, state)
-    loss, d_output = jax.value_and_grad(lambda o: checks.call_loss(loss_fn, o, y))(output)
-    return new_state, output, loss, d_output, vjp_fn
-
-
-def _direct_gradient(forward, loss_and_cotangent, params):
-    """``forward(params) -> (new_state, output)`` and ``loss_and_cotangent(output) ->
-    (loss, ∂L/∂output)``; returns ``(new_state, output, loss, d_output, δθ)`` with the
-    direct gradient ``δθ = ∂L/∂θ`` from one params-only VJP (no state cotangent)."""
-    (new_state, output), vjp_fn = jax.vjp(forward, params)
+    ``forward(*primals) -> (new_state, output)`` and ``loss_and_cotangent(output) ->
+    (loss, ∂L/∂output)``. Returns ``(new_state, output, loss, d_output, cotangents)``
+    with one cotangent per primal: ``(δθ,)`` for params alone (no state cotangent is
+    formed), ``(δθ, δs)`` for params and state.
+    """
+    (new_state, output), vjp_fn = jax.vjp(forward, *primals)
     loss, d_output = loss_and_cotangent(output)
-    (delta_theta,) = vjp_fn((_zeros_like(new_state), d_output))
-    return new_state, output, loss, d_output, delta_theta
+    cotangents = vjp_fn((_zeros_like(new_state), d_output))
+    return new_state, output, loss, d_output, cotangents
+
+
+def _step_loss_and_cotangent(loss_fn: LossFn, y):
+    """``output -> (loss_fn(output, y), ∂L/∂output)``, for :func:`_loss_vjp`."""
+    return jax.value_and_grad(lambda o: checks.call_loss(loss_fn, o, y))
 
 
 def _state_jvp(apply_fn: ApplyFn, params, state, x, tangent):
@@ -302,8 +300,8 @@ def uoro(
         """Carry layout -> a samples axis at ``axis`` (absent from the carry when k = 1)."""
         return jax.tree.map(lambda a: jnp.expand_dims(a, axis), tree) if k == 1 else tree
 
-    def squeeze(tree, axis=0):
-        return jax.tree.map(lambda a: jnp.squeeze(a, axis), tree) if k == 1 else tree
+    def squeeze(tree):
+        return jax.tree.map(lambda a: jnp.squeeze(a, 0), tree) if k == 1 else tree
 
     def over_samples(fn):
         """Maps a one-sample function over the carry's samples axis (none when k = 1).
@@ -361,9 +359,9 @@ def uoro(
     def step(params, carry: UOROState, x, y, key):
         _validate(params, key)
         state = carry.state
-        new_state, output, loss, d_output, delta_theta = _direct_gradient(
+        new_state, output, loss, d_output, (delta_theta,) = _loss_vjp(
             lambda p: checks.call_model(apply_fn, p, state, x),
-            jax.value_and_grad(lambda o: checks.call_loss(loss_fn, o, y)),
+            _step_loss_and_cotangent(loss_fn, y),
             params,
         )
         nu = squeeze(_rademacher_like(key, new_state, k))
@@ -395,12 +393,12 @@ def uoro(
 
         def losses_and_cotangents(outputs):
             """Per-stream losses, and the cotangents of their mean over streams."""
-            losses, d_outputs = jax.vmap(
-                jax.value_and_grad(lambda o, y: checks.call_loss(loss_fn, o, y))
-            )(outputs, ys)
+            losses, d_outputs = jax.vmap(lambda o, y1: _step_loss_and_cotangent(loss_fn, y1)(o))(
+                outputs, ys
+            )
             return losses, jax.tree.map(lambda d: d / num_streams, d_outputs)
 
-        new_states, outputs, losses, d_outputs, mean_delta_theta = _direct_gradient(
+        new_states, outputs, losses, d_outputs, (mean_delta_theta,) = _loss_vjp(
             lambda p: jax.vmap(lambda s1, x1: checks.call_model(apply_fn, p, s1, x1))(states, xs),
             losses_and_cotangents,
             params,
@@ -485,10 +483,12 @@ def rtrl(apply_fn: ApplyFn, loss_fn: LossFn) -> Estimator:
     def step(params, carry: RTRLState, x, y, key):
         _validate(params, key)
         state, jacobian = carry
-        new_state, output, loss, d_output, vjp_fn = _model_vjp(
-            apply_fn, loss_fn, params, state, x, y
+        new_state, output, loss, d_output, (delta_theta, delta_s) = _loss_vjp(
+            lambda p, s: checks.call_model(apply_fn, p, s, x),
+            _step_loss_and_cotangent(loss_fn, y),
+            params,
+            state,
         )
-        delta_theta, delta_s = vjp_fn((_zeros_like(new_state), d_output))
         flat_delta_theta, unravel = ravel_pytree(delta_theta)
         through_state = sum(
             jnp.tensordot(j, d, axes=d.ndim)
