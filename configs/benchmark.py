@@ -5,7 +5,9 @@ import ml_collections
 
 def get_config():
     c = ml_collections.ConfigDict()
-    c.cell = "lstm"  # lstm | gru (the braintrace comparison uses gru)
+    # Cells of uorojax.models.LINEN_CELLS, each benchmarked in turn ("simple" for KF-RTRL,
+    # "optimized_lstm" for the fused-gate LSTM, "gru" for the braintrace comparison).
+    c.cells = ("lstm",)
     c.vocab = 64
     # (hidden, streams) per backend.
     c.cpu_sizes = ((128, 32),)
@@ -17,8 +19,13 @@ def get_config():
         "uoro_shared",
         "uoro_per_stream",
         "uoro_shared_k4",
+        "uoro_t16_shared",
+        "snap1",
+        "kf_rtrl",
         "rtrl_shared",
-    )
+    )  # names of experiments/benchmark.py's METHODS, and "forward"
+    # Print each compiled chunk's kernels per step and XLA's FLOPs and bytes per step.
+    c.analysis = False
     c.chunk = 64  # steps per compiled chunk (a multiple of 16)
     # Each method runs chunks_per_run chunks per round, for `repeats` rounds, and its
     # best round counts: on a 2-core machine whose load varies, more and longer rounds

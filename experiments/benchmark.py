@@ -1,13 +1,21 @@
 """Cost per token of the estimators on one model, measured in one process.
 
     python experiments/benchmark.py [--config configs/benchmark.py] [--out FILE.md]
+    python experiments/benchmark.py --config.analysis=True   # + kernels, FLOPs, bytes
 
-Model: LSTM (``--config.cell=gru`` for a GRU) with one-hot input over 64 symbols and a
-dense readout, next-symbol cross-entropy, Adam. Every method runs the same jitted online
-trainer (``uorojax.make_trainer``, train state donated) over chunks of a random stream,
-the parameters updated after every step (TBPTT: after every window). Batches of streams
-use the library's batched paths: ``per_stream`` (fused for UORO and TBPTT) or
-``as_one_system`` (shared tangents).
+Model: an LSTM (``--config.cells="('gru',)"`` or any other cell of
+``uorojax.models.LINEN_CELLS``) with one-hot input over 64 symbols and a dense readout,
+next-symbol cross-entropy, Adam. Every method is a registry name with its batch mode and
+options (``METHODS``), built by ``uorojax.registry.build_estimator`` and run by the same
+jitted online trainer (``uorojax.make_trainer``, train state donated) over chunks of a
+random stream, the parameters updated after every step (windowed methods: after every
+window). A method the cell does not support (KF-RTRL needs a dense Simple cell) is
+reported as such.
+
+With ``analysis``, each method's compiled chunk is also read: the kernels one step
+launches (fusions, library calls and copies in the scan body, nested loops counted by
+their trip counts) and XLA's cost analysis (FLOPs and bytes accessed per step) on the
+backend at hand: the proxies for accelerator time on a machine without one.
 
 Warm-up (compilation) is excluded. The methods take turns, one run of
 ``chunks_per_run`` chunks each per round, for ``repeats`` rounds; each method's best
@@ -35,6 +43,20 @@ from jax.flatten_util import ravel_pytree
 from ml_collections import config_flags
 
 import uorojax
+from uorojax import hlo, registry
+
+METHODS = {  # name: (registry algorithm, batch mode, options)
+    "tbptt1": ("tbptt", "per_stream", {"truncation": 1}),
+    "tbptt16": ("tbptt", "per_stream", {"truncation": 16}),
+    "uoro_shared": ("uoro", "shared", {}),
+    "uoro_per_stream": ("uoro", "per_stream", {}),
+    "uoro_shared_k4": ("uoro", "shared", {"num_samples": 4}),
+    "uoro_t16_shared": ("uoro", "shared", {"truncation": 16}),
+    "uoro_t16_per_stream": ("uoro", "per_stream", {"truncation": 16}),
+    "snap1": ("snap1", "per_stream", {}),
+    "kf_rtrl": ("kf_rtrl", "per_stream", {}),
+    "rtrl_shared": ("rtrl", "shared", {}),
+}
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/benchmark.py", "Benchmark config.")
 _OUT = flags.DEFINE_string("out", None, "Also write the tables (markdown) to this file.")
@@ -47,17 +69,21 @@ def build_model(hidden, vocab, cell="lstm"):
     return model, params, state0
 
 
-def make_estimator(method, model, loss):
-    if method.startswith("tbptt"):
-        return uorojax.per_stream(uorojax.tbptt(model.apply, loss, int(method[5:])))
-    if method == "uoro_per_stream":
-        return uorojax.per_stream(uorojax.uoro(model.apply, loss))
-    if method.startswith("uoro_shared"):
-        k = int(method.split("_k")[1]) if "_k" in method else 1
-        return uorojax.uoro(*uorojax.as_one_system(model.apply, loss), num_samples=k)
-    if method == "rtrl_shared":
-        return uorojax.rtrl(*uorojax.as_one_system(model.apply, loss))
-    raise ValueError(f"unknown method {method!r}")
+def make_estimator(method, model, loss, streams, example):
+    """The registry's estimator for a benchmark method (see ``METHODS``)."""
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    algorithm, batch_mode, options = METHODS[method]
+    return registry.build_estimator(
+        algorithm,
+        model.apply,
+        loss,
+        num_streams=streams,
+        batch_mode=batch_mode,
+        options=registry.Options(
+            structure=model.structure, example_x=example, example_y=example, **options
+        ),
+    )
 
 
 def forward_chunk(model, loss):
@@ -87,14 +113,14 @@ def memory_bytes(compiled) -> int | None:
         return None
 
 
-def prepare(method, hidden, streams, cfg, unroll):
+def prepare(method, hidden, streams, cfg, unroll, cell):
     """Compiles one method's chunk; returns ``(compiled, make_args, compiled memory)``.
 
     Nothing large is allocated here: the train state's shapes come from
     ``jax.eval_shape``, and ``make_args`` builds the arguments. The train state is
     donated, as a training loop would do, so XLA updates it in place.
     """
-    model, params, state0 = build_model(hidden, cfg.vocab, cfg.cell)
+    model, params, state0 = build_model(hidden, cfg.vocab, cell)
     loss = uorojax.softmax_cross_entropy
     states = jax.tree.map(lambda a: jnp.broadcast_to(a, (streams, *a.shape)), state0)
     rng = np.random.default_rng(cfg.seed)
@@ -102,15 +128,15 @@ def prepare(method, hidden, streams, cfg, unroll):
     ys = jnp.asarray(rng.integers(0, cfg.vocab, (cfg.chunk, streams)), jnp.int32)
     if method == "forward":
         compiled = forward_chunk(model, loss).lower(params, states, xs, ys).compile()
-        return compiled, lambda: (params, states, xs, ys), memory_bytes(compiled)
-    estimator = make_estimator(method, model, loss)
+        return compiled, lambda: (params, states, xs, ys), memory_bytes(compiled), 1
+    estimator = make_estimator(method, model, loss, streams, jnp.zeros((), jnp.int32))
     trainer = uorojax.make_trainer(estimator, optax.adam(1e-3), unroll=unroll, donate=True)
 
     def init():
-        return trainer.init(params, states, jax.random.key(0), xs[0], ys[0])
+        return trainer.init(params, states, jax.random.key(0))
 
     compiled = trainer.run_chunk.lower(jax.eval_shape(init), xs, ys).compile()
-    return compiled, lambda: (init(), xs, ys), memory_bytes(compiled)
+    return compiled, lambda: (init(), xs, ys), memory_bytes(compiled), estimator.window
 
 
 class Runner:
@@ -153,9 +179,9 @@ def time_all(runners: dict, cfg) -> dict:
     return best
 
 
-def rtrl_too_big(hidden, streams, cfg) -> str | None:
+def rtrl_too_big(hidden, streams, cfg, cell) -> str | None:
     """Why exact RTRL is skipped at this size (its Jacobian is over the limit), or None."""
-    model, params, state0 = build_model(hidden, cfg.vocab, cfg.cell)
+    model, params, state0 = build_model(hidden, cfg.vocab, cell)
     state_size = ravel_pytree(state0)[0].size * streams
     num_params = ravel_pytree(params)[0].size
     if state_size * num_params * 4 <= cfg.rtrl_max_bytes:
@@ -187,19 +213,27 @@ def machine() -> str:
     )
 
 
-def bench_size(hidden, streams, cfg, unroll, lines):
+def bench_size(hidden, streams, cfg, unroll, cell, lines):
     """Times every method at one size, in one process, taking turns (see ``time_all``)."""
     tokens = cfg.chunk * streams
-    runners, memory, notes = {}, {}, {}
+    runners, memory, notes, analyses = {}, {}, {}, {}
     for method in cfg.methods:
-        if method == "rtrl_shared" and (why := rtrl_too_big(hidden, streams, cfg)):
+        if method == "rtrl_shared" and (why := rtrl_too_big(hidden, streams, cfg, cell)):
             notes[method] = why
             continue
         try:
-            compiled, make_args, memory[method] = prepare(method, hidden, streams, cfg, unroll)
-            runners[method] = Runner(method, compiled, make_args)
+            compiled, make_args, memory[method], window = prepare(
+                method, hidden, streams, cfg, unroll, cell
+            )
+        except uorojax.ConfigError as err:  # the method does not support this cell
+            notes[method] = f"n/a: {str(err).split('. ')[0][:120]}"
+            continue
         except Exception as err:  # noqa: BLE001 - report and go on (e.g. out of memory)
             notes[method] = f"failed: {type(err).__name__}: {str(err).splitlines()[0][:100]}"
+            continue
+        runners[method] = Runner(method, compiled, make_args)
+        if cfg.analysis:
+            analyses[method] = (hlo.analyse(compiled, cfg.chunk // window), window)
     seconds = time_all(runners, cfg)
     peak = peak_memory()
     for method, sec in seconds.items():
@@ -208,7 +242,7 @@ def bench_size(hidden, streams, cfg, unroll, lines):
     ratio = lambda a, b: f"{a / b:.2f}" if b else "n/a"  # noqa: E731
     peak_name = "device memory" if jax.default_backend() == "gpu" else "resident memory"
     lines += [
-        f"### {cfg.cell.upper()} hidden {hidden}, {streams} streams, chunk {cfg.chunk}, "
+        f"### {cell.upper()} hidden {hidden}, {streams} streams, chunk {cfg.chunk}, "
         f"scan unroll {unroll}",
         "",
         "| method | us/token | tokens/s | x forward | x TBPTT(16) | compiled memory |",
@@ -224,29 +258,64 @@ def bench_size(hidden, streams, cfg, unroll, lines):
             f"{ratio(sec, ref)} | {fmt_bytes(memory[method])} |"
         )
     lines += ["", f"Peak {peak_name} of the process, all methods alive: {fmt_bytes(peak)}.", ""]
+    if analyses:
+        analysis_table(analyses, lines)
     return seconds
 
 
-def memory_vs_horizon(hidden, streams, cfg, lines):
-    model, params, state0 = build_model(hidden, cfg.vocab, cfg.cell)
+def analysis_table(analyses: dict, lines: list) -> None:
+    """Kernels, FLOPs and bytes per stream step of each compiled chunk (``hlo.analyse``)."""
+    lines += [
+        f"Compiled chunk per stream step ({jax.default_backend()} backend; a windowed method's "
+        "loop body is one window, divided by its length):",
+        "",
+        "| method | kernels per step | of which fusions / library calls / copies | GFLOP per step | MB accessed per step |",
+        "|---|---|---|---|---|",
+    ]
+    for method, (a, window) in analyses.items():
+        fusions = a.kernels.get("fusion", 0)
+        library = sum(a.kernels.get(op, 0) for op in ("custom-call", "dot", "convolution"))
+        copies = sum(n for op, n in a.kernels.items() if op.startswith("copy"))
+        total = sum(a.kernels.values())
+        lines.append(
+            f"| {method} | {total / window:.1f} | {fusions / window:.1f} / {library / window:.1f} "
+            f"/ {copies / window:.1f} | {a.flops / window / 1e9:.4g} | "
+            f"{a.bytes_accessed / window / 1e6:.4g} |"
+        )
+        print(f"  {method}: {total / window:.1f} kernels/step {dict(a.kernels)}", flush=True)
+    lines.append("")
+
+
+def memory_vs_horizon(hidden, streams, cfg, cell, lines):
+    model, params, state0 = build_model(hidden, cfg.vocab, cell)
     loss = uorojax.softmax_cross_entropy
     states = jax.tree.map(lambda a: jnp.broadcast_to(a, (streams, *a.shape)), state0)
     chunk = max(cfg.memory_truncations)
     xs = jnp.zeros((chunk, streams), jnp.int32)
     lines += [
-        f"### Compiled memory against horizon ({cfg.cell.upper()} {hidden}, {streams} streams, chunk {chunk})",
+        f"### Compiled memory against horizon ({cell.upper()} {hidden}, {streams} streams, chunk {chunk})",
         "",
         "| method | compiled memory |",
         "|---|---|",
     ]
-    for method in [f"tbptt{k}" for k in cfg.memory_truncations] + [
-        "uoro_shared",
-        "uoro_per_stream",
-    ]:
-        trainer = uorojax.make_trainer(
-            make_estimator(method, model, loss), optax.adam(1e-3), donate=True
+    methods = [f"tbptt{k}" for k in cfg.memory_truncations]
+    methods += ["uoro_shared", "uoro_per_stream", "uoro_t16_shared", "snap1"]
+    for method in methods:
+        algorithm, batch_mode, options = METHODS.get(method, ("tbptt", "per_stream", {}))
+        if method not in METHODS:
+            options = {"truncation": int(method[len("tbptt") :])}
+        estimator = registry.build_estimator(
+            algorithm,
+            model.apply,
+            loss,
+            num_streams=streams,
+            batch_mode=batch_mode,
+            options=registry.Options(
+                structure=model.structure, example_x=xs[0, 0], example_y=xs[0, 0], **options
+            ),
         )
-        init = lambda: trainer.init(params, states, jax.random.key(0), xs[0], xs[0])  # noqa: E731,B023
+        trainer = uorojax.make_trainer(estimator, optax.adam(1e-3), donate=True)
+        init = lambda: trainer.init(params, states, jax.random.key(0))  # noqa: E731,B023
         mem = memory_bytes(trainer.run_chunk.lower(jax.eval_shape(init), xs, xs).compile())
         lines.append(f"| {method} | {fmt_bytes(mem)} |")
         print(f"  memory {method}: {fmt_bytes(mem)}", flush=True)
@@ -268,13 +337,14 @@ def main(argv):
                 f.write("\n".join(lines) + "\n")
 
     unroll = cfg.gpu_unroll if jax.default_backend() == "gpu" else cfg.cpu_unroll
-    for hidden, streams in sizes:
-        print(f"{cfg.cell.upper()} {hidden} x {streams} streams", flush=True)
-        bench_size(hidden, streams, cfg, unroll, lines)
-        save()
+    for cell in cfg.cells:
+        for hidden, streams in sizes:
+            print(f"{cell.upper()} {hidden} x {streams} streams", flush=True)
+            bench_size(hidden, streams, cfg, unroll, cell, lines)
+            save()
     if cfg.memory_truncations:  # () skips the memory-against-horizon table
         hidden, streams = sizes[0]
-        memory_vs_horizon(hidden, streams, cfg, lines)
+        memory_vs_horizon(hidden, streams, cfg, cfg.cells[0], lines)
         save()
     print("\n".join(lines))
 

@@ -2,6 +2,7 @@
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from jax.flatten_util import ravel_pytree
 
 import uorojax
@@ -26,7 +27,7 @@ def regression_stream(length, inputs=2, outputs=2, seed=1):
 
 def scan_estimator(est, params, state0, xs, ys, key):
     """Runs ``est.step`` over a sequence with frozen params; returns (carry, grads, infos)."""
-    carry = est.init_state(params, state0, example_x=xs[0], example_y=ys[0])
+    carry = est.init_state(params, state0)
 
     def body(carry, inp):
         x, y, k = inp
@@ -104,3 +105,45 @@ def check_unbiased(errors):
     (j1, g1), (j2, g2) = errors[1000], errors[20_000]
     assert j2 < 0.05 and g2 < 0.05, errors
     assert j1 / j2 > 2.5 and g1 / g2 > 2.5, errors
+
+
+def check_rescaled_step(apply_fn, params, state0, x, y, seed):
+    """An actual UORO step (eps = 0) from random tildes returns s̃ = ρ0 s̃' + ρ1 ν and
+    θ̃ = θ̃/ρ0 + θ'/ρ1 with the balancing ρ's: s̃' = A s̃ and θ' = νᵀB recomputed here by
+    jax.jvp and jax.vjp, ν the noise the step drew (recovered from the returned s̃, and
+    checked to be ±1 of one magnitude)."""
+    est = uorojax.uoro(apply_fn, uorojax.squared_error, eps=0.0)
+    keys = jax.random.split(jax.random.key(seed), 3)
+
+    def random_like(key, tree):
+        return jax.tree.map(lambda a: jax.random.normal(key, a.shape, a.dtype), tree)
+
+    carry = est.init_state(params, state0)._replace(
+        s_tilde=random_like(keys[0], state0), theta_tilde=random_like(keys[1], params)
+    )
+    _, new, _ = est.step(params, carry, x, y, keys[2])
+
+    def step_state(p, s):
+        return apply_fn(p, s, x)[0]
+
+    s_prime = jax.jvp(lambda s: step_state(params, s), (state0,), (carry.s_tilde,))[1]
+    norm = uorojax.tree_norm
+    rho0 = jnp.sqrt(norm(carry.theta_tilde) / norm(s_prime))
+    residual = flat(new.s_tilde) - rho0 * flat(s_prime)  # ρ1 ν
+    np.testing.assert_allclose(jnp.abs(residual), jnp.abs(residual)[0], rtol=1e-9)
+    nu_flat = jnp.sign(residual)
+    nu = ravel_pytree(state0)[1](nu_flat)
+    theta_prime = jax.vjp(lambda p: step_state(p, state0), params)[1](nu)[0]
+    rho1 = jnp.sqrt(norm(theta_prime) / norm(nu))
+    np.testing.assert_allclose(
+        flat(new.s_tilde), rho0 * flat(s_prime) + rho1 * nu_flat, rtol=1e-9, atol=1e-12
+    )
+    np.testing.assert_allclose(
+        flat(new.theta_tilde),
+        flat(carry.theta_tilde) / rho0 + flat(theta_prime) / rho1,
+        rtol=1e-9,
+        atol=1e-12,
+    )
+    # Balanced: each rank-one term has equal norms on its two sides.
+    np.testing.assert_allclose(rho0 * norm(s_prime), norm(carry.theta_tilde) / rho0, rtol=1e-9)
+    np.testing.assert_allclose(rho1 * norm(nu), norm(theta_prime) / rho1, rtol=1e-9)

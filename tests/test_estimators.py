@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 from helpers import (
     bptt_grad,
+    check_rescaled_step,
     check_unbiased,
     errors_against_rtrl,
     flat,
@@ -19,6 +20,7 @@ from helpers import (
 )
 
 import uorojax
+from uorojax.estimators import window_step
 
 T = 6
 
@@ -135,31 +137,11 @@ def test_biased_variant_is_caught():
     assert normalized_squared_error(grads, exact_grad) < 9.0
 
 
-def test_rho_balancing_identity_with_zero_eps():
-    keys = jax.random.split(jax.random.key(7), 4)
-    s_tilde_prime = {"h": jax.random.normal(keys[0], (5,)), "c": jax.random.normal(keys[1], (2,))}
-    theta_tilde = {"w": 3.0 * jax.random.normal(keys[2], (4, 3))}
-    nu = {"h": jnp.sign(jax.random.normal(keys[3], (5,))), "c": jnp.array([1.0, -1.0])}
-    theta_prime = {"w": 0.01 * jax.random.normal(keys[0], (4, 3))}
-    rho0 = jnp.sqrt(uorojax.tree_norm(theta_tilde) / uorojax.tree_norm(s_tilde_prime))
-    rho1 = jnp.sqrt(uorojax.tree_norm(theta_prime) / uorojax.tree_norm(nu))
-    n = uorojax.tree_norm
-    scale = lambda t, c: jax.tree.map(lambda a: c * a, t)  # noqa: E731
-    np.testing.assert_allclose(
-        n(scale(s_tilde_prime, rho0)), n(scale(theta_tilde, 1 / rho0)), rtol=1e-12
-    )
-    np.testing.assert_allclose(n(scale(nu, rho1)), n(scale(theta_prime, 1 / rho1)), rtol=1e-12)
-    s_new, t_new = uorojax.uoro_rescale(s_tilde_prime, theta_tilde, nu, theta_prime, 0.0)
-    expected_s = jax.tree.map(lambda a, b: rho0 * a + rho1 * b, s_tilde_prime, nu)
-    expected_t = jax.tree.map(lambda a, b: a / rho0 + b / rho1, theta_tilde, theta_prime)
-    assert rel_err(s_new, expected_s) < 1e-14 and rel_err(t_new, expected_t) < 1e-14
-    # The rescaling leaves the rank-one products' sum unchanged in expectation terms:
-    # ρ0 s̃' ⊗ θ̃/ρ0 = s̃' ⊗ θ̃ exactly.
-    np.testing.assert_allclose(
-        jnp.outer(flat(scale(s_tilde_prime, rho0)), flat(scale(theta_tilde, 1 / rho0))),
-        jnp.outer(flat(s_tilde_prime), flat(theta_tilde)),
-        rtol=1e-12,
-    )
+@pytest.mark.parametrize("name", ["tanh_rnn", "flax_lstm_stack"])
+def test_uoro_step_returns_the_rescaled_pair_balanced_with_zero_eps(name):
+    model, params, state0 = MODELS[name]()
+    xs, ys = regression_stream(1)
+    check_rescaled_step(model.apply, params, state0, xs[0], ys[0], seed=7)
 
 
 def test_uoro_steps_keep_balanced_tildes_with_zero_eps():
@@ -211,7 +193,7 @@ def test_uoro_gradient_is_the_rank_one_formula_with_the_old_tildes(name, num_sam
 def test_batched_cotangent_norm_is_the_norm():
     """The layout hint for per-stream ‖θ'‖ (axes swapped before the sum) changes nothing
     but the order of the sum, for leaves of any rank, under vmap and outside it."""
-    from uorojax.estimators import _batched_cotangent_norm
+    from uorojax.tree import batched_cotangent_norm as _batched_cotangent_norm
 
     keys = jax.random.split(jax.random.key(4), 4)
     tree = {
@@ -231,7 +213,14 @@ def test_batched_cotangent_norm_is_the_norm():
 def test_tbptt_window_gradient_equals_hand_unrolled(truncation, reduction):
     model, params, state0 = tiny_rnn()
     xs, ys = regression_stream(2 * truncation)
-    est = uorojax.tbptt(model.apply, uorojax.squared_error, truncation, reduction=reduction)
+    est = uorojax.tbptt(
+        model.apply,
+        uorojax.squared_error,
+        truncation,
+        reduction=reduction,
+        example_x=xs[0],
+        example_y=ys[0],
+    )
     carry, grads, infos = scan_estimator(est, params, state0, xs, ys, jax.random.key(0))
     ready = np.asarray(infos.ready)
     assert ready.tolist() == [(t + 1) % truncation == 0 for t in range(2 * truncation)]
@@ -253,10 +242,11 @@ def test_tbptt_window_gradient_equals_hand_unrolled(truncation, reduction):
         for t in range(lo, lo + truncation - 1):
             assert float(jnp.abs(flat(jax.tree.map(lambda g: g[t], grads))).max()) == 0.0
     # The fast window path gives the same gradient and carry as the step path.
-    carry_w = est.init_state(params, state0, example_x=xs[0], example_y=ys[0])
+    carry_w = est.init_state(params, state0)
+    keys = jax.random.split(jax.random.key(0), truncation)
     for lo in (0, truncation):
-        g, carry_w, info_w = est.step_window(
-            params, carry_w, xs[lo : lo + truncation], ys[lo : lo + truncation], jax.random.key(0)
+        g, carry_w, info_w = window_step(est)(
+            params, carry_w, xs[lo : lo + truncation], ys[lo : lo + truncation], keys
         )
         assert rel_err(g, jax.tree.map(lambda a: a[lo + truncation - 1], grads)) < 1e-12
         np.testing.assert_allclose(info_w.loss, infos.loss[lo : lo + truncation], rtol=1e-12)
@@ -268,7 +258,9 @@ ESTIMATORS = {
     "uoro": lambda m: uorojax.uoro(m.apply, uorojax.squared_error),
     "uoro_k2": lambda m: uorojax.uoro(m.apply, uorojax.squared_error, num_samples=2),
     "rtrl": lambda m: uorojax.rtrl(m.apply, uorojax.squared_error),
-    "tbptt": lambda m: uorojax.tbptt(m.apply, uorojax.squared_error, 2),
+    "tbptt": lambda m: uorojax.tbptt(
+        m.apply, uorojax.squared_error, 2, example_x=jnp.zeros(2), example_y=jnp.zeros(2)
+    ),
 }
 
 
@@ -288,7 +280,7 @@ def test_jit_scan_and_vmap_over_streams_equals_python_loop(name):
     step_keys = jax.random.split(jax.random.key(11), 4)
     grads_loop = []
     for b in range(num_streams):
-        carry = est.init_state(params, states0[b], example_x=xs[0, b], example_y=ys[0, b])
+        carry = est.init_state(params, states0[b])
         per_step = []
         for t in range(4):
             g, carry, info = est.step(
@@ -327,7 +319,7 @@ def test_uoro_on_nnx_cell_matches_linen_style_protocol():
 @pytest.mark.parametrize("embed_dim", [None, 3])
 def test_every_linen_cell_with_token_input_is_exact_under_rtrl(cell, embed_dim):
     model = uorojax.linen_model(cell, 2, 4, num_layers=2, vocab_size=4, embed_dim=embed_dim)
-    params, state0 = model.init(jax.random.key(0), jnp.zeros((), jnp.int32))
+    params, state0 = model.init(jax.random.key(0), jnp.zeros((), jnp.int32))  # float32
     xs = jnp.array([0, 3, 1, 2], jnp.int32)
     ys = jnp.array([3, 1, 2, 0], jnp.int32)
     loss = uorojax.softmax_cross_entropy

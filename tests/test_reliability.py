@@ -17,14 +17,16 @@ def _step(est, params, state0, x=None, y=None, key=None):
     x = jnp.ones(2) if x is None else x
     y = jnp.ones(2) if y is None else y
     key = jax.random.key(0) if key is None else key
-    carry = est.init_state(params, state0, example_x=x, example_y=y)
+    carry = est.init_state(params, state0)
     return jax.jit(est.step)(params, carry, x, y, key)
 
 
 ALL = {
     "uoro": lambda apply, loss: uorojax.uoro(apply, loss),
     "rtrl": lambda apply, loss: uorojax.rtrl(apply, loss),
-    "tbptt": lambda apply, loss: uorojax.tbptt(apply, loss, 2),
+    "tbptt": lambda apply, loss: uorojax.tbptt(
+        apply, loss, 2, example_x=jnp.ones(2), example_y=jnp.ones(2)
+    ),
 }
 
 
@@ -93,6 +95,8 @@ def test_out_of_range_constructor_arguments():
         uorojax.uoro("not a function", LOSS)
     with pytest.raises(ConfigError, match="nonfinite must be one of"):
         uorojax.make_trainer(uorojax.uoro(model.apply, LOSS), optax.sgd(0.1), nonfinite="ignore")
+    with pytest.raises(ConfigError, match="tbptt with truncation 3 buffers a window"):
+        uorojax.tbptt(model.apply, LOSS, 3)
 
 
 def test_non_key_and_integer_params_are_refused():
@@ -160,7 +164,7 @@ def test_raise_policy_names_the_step_and_keeps_the_last_finite_state(name, where
     est = ALL[name](model.apply, LOSS)
     trainer = uorojax.make_trainer(est, optax.adam(1e-2), nonfinite="raise")
     xs, ys = _poisoned_stream(7, where)
-    ts0 = trainer.init(params, h0, jax.random.key(0), xs[0], ys[0])
+    ts0 = trainer.init(params, h0, jax.random.key(0))
     with pytest.raises(NonFiniteError, match="at stream step 7") as info:
         trainer.run(ts0, xs, ys)
     err = info.value
@@ -180,7 +184,7 @@ def test_skip_policy_drops_the_step_and_counts_it(name):
     est = ALL[name](model.apply, LOSS)
     trainer = uorojax.make_trainer(est, optax.adam(1e-2), nonfinite="skip")
     xs, ys = _poisoned_stream(7)
-    ts = trainer.init(params, h0, jax.random.key(0), xs[0], ys[0])
+    ts = trainer.init(params, h0, jax.random.key(0))
     ts, metrics = trainer.run(ts, xs, ys)
     window = 2 if name == "tbptt" else 1
     assert int(ts.num_skipped) == window
@@ -190,16 +194,24 @@ def test_skip_policy_drops_the_step_and_counts_it(name):
     assert float(jnp.abs(flat(ts.params) - flat(params)).max()) > 0  # training went on
 
 
-def test_as_optax_checks_arguments_and_reports_non_finite_steps():
+@pytest.mark.parametrize("name", ["uoro", "rtrl", "tbptt"])
+def test_as_optax_checks_arguments_and_never_passes_on_non_finite_values(name):
     model, params, h0 = tiny_rnn()
-    tx = uorojax.as_optax(uorojax.uoro(model.apply, LOSS), h0)
+    tx = uorojax.as_optax(ALL[name](model.apply, LOSS), h0)
     with pytest.raises(ValueError, match="needs params and the keyword args x, y and key"):
         tx.update(None, tx.init(params), params)
     key = jax.random.key(0)
-    _, state = tx.update(None, tx.init(params), params, x=jnp.ones(2), y=jnp.ones(2), key=key)
+    state = tx.init(params)
+    for _ in range(2):  # a whole TBPTT window
+        _, state = tx.update(None, state, params, x=jnp.ones(2), y=jnp.ones(2), key=key)
     assert bool(state.finite)
-    _, state = tx.update(None, state, params, x=jnp.full(2, jnp.nan), y=jnp.ones(2), key=key)
-    assert not bool(state.finite)
+    for x in (jnp.ones(2), jnp.full(2, jnp.nan)):  # the NaN closes TBPTT's next window
+        updates, bad = tx.update(None, state, params, x=x, y=jnp.ones(2), key=key)
+        state = bad if bool(bad.finite) else state
+    assert not bool(bad.finite)
+    assert float(jnp.abs(flat(updates)).max()) == 0.0 and _all_finite(bad.carry)
+    for a, b in zip(jax.tree.leaves(bad.carry), jax.tree.leaves(state.carry)):
+        np.testing.assert_array_equal(a, b)  # the last finite carry is kept
 
 
 # ----------------------------------------------------------------------------- certificate
@@ -268,3 +280,23 @@ def test_trainer_keeps_the_old_carry_when_the_certificate_fails():
         jax.tree.leaves((new.params, new.opt_state, new.carry)),
     ):
         np.testing.assert_array_equal(a, b)
+
+
+@pytest.mark.parametrize("name", ["uoro", "tbptt"])
+def test_raise_policy_with_a_batch_of_streams(name):
+    """A NaN in one stream of a per-stream batch halts the run at that step with the
+    last finite state."""
+    model, params, _ = tiny_rnn()
+    xs, ys = regression_stream(20 * 3)
+    xs, ys = xs.reshape(20, 3, 2), ys.reshape(20, 3, 2)
+    xs = xs.at[7, 1].set(jnp.nan)
+    est = uorojax.per_stream(ALL[name](model.apply, LOSS))
+    trainer = uorojax.make_trainer(est, optax.adam(1e-2), nonfinite="raise")
+    ts0 = trainer.init(params, jnp.zeros((3, 3)), jax.random.key(0))
+    with pytest.raises(NonFiniteError, match="at stream step 7") as info:
+        trainer.run(ts0, xs, ys)
+    good = info.value.train_state
+    expected_step = 6 if name == "tbptt" else 7
+    assert int(good.step) == expected_step and _all_finite((good.params, good.carry))
+    clean, _ = trainer.run(ts0, xs[:expected_step], ys[:expected_step])
+    np.testing.assert_array_equal(flat(good.params), flat(clean.params))

@@ -1,27 +1,36 @@
-"""uorojax: online gradient estimation for recurrent networks in JAX."""
+"""uorojax: online gradient estimation for recurrent networks in JAX.
 
-from uorojax import diagnostics, experiment, plots, tasks
+``import uorojax`` loads the core only (jax, flax, optax, chex, numpy). The experiment
+runner (``uorojax.experiment``) and figures (``uorojax.plots``) need the ``run`` extra
+and are imported on their own.
+"""
+
+from uorojax import diagnostics, estimators, registry, structure, tasks, tree
 from uorojax.checks import ConfigError, ModelError, NonFiniteError
 from uorojax.estimators import (
     Estimator,
+    KFRTRLState,
     RTRLState,
+    SnApState,
     StepInfo,
-    TBPTTState,
     UOROState,
+    WindowState,
     as_one_system,
     jacobian_matrix,
+    kf_rtrl,
     per_stream,
     rtrl,
+    snap1,
     tangent_outer,
     tbptt,
-    tree_norm,
-    tree_vdot,
     unroll,
     uoro,
     uoro_rescale,
 )
 from uorojax.models import (
+    ElementwiseMGUCell,
     Model,
+    from_equinox,
     from_linen_cells,
     from_nnx,
     linen_model,
@@ -29,19 +38,69 @@ from uorojax.models import (
     squared_error,
     tanh_rnn,
 )
-from uorojax.training import (
-    OnlineGradientState,
+from uorojax.sharding import carry_stream_axes, shard_chunk, shard_train_state, stream_mesh
+from uorojax.trainer import (
     Trainer,
     TrainState,
-    as_optax,
-    carry_stream_axes,
     gradient_agreement,
     make_trainer,
     paper_schedule,
-    shard_chunk,
-    shard_train_state,
     step_key,
-    stream_mesh,
 )
+from uorojax.transform import OnlineGradientState, as_optax
+from uorojax.tree import tree_norm, tree_vdot
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "ConfigError",
+    "ElementwiseMGUCell",
+    "Estimator",
+    "KFRTRLState",
+    "Model",
+    "ModelError",
+    "NonFiniteError",
+    "OnlineGradientState",
+    "RTRLState",
+    "SnApState",
+    "StepInfo",
+    "TrainState",
+    "Trainer",
+    "UOROState",
+    "WindowState",
+    "as_one_system",
+    "as_optax",
+    "carry_stream_axes",
+    "diagnostics",
+    "estimators",
+    "from_equinox",
+    "from_linen_cells",
+    "from_nnx",
+    "gradient_agreement",
+    "jacobian_matrix",
+    "kf_rtrl",
+    "linen_model",
+    "make_trainer",
+    "paper_schedule",
+    "per_stream",
+    "registry",
+    "rtrl",
+    "shard_chunk",
+    "shard_train_state",
+    "snap1",
+    "softmax_cross_entropy",
+    "squared_error",
+    "step_key",
+    "stream_mesh",
+    "structure",
+    "tangent_outer",
+    "tanh_rnn",
+    "tasks",
+    "tbptt",
+    "tree",
+    "tree_norm",
+    "tree_vdot",
+    "unroll",
+    "uoro",
+    "uoro_rescale",
+]

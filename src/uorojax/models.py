@@ -1,9 +1,11 @@
 """Recurrent models in the ``apply_fn(params, state, x) -> (new_state, output)`` form.
 
-A :class:`Model` pairs ``init(key, example_x) -> (params, state0)`` with ``apply``. The
-general case is any pure function; this module adds a plain tanh RNN, adapters for
-``flax.linen`` cells (single or stacked, with one-hot or embedded token input and a dense
-readout) and for ``flax.nnx`` modules, and the step losses the tasks use.
+A :class:`Model` pairs ``init(key, example_x) -> (params, state0)`` with ``apply`` and,
+where the model provides one, the :class:`~uorojax.structure.Structure` of its recurrent
+units (for SnAp-1 and KF-RTRL). The general case is any pure function; this module adds a
+plain tanh RNN, adapters for ``flax.linen`` cells (single or stacked, with one-hot or
+embedded token input and a dense readout), a cell with an element-wise recurrence, and
+adapters for ``flax.nnx`` and Equinox modules, and the step losses the tasks use.
 """
 
 from __future__ import annotations
@@ -17,28 +19,24 @@ import jax.numpy as jnp
 import optax
 
 from uorojax import checks
+from uorojax.structure import RecurrentKernel, Structure, Units
 
 PyTree = Any
 
-LINEN_CELLS = {
-    "lstm": nn.LSTMCell,
-    "optimized_lstm": nn.OptimizedLSTMCell,
-    "gru": nn.GRUCell,
-    "simple": nn.SimpleCell,
-    "mgu": nn.MGUCell,
-}
-
 
 class Model(NamedTuple):
-    """A recurrent model as two pure functions.
+    """A recurrent model as two pure functions, and its structure where known.
 
     Attributes:
       init: ``(key, example_x) -> (params, state0)``.
       apply: ``(params, state, x) -> (new_state, output)`` for one time step.
+      structure: the :class:`~uorojax.structure.Structure` of its recurrent units, or
+        None (SnAp-1 and KF-RTRL need it; the other estimators do not).
     """
 
     init: Callable[[jax.Array, Any], tuple[PyTree, PyTree]]
     apply: Callable[[PyTree, PyTree, Any], tuple[PyTree, Any]]
+    structure: Structure | None = None
 
 
 # ----------------------------------------------------------------------------- losses
@@ -95,10 +93,103 @@ def tanh_rnn(
         h = jnp.tanh(params["W"] @ h + params["U"] @ x + params["b"])
         return h, params["V"] @ h + params["c"]
 
-    return Model(init, apply)
+    def layer_inputs(params, h, x):
+        inputs = {"W": h, "U": x, "b": jnp.ones((), h.dtype), "V": None, "c": None}
+        return [inputs[name] for name in sorted(params)]
+
+    structure = Structure(
+        param_units=lambda path, leaf: Units(0, 0) if path[0] in ("W", "U", "b") else None,
+        state_units=lambda path, leaf: 0,
+        recurrent_kernels=(RecurrentKernel(("W",), ("b",), (), "out_in"),),
+        layer_inputs=layer_inputs,
+    )
+    return Model(init, apply, structure)
 
 
 # ----------------------------------------------------------------------------- flax linen
+
+
+def symmetric_uniform(bound: float) -> nn.initializers.Initializer:
+    """An initializer drawing uniformly on ``[-bound, bound]``."""
+
+    def init(key, shape, dtype=jnp.float32):
+        return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+    return init
+
+
+class ElementwiseMGUCell(nn.RNNCellBase):
+    r"""A minimal gated unit whose recurrence is element-wise.
+
+    .. math::
+        f = \sigma(W_f x + u_f \odot h + b_f), \quad
+        n = \tanh(W_n x + u_n \odot h + b_n), \quad
+        h' = f \odot h + (1 - f) \odot n.
+
+    The input maps ``W`` are dense, the recurrent weights ``u`` are vectors: unit i of
+    ``h'`` depends on unit i of ``h`` alone, so ``∂h'/∂h`` is diagonal and SnAp-1 on
+    this cell is exact RTRL at ``O(|Θ|)`` memory. Units mix across layers when stacked.
+    Used like the flax cells (``linen_model("elementwise_mgu", ...)``).
+
+    Attributes:
+      features: number of units.
+      gate_fn, activation_fn: σ and tanh by default.
+      kernel_init: init of the input maps ``W``.
+      recurrent_init: init of ``u`` (uniform on [-1, 1] by default).
+      bias_init, forget_bias_init: init of ``b_n`` (zeros) and ``b_f`` (ones: the gate
+        starts at σ(1) ≈ 0.73, keeping most of the state).
+    """
+
+    features: int
+    gate_fn: Callable[..., Any] = nn.sigmoid
+    activation_fn: Callable[..., Any] = nn.tanh
+    kernel_init: nn.initializers.Initializer = nn.initializers.lecun_normal()
+    recurrent_init: nn.initializers.Initializer = symmetric_uniform(1.0)
+    bias_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+    forget_bias_init: nn.initializers.Initializer = nn.initializers.ones_init()
+    carry_init: nn.initializers.Initializer = nn.initializers.zeros_init()
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+
+    @nn.compact
+    def __call__(self, carry, inputs):
+        h = carry
+
+        def recurrent(name):
+            return self.param(name, self.recurrent_init, (self.features,), self.param_dtype)
+
+        def dense(name, bias_init):
+            return nn.Dense(
+                self.features,
+                kernel_init=self.kernel_init,
+                bias_init=bias_init,
+                dtype=self.dtype,
+                param_dtype=self.param_dtype,
+                name=name,
+            )(inputs)
+
+        f = self.gate_fn(dense("if", self.forget_bias_init) + recurrent("uf") * h)
+        n = self.activation_fn(dense("in", self.bias_init) + recurrent("un") * h)
+        new_h = f * h + (1.0 - f) * n
+        return new_h, new_h
+
+    @nn.nowrap
+    def initialize_carry(self, rng, input_shape):
+        return self.carry_init(rng, (*input_shape[:-1], self.features), self.param_dtype)
+
+    @property
+    def num_feature_axes(self) -> int:
+        return 1
+
+
+LINEN_CELLS = {
+    "lstm": nn.LSTMCell,
+    "optimized_lstm": nn.OptimizedLSTMCell,
+    "gru": nn.GRUCell,
+    "simple": nn.SimpleCell,
+    "mgu": nn.MGUCell,
+    "elementwise_mgu": ElementwiseMGUCell,
+}
 
 
 class RecurrentStack(nn.Module):
@@ -134,26 +225,129 @@ class RecurrentStack(nn.Module):
         return tuple(new_carry), nn.Dense(self.num_outputs, name="readout")(h)
 
 
+def _cell_kernels(cell: nn.RNNCellBase, layer: int) -> tuple[RecurrentKernel, ...] | None:
+    """The recurrent kernels of one supported linen cell (None for another cell)."""
+    base = ("params", f"cells_{layer}")
+
+    def kernel(name, bias, state=()):
+        return RecurrentKernel(
+            (*base, name, "kernel"), (*base, bias, "bias"), (layer, *state), "in_out"
+        )
+
+    if isinstance(cell, (nn.LSTMCell, nn.OptimizedLSTMCell)):  # carry (c, h): h is [1]
+        return tuple(kernel(f"h{g}", f"h{g}", (1,)) for g in "ifgo")
+    if isinstance(cell, nn.GRUCell):
+        return (kernel("hr", "ir"), kernel("hz", "iz"), kernel("hn", "hn"))
+    if isinstance(cell, nn.SimpleCell):
+        return (kernel("h", "i"),)
+    if isinstance(cell, nn.MGUCell):
+        return (kernel("hf", "if"), kernel("hn", "hn" if cell.reset_gate else "in"))
+    if isinstance(cell, ElementwiseMGUCell):
+        return ()
+    return None
+
+
+def _stack_structure(cells, vocab_size, embed_dim) -> Structure | None:
+    """The recurrent units of a :class:`RecurrentStack` (None if a cell is unknown)."""
+    kernels = [_cell_kernels(cell, layer) for layer, cell in enumerate(cells)]
+    if any(k is None for k in kernels):
+        return None
+
+    def param_units(path, leaf):
+        if len(path) > 1 and str(path[1]).startswith("cells_"):
+            return Units(int(path[1][len("cells_") :]), jnp.ndim(leaf) - 1)
+        if len(path) > 1 and path[1] == "embed":
+            return Units(0, None)  # the embedding row of a token reaches every unit
+        return None
+
+    def encode(x):
+        return jax.nn.one_hot(x, vocab_size) if vocab_size is not None else x
+
+    layer_inputs = None
+    if len(cells) == 1 and isinstance(cells[0], nn.SimpleCell) and embed_dim is None:
+
+        def layer_inputs(params, state, x):  # h = σ(x W_i + b_i + h W_h)
+            h = state[0]
+            vectors = {"h": h, "i": encode(x).astype(h.dtype)}
+            out = []
+            for path, _ in jax.tree_util.tree_leaves_with_path(params):
+                keys = [getattr(entry, "key", None) for entry in path]
+                if keys[1] != "cells_0":
+                    out.append(None)
+                elif keys[-1] == "bias":
+                    out.append(jnp.ones((), h.dtype))
+                else:
+                    out.append(vectors[keys[2]])
+            return out
+
+    return Structure(
+        param_units=param_units,
+        state_units=lambda path, leaf: path[0],
+        recurrent_kernels=tuple(k for layer in kernels for k in layer),
+        layer_inputs=layer_inputs,
+    )
+
+
+def torch7_init(params: PyTree, key: jax.Array, cells: Sequence[nn.RNNCellBase]) -> PyTree:
+    """Re-initialises a :class:`RecurrentStack`'s params as the UORO authors' Torch7 code.
+
+    Every dense kernel and its bias are drawn uniformly on ``±1/sqrt(fan_in)``, with
+    ``fan_in`` the kernel's input width (Torch7's ``nn.Linear`` default); a learned
+    embedding from N(0, 1); the forget-gate bias of LSTM cells is set to -0.3. Other
+    leaves (an element-wise cell's recurrent vectors) keep their flax init.
+    """
+    from flax import traverse_util
+
+    flat = traverse_util.flatten_dict(params)
+    keys = dict(zip(sorted(flat), jax.random.split(key, len(flat))))
+    new = dict(flat)
+    for path, leaf in flat.items():
+        if path[-1] == "kernel":
+            bound = 1.0 / jnp.sqrt(jnp.asarray(leaf.shape[0], leaf.dtype))
+            new[path] = jax.random.uniform(keys[path], leaf.shape, leaf.dtype, -bound, bound)
+            bias_path = (*path[:-1], "bias")
+            if bias_path in flat:
+                bias = flat[bias_path]
+                new[bias_path] = jax.random.uniform(
+                    keys[bias_path], bias.shape, bias.dtype, -bound, bound
+                )
+        elif path[-1] == "embedding":
+            new[path] = jax.random.normal(keys[path], leaf.shape, leaf.dtype)
+    for layer, cell in enumerate(cells):
+        if isinstance(cell, (nn.LSTMCell, nn.OptimizedLSTMCell)):
+            path = ("params", f"cells_{layer}", "hf", "bias")
+            new[path] = jnp.full_like(flat[path], -0.3)
+    return traverse_util.unflatten_dict(new)
+
+
+INITS = ("flax", "torch7")
+
+
 def from_linen_cells(
     cells: nn.RNNCellBase | Sequence[nn.RNNCellBase],
     num_outputs: int,
     *,
     vocab_size: int | None = None,
     embed_dim: int | None = None,
+    init: str = "flax",
 ) -> Model:
     """Builds a :class:`Model` from one or several ``flax.linen`` RNN cells.
 
     The state is a tuple with one carry per layer (for LSTM cells each carry is the
     ``(c, h)`` pair). Inputs are float vectors, or integer tokens when ``vocab_size`` is
-    given (one-hot, or a learned embedding of width ``embed_dim``).
+    given (one-hot, or a learned embedding of width ``embed_dim``). For the cells listed
+    in ``LINEN_CELLS`` the model comes with its :class:`~uorojax.structure.Structure`.
 
     Args:
       cells: an unbound linen cell such as ``nn.GRUCell(features=64)``, or a sequence of
-        them for a stack (LSTMCell, OptimizedLSTMCell, GRUCell, SimpleCell, MGUCell).
+        them for a stack (LSTMCell, OptimizedLSTMCell, GRUCell, SimpleCell, MGUCell,
+        ElementwiseMGUCell, or any other linen cell, without a structure).
       num_outputs: width of the dense readout (the vocabulary size for next-token
         prediction).
       vocab_size: number of input tokens, if inputs are integer tokens.
       embed_dim: embedding width; one-hot encoding when None.
+      init: ``"flax"`` (the cells' own initialisers) or ``"torch7"`` (the UORO
+        authors' convention, see :func:`torch7_init`).
 
     Returns:
       A :class:`Model`; ``init(key, example_x)`` returns ``(params, state0)`` with zero
@@ -174,6 +368,7 @@ def from_linen_cells(
             raise TypeError(f"expected a flax.linen RNN cell, got {type(cell).__name__}")
     if embed_dim is not None and vocab_size is None:
         raise checks.ConfigError("embed_dim needs vocab_size")
+    checks.one_of("init", init, INITS)
     module = RecurrentStack(cells, num_outputs, vocab_size, embed_dim)
 
     def input_width(example_x) -> int:
@@ -183,7 +378,7 @@ def from_linen_cells(
             return vocab_size
         return jnp.shape(example_x)[-1]
 
-    def init(key, example_x):
+    def init_fn(key, example_x):
         carry_key, param_key = jax.random.split(key)
         width, carries = input_width(example_x), []
         for cell in cells:
@@ -191,9 +386,11 @@ def from_linen_cells(
             width = cell.features
         state0 = tuple(carries)
         params = module.init(param_key, state0, example_x)
+        if init == "torch7":
+            params = torch7_init(params, param_key, cells)
         return params, state0
 
-    return Model(init, module.apply)
+    return Model(init_fn, module.apply, _stack_structure(cells, vocab_size, embed_dim))
 
 
 def linen_model(
@@ -204,6 +401,7 @@ def linen_model(
     num_layers: int = 1,
     vocab_size: int | None = None,
     embed_dim: int | None = None,
+    init: str = "flax",
 ) -> Model:
     """A stack of ``num_layers`` linen cells named by ``cell`` (see ``LINEN_CELLS``).
 
@@ -214,10 +412,12 @@ def linen_model(
     hidden_size = checks.positive_int("hidden_size", hidden_size)
     num_layers = checks.positive_int("num_layers", num_layers)
     cells = [LINEN_CELLS[cell](features=hidden_size) for _ in range(num_layers)]
-    return from_linen_cells(cells, num_outputs, vocab_size=vocab_size, embed_dim=embed_dim)
+    return from_linen_cells(
+        cells, num_outputs, vocab_size=vocab_size, embed_dim=embed_dim, init=init
+    )
 
 
-# ----------------------------------------------------------------------------- flax nnx
+# ----------------------------------------------------------------------------- nnx, equinox
 
 
 def from_nnx(module: Any, initial_state: PyTree) -> tuple[PyTree, PyTree, Callable]:
@@ -246,5 +446,33 @@ def from_nnx(module: Any, initial_state: PyTree) -> tuple[PyTree, PyTree, Callab
 
     def apply_fn(params, state, x):
         return nnx.merge(graphdef, params, rest)(state, x)
+
+    return params, initial_state, apply_fn
+
+
+def from_equinox(module: Any, initial_state: PyTree) -> tuple[PyTree, PyTree, Callable]:
+    """Adapts an Equinox module whose ``__call__(state, x)`` returns ``(state, output)``.
+
+    The module is partitioned into its floating-point arrays (the params that
+    estimators differentiate) and everything else (held fixed), then combined back on
+    every step, so the returned ``apply_fn`` is pure. Needs ``equinox`` installed.
+
+    Args:
+      module: an ``equinox.Module``.
+      initial_state: the module's initial recurrent state.
+
+    Returns:
+      ``(params, state0, apply_fn)``; ``params`` is a module-shaped pytree.
+
+    Example::
+
+      params, h0, apply_fn = uorojax.from_equinox(MyRNN(key), jnp.zeros(8))
+    """
+    import equinox as eqx
+
+    params, static = eqx.partition(module, eqx.is_inexact_array)
+
+    def apply_fn(params, state, x):
+        return eqx.combine(params, static)(state, x)
 
     return params, initial_state, apply_fn

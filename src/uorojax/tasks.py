@@ -361,7 +361,7 @@ def influence_balancing(
     )
 
 
-TASKS = {
+SYMBOL_TASKS = {
     "anbn": AnBn,
     "distant_brackets": DistantBrackets,
     "text": CharText,
@@ -372,9 +372,9 @@ TASKS = {
 def make_stream(name: str, *, seed: int, num_streams=None, **kwargs) -> SymbolStream:
     """Builds a symbol stream by name (``anbn``, ``distant_brackets``, ``text``,
     ``delayed_copy``) with task-specific keyword arguments."""
-    checks.one_of("task", name, tuple(TASKS))
+    checks.one_of("task", name, tuple(SYMBOL_TASKS))
     try:
-        return TASKS[name](**kwargs, seed=seed, num_streams=num_streams)
+        return SYMBOL_TASKS[name](**kwargs, seed=seed, num_streams=num_streams)
     except TypeError as err:
         raise checks.ConfigError(f"bad arguments for task {name!r}: {err}") from err
 

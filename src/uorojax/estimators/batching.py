@@ -1,0 +1,112 @@
+"""Batches of streams: one carry per stream (``per_stream``), or one system (``as_one_system``)."""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from uorojax import checks
+from uorojax.estimators.base import (
+    ApplyFn,
+    Estimator,
+    LossFn,
+    check_streams,
+    fast_paths,
+    num_streams_of,
+    time_major_info,
+    window_step,
+    with_fast_paths,
+)
+
+
+def _split_per_stream(key, num_streams: int):
+    checks.check_key(key)
+    return jax.random.split(key, num_streams)
+
+
+def _mean_over_streams(grads):
+    return jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
+
+
+def _mapped_step(step):
+    """``step`` vmapped over streams, each with its own key split from ``key``."""
+
+    def mapped(params, carry, xs, ys, key):
+        num_streams = num_streams_of(carry)
+        check_streams(num_streams, xs, ys)
+        grads, carry, info = jax.vmap(step, in_axes=(None, 0, 0, 0, 0))(
+            params, carry, xs, ys, _split_per_stream(key, num_streams)
+        )
+        return _mean_over_streams(grads), carry, info._replace(ready=info.ready[0])
+
+    return mapped
+
+
+def _mapped_window(step_window):
+    """A window function vmapped over streams (``xs``: time, streams, ...)."""
+
+    def mapped(params, carry, xs, ys, keys):
+        num_streams = num_streams_of(carry)
+        stream_keys = jax.vmap(lambda k: _split_per_stream(k, num_streams))(keys)
+        grads, carry, info = jax.vmap(step_window, in_axes=(None, 0, 1, 1, 1))(
+            params, carry, xs, ys, stream_keys
+        )
+        info = time_major_info(info._replace(ready=info.ready[0]))
+        return _mean_over_streams(grads), carry, info
+
+    return mapped
+
+
+def per_stream(estimator: Estimator) -> Estimator:
+    """Maps an estimator over B independent streams, each with its own carry.
+
+    ``init_state(params, states0)`` takes states with a leading stream axis;
+    ``step(params, carry, xs, ys, key)`` takes inputs and targets with a leading stream
+    axis, splits ``key`` into one key per stream, and returns the gradient averaged over
+    streams (the gradient of the mean loss), ``info.loss`` and ``info.output`` per
+    stream. For UORO this is the per-stream-tangents mode: memory ``B·|Θ|``, variance
+    ``/B``.
+
+    Equivalent to ``jax.vmap(estimator.step, in_axes=(None, 0, 0, 0, 0))`` followed by a
+    mean of the gradients over the stream axis; estimators with a fused version (UORO,
+    the windowed ones) use it.
+
+    Example::
+
+      est = uorojax.per_stream(uorojax.uoro(apply_fn, loss_fn))
+      carry = est.init_state(params, states0)          # states0: (B, ...)
+      grads, carry, info = est.step(params, carry, xs_t, ys_t, key)
+    """
+    fast = fast_paths(estimator)
+
+    def init_state(params, states0):
+        return jax.vmap(lambda s: estimator.init_state(params, s))(states0)
+
+    step = fast.per_stream_step or _mapped_step(estimator.step)
+    if estimator.window == 1:
+        return Estimator(init_state, step)
+    step_window = fast.per_stream_step_window or _mapped_window(window_step(estimator))
+    return Estimator(init_state, with_fast_paths(step, step_window=step_window), estimator.window)
+
+
+def as_one_system(apply_fn: ApplyFn, loss_fn: LossFn) -> tuple[ApplyFn, LossFn]:
+    """Treats a batch of B streams as one recurrent system (shared params, stacked states).
+
+    Returns ``(batched_apply_fn, batched_loss_fn)``: states, inputs, targets and outputs
+    carry a leading stream axis and the loss is the mean over streams. Any estimator built
+    on the pair sees one system; for UORO that is the shared-tangents mode (one ``s̃`` of
+    size ``B·|S|``, one ``θ̃``; the cost of one batched backward, no ``1/B`` variance
+    reduction).
+
+    Example::
+
+        est = uorojax.uoro(*uorojax.as_one_system(apply_fn, loss_fn))
+    """
+
+    def batched_apply(params, states, xs):
+        return jax.vmap(apply_fn, in_axes=(None, 0, 0))(params, states, xs)
+
+    def batched_loss(outputs, ys):
+        return jnp.mean(jax.vmap(loss_fn)(outputs, ys))
+
+    return batched_apply, batched_loss

@@ -1,0 +1,200 @@
+r"""KF-RTRL (Mujika, Meier & Steger 2018): a Kronecker-factored unbiased influence estimate.
+
+For one dense recurrent layer :math:`h_t = \sigma(W a_t)`, :math:`a_t = [x_t; h_{t-1}; 1]`
+(``m`` inputs, ``n`` units), the immediate influence is a Kronecker product,
+:math:`B_t = D_t \otimes a_t^\top` with :math:`D_t = \mathrm{diag}(\sigma'(z_t))`, and
+KF-RTRL carries :math:`J_t \approx A_t \otimes u_t^\top` (``A``: n×n, ``u``: m). The
+recursion :math:`H_t J_{t-1} + B_t = (H_t A_{t-1}) \otimes u_{t-1}^\top + D_t \otimes
+a_t^\top`, :math:`H_t = \partial h_t/\partial h_{t-1}`, has two Kronecker terms, reduced
+to one with independent signs :math:`c_1, c_2 = \pm 1`:
+
+.. math::
+    u_t = c_1 p_1 u_{t-1} + c_2 p_2 a_t, \qquad
+    A_t = c_1 H_t A_{t-1} / p_1 + c_2 D_t / p_2,
+
+    p_1 = \sqrt{(\|H_t A_{t-1}\| + \epsilon)/(\|u_{t-1}\| + \epsilon)}, \quad
+    p_2 = \sqrt{(\|D_t\| + \epsilon)/(\|a_t\| + \epsilon)}
+
+(the variance-minimising scales; any positive scales keep it unbiased). The gradient is
+:math:`g = \delta\theta + \delta s \cdot J_{t-1}`: for the layer's weights
+:math:`(A_{t-1}^\top \delta s) \otimes u_{t-1}`; the readout gets its direct gradient.
+Unbiased for frozen params; memory ``O(n² + m)``; cost ``O(n³)`` a step (``H_t A`` by n
+forward-mode products).
+
+The layer's weights may be split over several parameter leaves (a flax ``SimpleCell``
+keeps ``W_i``, ``b_i`` and ``W_h`` apart): :attr:`~uorojax.structure.Structure.layer_inputs`
+gives, for each, the part of ``a_t`` it multiplies, and ``u`` is kept in the same pieces.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from uorojax import checks
+from uorojax.estimators.base import (
+    ApplyFn,
+    Estimator,
+    LossFn,
+    StepInfo,
+    loss_vjp,
+    model_step,
+    state_jvp,
+    step_loss_and_cotangent,
+    validate,
+)
+from uorojax.structure import (
+    Structure,
+    check_layer_inputs,
+    check_single_stream,
+    kronecker_leaf,
+    layer_derivative,
+    leaf_units,
+    require,
+)
+from uorojax.tree import tree_norm
+
+PyTree = Any
+
+MODEL_HINT = (
+    "uorojax.tanh_rnn and a one-layer uorojax.linen_model('simple', ...) with one-hot "
+    "input provide it."
+)
+
+
+class KFRTRLState(NamedTuple):
+    """KF-RTRL carry: the model state and the factors of ``J ≈ unit_factor ⊗ input_factor``.
+
+    Attributes:
+      state: the model state.
+      input_factor: ``u``, in the layer's pieces: for every parameter leaf of the layer
+        (flattened order) the part matching its input (a scalar for a bias), None for
+        other leaves.
+      unit_factor: ``A``, an ``(n, n)`` matrix.
+    """
+
+    state: PyTree
+    input_factor: tuple
+    unit_factor: jax.Array
+
+
+def _check_dense_layer(structure: Structure, params, state0) -> None:
+    check_single_stream(structure, params, state0, "kf_rtrl")
+    if structure.layer_inputs is None:
+        raise checks.ConfigError(
+            "kf_rtrl needs a dense recurrent layer h = σ(W [x; h; 1]) and this model's "
+            f"structure gives no layer_inputs. {MODEL_HINT}"
+        )
+    if len(jax.tree.leaves(state0)) != 1:
+        raise checks.ConfigError(
+            f"kf_rtrl handles one dense layer with one state vector; this state has "
+            f"{len(jax.tree.leaves(state0))} leaves"
+        )
+
+
+def kf_rtrl_init(structure: Structure, params, state0) -> KFRTRLState:
+    """Zero factors."""
+    checks.check_params(params)
+    _check_dense_layer(structure, params, state0)
+    h0 = jax.tree.leaves(state0)[0]
+    units = leaf_units(structure, params)
+    pieces = []
+    for leaf, u in zip(jax.tree.leaves(params), units):
+        if u is None:
+            pieces.append(None)
+        elif leaf.ndim == 1:
+            pieces.append(jnp.zeros((), leaf.dtype))
+        else:
+            pieces.append(jnp.zeros((leaf.shape[1 - u.axis],), leaf.dtype))
+    n = h0.shape[0]
+    return KFRTRLState(state0, tuple(pieces), jnp.zeros((n, n), h0.dtype))
+
+
+def _signs(key, dtype):
+    """Two independent Rademacher signs ``c1, c2``."""
+    bits = jax.random.bits(key, (2,), jnp.uint32) & 1
+    return (1 - 2 * bits.astype(jnp.int32)).astype(dtype)
+
+
+def kf_rtrl_step(apply_fn, loss_fn, structure, eps, params, carry: KFRTRLState, x, y, key):
+    """One KF-RTRL step (see the module docstring)."""
+    validate(params, key)
+    state = carry.state
+    units = leaf_units(structure, params)
+    new_state, output, loss, _, (delta_theta, delta_s) = loss_vjp(
+        lambda p, s: model_step(apply_fn, p, s, x),
+        step_loss_and_cotangent(loss_fn, y),
+        params,
+        state,
+    )
+    unit_factor, input_factor = carry.unit_factor, carry.input_factor
+    # g = δθ + δs · J_{t-1}; for the layer, (Aᵀ δs) ⊗ u.
+    projected = unit_factor.T @ jax.tree.leaves(delta_s)[0]
+    grad_leaves, treedef = jax.tree.flatten(delta_theta)
+    for j, (piece, u) in enumerate(zip(input_factor, units)):
+        if piece is not None:
+            grad_leaves[j] = grad_leaves[j] + kronecker_leaf(
+                projected, piece, grad_leaves[j].ndim, u.axis
+            )
+    grads = jax.tree.unflatten(treedef, grad_leaves)
+
+    inputs = structure.layer_inputs(params, state, x)
+    check_layer_inputs(structure, params, inputs, "kf_rtrl")
+    d = layer_derivative(apply_fn, structure, params, state, x, inputs)
+    state_def = jax.tree.structure(state)
+
+    def push(column):
+        tangent = jax.tree.unflatten(state_def, [column])
+        return jax.tree.leaves(state_jvp(apply_fn, params, state, x, tangent))[0]
+
+    h_times_a = jax.vmap(push, in_axes=1, out_axes=1)(unit_factor)
+    a_pieces = [a for a in inputs if a is not None]
+    u_pieces = [u for u in input_factor if u is not None]
+    p1 = jnp.sqrt((tree_norm(h_times_a) + eps) / (tree_norm(u_pieces) + eps))
+    p2 = jnp.sqrt((tree_norm(d) + eps) / (tree_norm(a_pieces) + eps))
+    c1, c2 = _signs(key, unit_factor.dtype)
+    new_input_factor = tuple(
+        None if u is None else c1 * p1 * u + c2 * p2 * a.astype(u.dtype)
+        for u, a in zip(input_factor, inputs)
+    )
+    new_unit_factor = c1 * h_times_a / p1 + c2 * jnp.diag(d) / p2
+    new_carry = KFRTRLState(new_state, new_input_factor, new_unit_factor)
+    return grads, new_carry, StepInfo(loss, output, jnp.asarray(True))
+
+
+def kf_rtrl(
+    apply_fn: ApplyFn, loss_fn: LossFn, *, structure: Structure | None, eps: float = 1e-7
+) -> Estimator:
+    r"""Kronecker-factored RTRL for one dense recurrent layer: unbiased, ``O(n² + m)`` memory.
+
+    See the module docstring for the equations. One stream; use
+    :func:`~uorojax.per_stream` for a batch (the factors of different streams do not
+    share a Kronecker form, so a batch cannot be one system).
+
+    Args:
+      apply_fn: ``(params, state, x) -> (new_state, output)``.
+      loss_fn: ``(output, y) -> scalar``.
+      structure: the model's :class:`~uorojax.structure.Structure` with ``layer_inputs``
+        (``model.structure`` of ``uorojax.tanh_rnn`` or a one-layer
+        ``uorojax.linen_model("simple", ...)``).
+      eps: the stabiliser ε of the scales ``p1``, ``p2`` (>= 0).
+
+    Returns:
+      An :class:`Estimator` whose carry is a :class:`KFRTRLState`.
+
+    Example::
+
+      model = uorojax.tanh_rnn(32, 4, 4)
+      est = uorojax.kf_rtrl(model.apply, uorojax.squared_error, structure=model.structure)
+    """
+    checks.check_callable("apply_fn", apply_fn)
+    checks.check_callable("loss_fn", loss_fn)
+    structure = require(structure, "kf_rtrl", MODEL_HINT)
+    eps = checks.non_negative_float("eps", eps)
+    return Estimator(
+        functools.partial(kf_rtrl_init, structure),
+        functools.partial(kf_rtrl_step, apply_fn, loss_fn, structure, eps),
+    )

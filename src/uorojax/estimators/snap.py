@@ -1,0 +1,188 @@
+r"""SnAp-1 (Menick et al. 2021): the influence matrix kept on its one-step sparsity pattern.
+
+SnAp-1 keeps only the entries of :math:`J_t = \partial s_t/\partial\theta` that one step
+can reach: parameter :math:`\theta_p` of a layer moves, in one step, only its own unit
+:math:`u(p)` of that layer (in every state leaf of the layer: an LSTM's ``c`` and
+``h``). With :math:`M` that pattern,
+
+.. math::  J_t \approx (B_t + A_t J_{t-1}) \odot M,
+
+so each parameter carries one number per state leaf of its layer: memory ``O(|Θ|)`` per
+stream. The update needs only the unit-diagonal blocks of :math:`A_t` (a 2×2 block per
+unit for an LSTM's ``(c, h)``) and the pattern's entries of :math:`B_t`:
+
+* :math:`B_t \odot M` for state leaf k is one VJP with a cotangent of ones on leaf k:
+  :math:`\sum_i \partial s_{k,i}/\partial\theta_p` has a single term, :math:`i = u(p)`.
+* The diagonal blocks come from one JVP per state leaf of the model with its recurrent
+  kernels diagonalised (:func:`~uorojax.structure.diagonalised_params`).
+
+The gradient is :math:`g = \delta\theta + \delta s \cdot J_{t-1}` (the direct gradient,
+readouts included, is exact). SnAp-1 is biased for dense recurrences, and **exact**
+(equal to RTRL) for a single layer whose recurrence is element-wise
+(:class:`~uorojax.models.ElementwiseMGUCell`), where :math:`A_t` is diagonal and
+:math:`B_t` already lies on the pattern. In a stack, a parameter's influence on the
+layers above it within the same step enters the direct gradient exactly, but is not
+carried to later steps.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from uorojax import checks
+from uorojax.estimators.base import (
+    ApplyFn,
+    Estimator,
+    LossFn,
+    StepInfo,
+    model_step,
+    step_loss_and_cotangent,
+    validate,
+)
+from uorojax.structure import (
+    Structure,
+    along,
+    check_single_stream,
+    leaf_units,
+    require,
+    state_layers,
+    unit_jacobian,
+)
+
+PyTree = Any
+
+MODEL_HINT = (
+    "uorojax.tanh_rnn, uorojax.linen_model and uorojax.from_linen_cells (LSTM, "
+    "OptimizedLSTM, GRU, Simple, MGU and ElementwiseMGU cells) provide model.structure."
+)
+
+
+class SnApState(NamedTuple):
+    """SnAp-1 carry: the model state and the sparse influence.
+
+    ``influence[k][j]`` is shaped like parameter leaf j (flattened order) for the
+    leaves of state leaf k's layer, None elsewhere: entry ``p`` holds
+    ``∂s_k[u(p)]/∂θ_p``, ``u(p)`` the unit of ``p``.
+    """
+
+    state: PyTree
+    influence: tuple
+
+
+def snap1_init(structure: Structure, params, state0) -> SnApState:
+    """A zero influence on the pattern of ``structure``."""
+    checks.check_params(params)
+    check_single_stream(structure, params, state0, "snap1")
+    units = leaf_units(structure, params)
+    influence = tuple(
+        tuple(
+            jnp.zeros_like(p) if u is not None and u.layer == layer else None
+            for p, u in zip(jax.tree.leaves(params), units)
+        )
+        for layer in state_layers(structure, state0)
+    )
+    return SnApState(state0, influence)
+
+
+def pattern_vjps(apply_fn, loss_fn, params, state, x, y):
+    """One forward and ``1 + q`` VJPs (q state leaves): the loss's ``(δθ, δs)`` and, for
+    every state leaf k, ``B_t ⊙ M`` of that leaf as a params-shaped tree."""
+    (new_state, output), vjp_fn = jax.vjp(lambda p, s: model_step(apply_fn, p, s, x), params, state)
+    loss, d_output = step_loss_and_cotangent(loss_fn, y)(output)
+    leaves, treedef = jax.tree.flatten(new_state)
+    q = len(leaves)
+    state_cotangents = [
+        jnp.stack([jnp.zeros_like(a)] + [jnp.full_like(a, float(j == k)) for k in range(q)])
+        for j, a in enumerate(leaves)
+    ]
+    output_cotangents = jax.tree.map(
+        lambda d: jnp.concatenate([d[None], jnp.zeros((q, *d.shape), d.dtype)]), d_output
+    )
+    param_cots, state_cots = jax.vmap(vjp_fn)(
+        (jax.tree.unflatten(treedef, state_cotangents), output_cotangents)
+    )
+    delta_theta = jax.tree.map(lambda a: a[0], param_cots)
+    delta_s = [a[0] for a in jax.tree.leaves(state_cots)]
+    b_pattern = [[a[1 + k] for a in jax.tree.leaves(param_cots)] for k in range(q)]
+    return new_state, output, loss, delta_theta, delta_s, b_pattern
+
+
+def sparse_history(delta_theta, delta_s, influence, units):
+    """``g = δθ + δs · J_{t-1}`` with J on the pattern: each parameter reads the state
+    cotangent of its own unit."""
+    leaves, treedef = jax.tree.flatten(delta_theta)
+    for k, row in enumerate(influence):
+        for j, entry in enumerate(row):
+            if entry is not None:
+                leaves[j] = leaves[j] + along(delta_s[k], entry.ndim, units[j].axis) * entry
+    return jax.tree.unflatten(treedef, leaves)
+
+
+def sparse_influence_update(blocks, b_pattern, influence, units):
+    """``J_t = B_t ⊙ M + (diagonal blocks of A_t) J_{t-1}`` on the pattern."""
+    return tuple(
+        tuple(
+            None
+            if entry is None
+            else b_pattern[k][j]
+            + sum(
+                along(blocks[k][k2], entry.ndim, units[j].axis) * influence[k2][j]
+                for k2 in range(len(influence))
+                if blocks[k][k2] is not None
+            )
+            for j, entry in enumerate(row)
+        )
+        for k, row in enumerate(influence)
+    )
+
+
+def snap1_step(apply_fn, loss_fn, structure, params, carry: SnApState, x, y, key):
+    """One SnAp-1 step (see the module docstring)."""
+    validate(params, key)
+    units = leaf_units(structure, params)
+    new_state, output, loss, delta_theta, delta_s, b_pattern = pattern_vjps(
+        apply_fn, loss_fn, params, carry.state, x, y
+    )
+    grads = sparse_history(delta_theta, delta_s, carry.influence, units)
+    blocks = unit_jacobian(apply_fn, structure, params, carry.state, x)
+    influence = sparse_influence_update(blocks, b_pattern, carry.influence, units)
+    return grads, SnApState(new_state, influence), StepInfo(loss, output, jnp.asarray(True))
+
+
+def snap1(apply_fn: ApplyFn, loss_fn: LossFn, *, structure: Structure | None) -> Estimator:
+    r"""SnAp-1: the influence matrix on its one-step sparsity pattern, ``O(|Θ|)`` memory.
+
+    Exact RTRL for a single layer with an element-wise recurrence; a biased, low-noise
+    approximation for dense recurrences (see the module docstring). One stream; use
+    :func:`~uorojax.per_stream` for a batch (treating a batch as one system would need an
+    entry per stream for every parameter, which is what ``per_stream`` holds anyway).
+
+    Args:
+      apply_fn: ``(params, state, x) -> (new_state, output)``.
+      loss_fn: ``(output, y) -> scalar``.
+      structure: the model's :class:`~uorojax.structure.Structure` (``model.structure``).
+
+    Returns:
+      An :class:`Estimator` whose carry is a :class:`SnApState`.
+
+    Raises:
+      ConfigError: without a structure, or (at ``init_state``) for a parameter the
+        pattern cannot hold, such as a learned input embedding.
+
+    Example::
+
+      model = uorojax.linen_model("gru", 64, vocab, vocab_size=vocab)
+      est = uorojax.snap1(model.apply, uorojax.softmax_cross_entropy,
+                          structure=model.structure)
+    """
+    checks.check_callable("apply_fn", apply_fn)
+    checks.check_callable("loss_fn", loss_fn)
+    structure = require(structure, "snap1", MODEL_HINT)
+    return Estimator(
+        functools.partial(snap1_init, structure),
+        functools.partial(snap1_step, apply_fn, loss_fn, structure),
+    )

@@ -1,0 +1,93 @@
+r"""Truncated backpropagation through time over non-overlapping windows."""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+
+from uorojax import checks
+from uorojax.estimators.base import ApplyFn, Estimator, LossFn, num_streams_of, unroll
+from uorojax.estimators.windowed import example_buffers, windowed
+
+
+def tbptt(
+    apply_fn: ApplyFn,
+    loss_fn: LossFn,
+    truncation: int,
+    *,
+    example_x=None,
+    example_y=None,
+    reduction: str = "sum",
+) -> Estimator:
+    r"""Truncated backpropagation through time over non-overlapping windows.
+
+    The stream is cut into windows of ``truncation`` steps. The step that closes a
+    window emits
+
+    .. math::  g = \nabla_\theta \sum_{t \in \text{window}} L_t
+
+    backpropagated from the state at the window start, which is treated as a constant:
+    the influence of θ on earlier states is truncated. Inside a window ``step`` buffers
+    ``(x, y)`` in the carry and returns zeros with ``info.ready == False``.
+    ``reduction="mean"`` divides by ``truncation``; with ``"sum"`` (the default) plain
+    SGD applies the same rate to every token as the per-step estimators do.
+
+    Args:
+      apply_fn: ``(params, state, x) -> (new_state, output)``.
+      loss_fn: ``(output, y) -> scalar``.
+      truncation: window length T (>= 1).
+      example_x, example_y: one step's input and target (arrays or
+        ``jax.ShapeDtypeStruct``), which size the window buffers; needed when T > 1.
+      reduction: ``"sum"`` or ``"mean"`` of the window's losses.
+
+    Returns:
+      An :class:`Estimator` with ``window == truncation`` whose carry is a
+      :class:`~uorojax.WindowState` (its ``start`` is the window-start state).
+
+    Example::
+
+      est = uorojax.tbptt(apply_fn, loss_fn, 16, example_x=xs[0], example_y=ys[0])
+      carry = est.init_state(params, state0)
+    """
+    checks.check_callable("apply_fn", apply_fn)
+    checks.check_callable("loss_fn", loss_fn)
+    truncation = checks.positive_int("truncation", truncation)
+    checks.one_of("reduction", reduction, ("sum", "mean"))
+    scale = 1.0 if reduction == "sum" else 1.0 / truncation
+
+    def window_gradient(params, start_state, xs, ys, num_streams):
+        """The gradient of the window's (scaled) summed loss, and the forward's results.
+        With ``num_streams``, every argument has a leading stream axis and the gradient
+        is that of the mean over streams, from one batched backward."""
+
+        def total(p):
+            run = functools.partial(unroll, apply_fn, loss_fn, p)
+            if num_streams is None:
+                final_state, losses, outputs = run(start_state, xs, ys)
+                return scale * jnp.sum(losses), (final_state, losses, outputs)
+            final_state, losses, outputs = jax.vmap(run)(start_state, xs, ys)
+            return scale * jnp.sum(losses) / num_streams, (final_state, losses, outputs)
+
+        (_, (final_state, losses, outputs)), grads = jax.value_and_grad(total, has_aux=True)(params)
+        return grads, final_state, losses, outputs
+
+    def window_fn(params, start_state, xs, ys, key):
+        del key
+        return window_gradient(params, start_state, xs, ys, None)
+
+    def batched_window_fn(params, start_states, xs, ys, key):
+        del key
+        return window_gradient(params, start_states, xs, ys, num_streams_of(xs))
+
+    return windowed(
+        apply_fn,
+        loss_fn,
+        truncation,
+        example_buffers(truncation, example_x, example_y, "tbptt"),
+        init_start=lambda params, state0: state0,
+        state_of=lambda start: start,
+        window_fn=window_fn,
+        batched_window_fn=batched_window_fn,
+    )

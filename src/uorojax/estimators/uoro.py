@@ -1,0 +1,427 @@
+r"""Unbiased Online Recurrent Optimization (Tallec & Ollivier 2017), with truncation.
+
+UORO keeps a rank-one estimate :math:`J_t \approx \tilde s_t \otimes \tilde\theta_t` of
+:math:`J_t = \partial s_t/\partial\theta`, unbiased for frozen params. One step
+(Algorithm 1), with exact local derivatives from ``jax.vjp``/``jax.jvp``:
+
+1. :math:`(s_t, o_t) = F(\theta, s_{t-1}, x_t)`, :math:`L_t = \ell(o_t, y_t)`; a
+   params-only VJP gives :math:`\delta\theta = \partial L_t/\partial\theta`.
+2. One JVP of F along the old :math:`\tilde s` gives :math:`\tilde s' = A_t \tilde s` and
+   the output's tangent, whose inner product with :math:`\partial L_t/\partial o_t` is
+   :math:`\delta s\cdot\tilde s`, :math:`\delta s = \partial L_t/\partial s_{t-1}`.
+3. :math:`g = (\delta s\cdot\tilde s)\,\tilde\theta + \delta\theta` with the old tildes.
+4. :math:`\nu` Rademacher, shaped like the state;
+   :math:`\theta' = \nu^\top B_t` (a params-only VJP of the new state).
+5. :func:`uoro_rescale`.
+
+Truncated UORO (``truncation=T``, the authors' code) does the same over windows of T
+steps: the in-window gradient by backpropagation from the window-start state
+:math:`s_0`, plus :math:`(\delta s_0\cdot\tilde s)\,\tilde\theta` with
+:math:`\delta s_0 = \partial(\sum_{\rm window} L)/\partial s_0` for the history before
+the window; :math:`\tilde s' = (\partial s_T/\partial s_0)\tilde s` by one JVP through
+the window; one :math:`\nu` per window on :math:`s_T` and
+:math:`\theta' = \nu^\top \partial s_T/\partial\theta` by one VJP through the window.
+For frozen params its expectation is the exact gradient of the window's summed loss
+with the full history: TBPTT(T)'s bias removed.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+from jax.flatten_util import ravel_pytree
+
+from uorojax import checks
+from uorojax.estimators.base import (
+    ApplyFn,
+    Estimator,
+    LossFn,
+    StepInfo,
+    check_streams,
+    loss_vjp,
+    model_step,
+    num_streams_of,
+    step_loss_and_cotangent,
+    unroll,
+    validate,
+    with_fast_paths,
+)
+from uorojax.estimators.windowed import (
+    WindowState,
+    example_buffers,
+    mean_over_streams,
+    windowed,
+)
+from uorojax.tree import (
+    batched_cotangent_norm,
+    rademacher_like,
+    stack_zeros,
+    tree_finite,
+    tree_norm,
+    tree_vdot,
+)
+
+PyTree = Any
+
+
+class UOROState(NamedTuple):
+    """UORO carry: the model state and the rank-one tangent pair.
+
+    ``s_tilde ⊗ theta_tilde`` is an unbiased estimate of ``J_t = ds_t/dθ``. With
+    ``num_samples=k > 1`` both tildes carry a leading axis of size k.
+    """
+
+    state: PyTree
+    s_tilde: PyTree
+    theta_tilde: PyTree
+
+
+# ----------------------------------------------------------------------------- equations
+
+
+def uoro_rescale(
+    s_tilde_prime: PyTree, theta_tilde: PyTree, nu: PyTree, theta_prime: PyTree, eps: float
+) -> tuple[PyTree, PyTree]:
+    r"""UORO's variance-reducing update of the tangent pair (one sample).
+
+    .. math::
+        \rho_0 = \sqrt{\|\tilde\theta\| / (\|\tilde s'\| + \epsilon)} + \epsilon, \quad
+        \rho_1 = \sqrt{\|\theta'\| / (\|\nu\| + \epsilon)} + \epsilon,
+
+        \tilde s \leftarrow \rho_0 \tilde s' + \rho_1 \nu, \qquad
+        \tilde\theta \leftarrow \tilde\theta / \rho_0 + \theta' / \rho_1.
+
+    With ``eps = 0`` the two terms are balanced: ``‖ρ0 s̃'‖ = ‖θ̃/ρ0‖`` and
+    ``‖ρ1 ν‖ = ‖θ'/ρ1‖``.
+
+    Args:
+      s_tilde_prime: ``A_t s̃`` (state-shaped).
+      theta_tilde: the previous ``θ̃`` (params-shaped).
+      nu: the Rademacher noise (state-shaped).
+      theta_prime: ``νᵀ B_t`` (params-shaped).
+      eps: the stabiliser ε.
+
+    Returns:
+      The new ``(s_tilde, theta_tilde)``.
+
+    Example::
+
+      s_tilde, theta_tilde = uorojax.uoro_rescale(a_s, theta_tilde, nu, nu_b, 1e-7)
+    """
+    return rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps)[:2]
+
+
+def rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps, batched=False):
+    """:func:`uoro_rescale`, plus a finiteness certificate for the new pair.
+
+    Entrywise ``|θ̃_new| ≤ |θ̃|/ρ0 + |θ'|/ρ1 ≤ ‖θ̃‖/ρ0 + ‖θ'‖/ρ1``, so a finite bound
+    makes every entry of ``θ̃_new`` finite without reading it again (a NaN or inf in
+    ``θ̃`` or ``θ'`` makes its norm, hence the bound, non-finite). ``s̃_new`` is
+    state-sized and tested directly. ``batched``: this runs under ``jax.vmap`` (per
+    stream or per sample), which only changes how ``‖θ'‖`` is laid out for XLA (see
+    :func:`~uorojax.tree.batched_cotangent_norm`).
+    """
+    theta_tilde_norm = tree_norm(theta_tilde)
+    theta_prime_norm = (batched_cotangent_norm if batched else tree_norm)(theta_prime)
+    rho0 = jnp.sqrt(theta_tilde_norm / (tree_norm(s_tilde_prime) + eps)) + eps
+    rho1 = jnp.sqrt(theta_prime_norm / (tree_norm(nu) + eps)) + eps
+    s_tilde = jax.tree.map(lambda a, n: rho0 * a + rho1 * n, s_tilde_prime, nu)
+    theta_tilde = jax.tree.map(lambda a, b: a / rho0 + b / rho1, theta_tilde, theta_prime)
+    bound = theta_tilde_norm / rho0 + theta_prime_norm / rho1
+    return s_tilde, theta_tilde, jnp.isfinite(bound) & tree_finite(s_tilde)
+
+
+def gradient_with_history(coeff, theta_tilde, delta_theta, sample_axes: int):
+    """The whole gradient estimate ``g = δθ + Σ coeff · θ̃``: the direct (or in-window)
+    gradient plus the history term, summed over the leading ``sample_axes`` of ``θ̃`` and
+    ``coeff`` (``coeff = δs · s̃`` per sample, with any averaging folded in)."""
+    return jax.tree.map(
+        lambda d, tt: d + jnp.tensordot(coeff, tt, axes=sample_axes).astype(d.dtype),
+        delta_theta,
+        theta_tilde,
+    )
+
+
+# ----------------------------------------------------------------------------- samples axis
+# With k = 1 the carry has no samples axis: XLA then writes the new θ̃ in place of the old
+# one instead of into a copy (a unit axis blocks the buffer sharing).
+
+
+def with_samples_axis(tree, k: int, axis: int = 0):
+    """Carry layout -> a samples axis at ``axis`` (absent from the carry when k = 1)."""
+    return jax.tree.map(lambda a: jnp.expand_dims(a, axis), tree) if k == 1 else tree
+
+
+def without_unit_samples_axis(tree, k: int):
+    """A leading samples axis of size 1 removed (k = 1), kept otherwise."""
+    return jax.tree.map(lambda a: jnp.squeeze(a, 0), tree) if k == 1 else tree
+
+
+def over_samples(fn, k: int):
+    """Maps a one-sample function over the carry's samples axis (none when k = 1)."""
+    return jax.vmap(fn) if k > 1 else fn
+
+
+def init_pair(params, state0, k: int) -> UOROState:
+    """Zero tildes in the carry layout."""
+    return UOROState(
+        state=state0,
+        s_tilde=without_unit_samples_axis(stack_zeros(state0, k), k),
+        theta_tilde=without_unit_samples_axis(stack_zeros(params, k), k),
+    )
+
+
+# ----------------------------------------------------------------------------- one step
+
+
+def tangent_update(apply_fn, eps, k, params, state, x, s_tilde, theta_tilde, nu, d_output, batched):
+    """The new tangent pair of one stream, in the carry layout, and ``δs · s̃``.
+
+    ``θ' = νᵀ B_t`` comes from a params-only VJP (XLA shares its forward pass with the
+    loss VJP). One JVP along the old ``s̃`` gives both ``s̃' = A_t s̃`` and the output's
+    tangent, whose inner product with ``d_output = ∂L_t/∂o_t`` is ``δs · s̃``: the
+    state cotangent ``δs`` is never formed, which saves a backward pass through the
+    state path. Then :func:`rescale` with its certificate. Returns ``(s_tilde,
+    theta_tilde, finite, coeff)``, ``coeff`` with one entry per sample (none when
+    k = 1). ``batched``: the caller vmaps this over streams.
+    """
+    _, params_vjp = jax.vjp(lambda p: apply_fn(p, state, x)[0], params)
+
+    def one_sample(s_tilde, theta_tilde, nu):
+        theta_prime = params_vjp(nu)[0]
+        s_tilde_prime, output_tangent = jax.jvp(
+            lambda s: apply_fn(params, s, x), (state,), (s_tilde,)
+        )[1]
+        coeff = tree_vdot(d_output, output_tangent)
+        rescaled = rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps, batched or k > 1)
+        return *rescaled, coeff
+
+    s_tilde, theta_tilde, finite, coeff = over_samples(one_sample, k)(s_tilde, theta_tilde, nu)
+    return s_tilde, theta_tilde, jnp.all(finite), coeff
+
+
+def uoro_step(apply_fn, loss_fn, eps, k, params, carry: UOROState, x, y, key):
+    """One UORO step of one stream (see the module docstring)."""
+    validate(params, key)
+    state = carry.state
+    new_state, output, loss, d_output, (delta_theta,) = loss_vjp(
+        lambda p: model_step(apply_fn, p, state, x), step_loss_and_cotangent(loss_fn, y), params
+    )
+    nu = without_unit_samples_axis(rademacher_like(key, new_state, k), k)
+    s_tilde, theta_tilde, finite, coeff = tangent_update(
+        apply_fn, eps, k, params, state, x, carry.s_tilde, carry.theta_tilde, nu, d_output, False
+    )
+    # g = (δs · s̃) θ̃ + δθ with the *old* tildes, averaged over the k samples.
+    grads = gradient_with_history(
+        jnp.reshape(coeff, (k,)) / k, with_samples_axis(carry.theta_tilde, k), delta_theta, 1
+    )
+    carry_finite = finite & tree_finite(new_state)
+    return (
+        grads,
+        UOROState(new_state, s_tilde, theta_tilde),
+        StepInfo(loss, output, jnp.asarray(True), carry_finite),
+    )
+
+
+def uoro_per_stream_step(apply_fn, loss_fn, eps, k, params, carry: UOROState, xs, ys, key):
+    """B streams with their own tangent pairs, fused (see :func:`~uorojax.per_stream`).
+
+    The averaged direct gradient comes from one batched backward of the mean loss (no
+    per-stream direct gradients materialised), the history term from one contraction of
+    ``θ̃`` over streams, and each stream's tangent pair and ``δs · s̃`` from the same
+    :func:`tangent_update` as the single-stream step, vmapped.
+    """
+    validate(params, key)
+    num_streams = num_streams_of(carry.state)
+    check_streams(num_streams, xs, ys)
+    stream_keys = jax.random.split(key, num_streams)
+    states = carry.state
+
+    def losses_and_cotangents(outputs):
+        """Per-stream losses, and the cotangents of their mean over streams."""
+        losses, d_outputs = jax.vmap(lambda o, y1: step_loss_and_cotangent(loss_fn, y1)(o))(
+            outputs, ys
+        )
+        return losses, jax.tree.map(lambda d: d / num_streams, d_outputs)
+
+    new_states, outputs, losses, d_outputs, (mean_delta_theta,) = loss_vjp(
+        lambda p: jax.vmap(lambda s1, x1: model_step(apply_fn, p, s1, x1))(states, xs),
+        losses_and_cotangents,
+        params,
+    )
+    nu = jax.vmap(lambda kb, s1: without_unit_samples_axis(rademacher_like(kb, s1, k), k))(
+        stream_keys, new_states
+    )
+    update = functools.partial(tangent_update, apply_fn, eps, k, batched=True)
+    s_tilde, theta_tilde, finite, coeff = jax.vmap(update, in_axes=(None, 0, 0, 0, 0, 0, 0))(
+        params, states, xs, carry.s_tilde, carry.theta_tilde, nu, d_outputs
+    )
+    # coeff already carries the 1/B of the mean through d_outputs.
+    grads = gradient_with_history(
+        jnp.reshape(coeff, (num_streams, k)) / k,
+        with_samples_axis(carry.theta_tilde, k, 1),
+        mean_delta_theta,
+        2,
+    )
+    carry_finite = jnp.all(finite) & tree_finite(new_states)
+    return (
+        grads,
+        UOROState(new_states, s_tilde, theta_tilde),
+        StepInfo(losses, outputs, jnp.asarray(True), carry_finite),
+    )
+
+
+# ----------------------------------------------------------------------------- one window
+
+
+def uoro_window(apply_fn, loss_fn, eps, k, params, start: UOROState, xs, ys, key):
+    """Truncated UORO over one window of T steps from ``start`` (see the module docstring).
+
+    One forward through the window serves two backward passes (vmapped cotangents): the
+    window's summed loss, giving the in-window gradient ``g_BPTT`` and ``δs_0``, and
+    each sample's ``ν`` on ``s_T``, giving ``θ'``. One JVP through the window pushes
+    each ``s̃``. Returns ``(grads, new_start, losses, outputs)``.
+    """
+
+    def run(p, s0):
+        final, losses, outputs = unroll(apply_fn, loss_fn, p, s0, xs, ys)
+        return (final, jnp.sum(losses)), (losses, outputs)
+
+    (final, total), window_vjp, (losses, outputs) = jax.vjp(run, params, start.state, has_aux=True)
+    nu = rademacher_like(key, final, k)  # (k, ...)
+    zero, one = jnp.zeros_like(total), jnp.ones_like(total)
+    cotangents = (
+        jax.tree.map(
+            lambda f, n: jnp.concatenate([jnp.zeros((1, *f.shape), f.dtype), n]), final, nu
+        ),
+        jnp.concatenate([one[None], jnp.broadcast_to(zero, (k,))]),
+    )
+    theta_cotangents, state_cotangents = jax.vmap(window_vjp)(cotangents)
+    g_bptt = jax.tree.map(lambda a: a[0], theta_cotangents)
+    delta_s0 = jax.tree.map(lambda a: a[0], state_cotangents)
+    theta_prime = jax.tree.map(lambda a: a[1:], theta_cotangents)
+
+    def final_state(s0):
+        return unroll(apply_fn, loss_fn, params, s0, xs, ys)[0]
+
+    def one_sample(s_tilde, theta_tilde, nu, theta_prime):
+        s_tilde_prime = jax.jvp(final_state, (start.state,), (s_tilde,))[1]
+        coeff = tree_vdot(delta_s0, s_tilde)
+        return *rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps, True), coeff
+
+    s_tilde, theta_tilde, _, coeff = jax.vmap(one_sample)(
+        with_samples_axis(start.s_tilde, k),
+        with_samples_axis(start.theta_tilde, k),
+        nu,
+        theta_prime,
+    )
+    grads = gradient_with_history(coeff / k, with_samples_axis(start.theta_tilde, k), g_bptt, 1)
+    new_start = UOROState(
+        final, without_unit_samples_axis(s_tilde, k), without_unit_samples_axis(theta_tilde, k)
+    )
+    return grads, new_start, losses, outputs
+
+
+# ----------------------------------------------------------------------------- factory
+
+
+def uoro(
+    apply_fn: ApplyFn,
+    loss_fn: LossFn,
+    *,
+    truncation: int = 1,
+    eps: float = 1e-7,
+    num_samples: int = 1,
+    example_x: Any = None,
+    example_y: Any = None,
+) -> Estimator:
+    r"""UORO (Tallec & Ollivier 2017): an unbiased rank-one online gradient estimate.
+
+    ``truncation=1`` is Algorithm 1: an update at every step, memory ``O(|S| + |Θ|)``.
+    ``truncation=T`` is the authors' truncated UORO: one update per window of T steps,
+    the in-window gradient by backpropagation and the history before the window by the
+    tangent pair (see the module docstring); memory ``O(T·|S| + |Θ|)``, cost about
+    TBPTT(T)'s plus one forward-mode pass. With ``num_samples=k`` the carry holds k
+    independent tangent pairs and the gradient averages their k estimates: variance
+    falls like 1/k, cost grows like k.
+
+    Args:
+      apply_fn: ``(params, state, x) -> (new_state, output)``.
+      loss_fn: ``(output, y) -> scalar``.
+      truncation: window length T (>= 1).
+      eps: the stabiliser ε of the rescaling (>= 0).
+      num_samples: number of independent tangent pairs k (>= 1).
+      example_x, example_y: one step's input and target, which size the window buffers
+        (needed when T > 1).
+
+    Returns:
+      An :class:`Estimator`; its carry is a :class:`UOROState` (T = 1) or a
+      :class:`~uorojax.WindowState` whose ``start`` is one (T > 1).
+
+    Example::
+
+      est = uorojax.uoro(apply_fn, loss_fn)
+      carry = est.init_state(params, state0)
+      grads, carry, info = est.step(params, carry, x, y, jax.random.key(0))
+    """
+    checks.check_callable("apply_fn", apply_fn)
+    checks.check_callable("loss_fn", loss_fn)
+    truncation = checks.positive_int("truncation", truncation)
+    eps = checks.non_negative_float("eps", eps)
+    k = checks.positive_int("num_samples", num_samples)
+
+    if truncation > 1:
+        window = functools.partial(uoro_window, apply_fn, loss_fn, eps, k)
+        return windowed(
+            apply_fn,
+            loss_fn,
+            truncation,
+            example_buffers(truncation, example_x, example_y, "uoro"),
+            init_start=functools.partial(_init_pair_checked, k=k),
+            state_of=lambda start: start.state,
+            window_fn=window,
+            batched_window_fn=mean_over_streams(window),
+        )
+
+    step = functools.partial(uoro_step, apply_fn, loss_fn, eps, k)
+    per_stream_step = functools.partial(uoro_per_stream_step, apply_fn, loss_fn, eps, k)
+    return Estimator(
+        functools.partial(_init_pair_checked, k=k),
+        with_fast_paths(step, per_stream_step=per_stream_step),
+    )
+
+
+def _init_pair_checked(params, state0, *, k: int) -> UOROState:
+    checks.check_params(params)
+    return init_pair(params, state0, k)
+
+
+def tangent_outer(carry: UOROState | WindowState) -> jax.Array:
+    """The Jacobian estimate ``s̃ ⊗ θ̃`` as a dense ``(|S|, |Θ|)`` matrix.
+
+    Flattening follows ``jax.flatten_util.ravel_pytree``. With several samples
+    (leading axis), their estimates are averaged. For a truncated UORO carry, the pair
+    at the current window start. For diagnostics and tests on small models.
+    """
+    if isinstance(carry, WindowState):
+        carry = carry.start
+    s_leaves = jax.tree.leaves(carry.s_tilde)
+    t_leaves = jax.tree.leaves(carry.theta_tilde)
+    if s_leaves[0].ndim > jax.tree.leaves(carry.state)[0].ndim:
+        s = jnp.concatenate([a.reshape(a.shape[0], -1) for a in s_leaves], axis=1)
+        t = jnp.concatenate([a.reshape(a.shape[0], -1) for a in t_leaves], axis=1)
+        return jnp.einsum("ks,kp->sp", s, t) / s.shape[0]
+    return jnp.outer(ravel_pytree(carry.s_tilde)[0], ravel_pytree(carry.theta_tilde)[0])
+
+
+__all__ = [
+    "UOROState",
+    "gradient_with_history",
+    "rescale",
+    "tangent_outer",
+    "uoro",
+    "uoro_rescale",
+]

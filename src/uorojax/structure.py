@@ -1,0 +1,413 @@
+r"""What structured estimators need to know about a model: its recurrent units.
+
+UORO and RTRL treat a model as a black box. SnAp-1 and KF-RTRL exploit its structure,
+and a :class:`Structure` describes it for one stream. A *layer* is a group of state
+units that update together; every state leaf is a vector over the units of one layer.
+
+* ``param_units(path, leaf)``: for a parameter leaf (``path`` a tuple of plain keys,
+  such as ``("params", "cells_0", "hr", "kernel")``), the layer whose units it moves in
+  one step and the leaf's axis that indexes those units (``Units(layer, axis)``): entry
+  ``p`` of a dense kernel moves only unit ``p[axis]`` of its layer, in every state leaf
+  of that layer (for an LSTM, both ``c`` and ``h``). ``None`` for a parameter that
+  moves no state in one step (a readout). ``Units(layer, None)`` for a parameter that
+  moves every unit of its layer (a learned input embedding): SnAp-1 and KF-RTRL refuse
+  it.
+* ``state_units(path, leaf)``: the layer of a state leaf (a vector over its units).
+* ``recurrent_kernels``: every dense map from a layer's own state into the
+  pre-activations of its units (:class:`RecurrentKernel`), each with the bias added to
+  the same pre-activation. Replacing each kernel by its diagonal, and moving the
+  off-diagonal part of its product into the bias as a constant, keeps every value and
+  makes the state Jacobian ``A_t = ∂s_t/∂s_{t-1}`` equal to its own unit-diagonal
+  blocks (:func:`diagonalised_params`), which SnAp-1 needs.
+* ``layer_inputs`` (KF-RTRL): for a single dense layer ``h = σ(W a)``, a function
+  ``(params, state, x) -> list`` giving, for every parameter leaf of the layer, the
+  vector it multiplies (``x``, ``h_{t-1}``), a scalar 1 for a bias, and None for the
+  other leaves (flattened order).
+
+:func:`check_structure` verifies a description against dense autodiff Jacobians on one
+step; ``uorojax.tanh_rnn``, ``uorojax.linen_model`` and ``uorojax.from_linen_cells``
+provide theirs, and the tests check each. A model without one gets a
+:class:`~uorojax.ConfigError` from :func:`~uorojax.snap1` and
+:func:`~uorojax.kf_rtrl` saying what is missing.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.flatten_util import ravel_pytree
+
+from uorojax import checks
+
+PyTree = Any
+Path = tuple
+
+
+class Units(NamedTuple):
+    """The layer a leaf belongs to and the axis of the leaf that indexes its units
+    (None: the leaf moves every unit of the layer)."""
+
+    layer: int
+    axis: int | None
+
+
+class RecurrentKernel(NamedTuple):
+    """A dense map of a layer's own state into its units' pre-activations.
+
+    Attributes:
+      kernel: path of the square matrix in the params (a tuple of keys).
+      bias: path of the bias added to the same pre-activation.
+      state: path of the state vector the kernel reads.
+      layout: ``"in_out"`` for ``z = s @ K`` (flax ``Dense``), ``"out_in"`` for
+        ``z = K @ s``.
+    """
+
+    kernel: Path
+    bias: Path
+    state: Path
+    layout: str = "in_out"
+
+
+class Structure(NamedTuple):
+    """The recurrent units of a model (see the module docstring)."""
+
+    param_units: Callable[[Path, Any], Units | None]
+    state_units: Callable[[Path, Any], int]
+    recurrent_kernels: tuple[RecurrentKernel, ...] = ()
+    layer_inputs: Callable[[PyTree, PyTree, Any], list] | None = None
+
+
+# ----------------------------------------------------------------------------- paths
+
+
+def get_path(tree: PyTree, path: Path):
+    """The subtree of nested dicts, lists and tuples at ``path``."""
+    for key in path:
+        tree = tree[key]
+    return tree
+
+
+def set_path(tree: PyTree, path: Path, value) -> PyTree:
+    """A copy of ``tree`` with ``value`` at ``path`` (containers copied along the path)."""
+    if not path:
+        return value
+    key, rest = path[0], path[1:]
+    if isinstance(tree, dict):
+        return {**tree, key: set_path(tree[key], rest, value)}
+    items = list(tree)
+    items[key] = set_path(items[key], rest, value)
+    return type(tree)(items)
+
+
+def plain_path(path) -> Path:
+    """A JAX key path as a tuple of plain dict keys, indices and attribute names."""
+    keys = []
+    for entry in path:
+        for attr in ("key", "idx", "name"):
+            if hasattr(entry, attr):
+                keys.append(getattr(entry, attr))
+                break
+    return tuple(keys)
+
+
+def leaf_units(structure: Structure, params: PyTree) -> list[Units | None]:
+    """The :class:`Units` of every parameter leaf, in the order of ``jax.tree.leaves``."""
+    return [
+        structure.param_units(plain_path(path), leaf)
+        for path, leaf in jax.tree_util.tree_leaves_with_path(params)
+    ]
+
+
+def state_layers(structure: Structure, state: PyTree) -> list[int]:
+    """The layer of every state leaf, in the order of ``jax.tree.leaves``."""
+    return [
+        int(structure.state_units(plain_path(path), leaf))
+        for path, leaf in jax.tree_util.tree_leaves_with_path(state)
+    ]
+
+
+def along(vector: jax.Array, ndim: int, axis: int) -> jax.Array:
+    """An ``(n,)`` vector shaped to broadcast along ``axis`` of an ``ndim``-array."""
+    shape = [1] * ndim
+    shape[axis] = vector.shape[0]
+    return jnp.reshape(vector, shape)
+
+
+def diagonalised_params(structure: Structure, params: PyTree, state: PyTree) -> PyTree:
+    """Params whose one-step state Jacobian at ``state`` is the unit-diagonal blocks of
+    the true one, with the same values.
+
+    Each recurrent kernel ``K`` becomes ``diag(K)`` and its off-diagonal product with
+    the state, held constant, moves into the paired bias: the pre-activation keeps its
+    value and its derivative in the state keeps only ``∂z_i/∂s_i = K_ii``.
+    """
+    for rk in structure.recurrent_kernels:
+        kernel = get_path(params, rk.kernel)
+        s = jax.lax.stop_gradient(get_path(state, rk.state))
+        diagonal = jnp.diagonal(kernel)
+        full = s @ kernel if rk.layout == "in_out" else kernel @ s
+        off_diagonal = jax.lax.stop_gradient(full - s * diagonal)
+        params = set_path(params, rk.kernel, jnp.diag(diagonal))
+        params = set_path(params, rk.bias, get_path(params, rk.bias) + off_diagonal)
+    return params
+
+
+def unit_jacobian(apply_fn, structure: Structure, params, state, x) -> list[list]:
+    """``blocks[k][k2][i] = ∂s_k[i] / ∂s_k2[i]`` for state leaves k, k2 of one layer
+    (None across layers): the unit-diagonal blocks of ``A_t``, from one JVP per state
+    leaf of the diagonalised model."""
+    layers = state_layers(structure, state)
+    diag_params = diagonalised_params(structure, params, state)
+    leaves, treedef = jax.tree.flatten(state)
+    q = len(leaves)
+    tangents = [
+        jnp.stack([jnp.full_like(a, float(j == k)) for k in range(q)]) for j, a in enumerate(leaves)
+    ]
+
+    def push(*tangent_leaves):
+        tangent = jax.tree.unflatten(treedef, tangent_leaves)
+        return jax.jvp(lambda s: apply_fn(diag_params, s, x)[0], (state,), (tangent,))[1]
+
+    columns = jax.tree.leaves(jax.vmap(push)(*tangents))  # leaf k: (q, n_k), row k2
+    return [
+        [columns[k][k2] if layers[k] == layers[k2] else None for k2 in range(q)] for k in range(q)
+    ]
+
+
+# ----------------------------------------------------------------------------- checks
+
+
+def require(structure: Structure | None, who: str, model_hint: str) -> Structure:
+    """The structure, or a ConfigError that says what is missing."""
+    if structure is None:
+        raise checks.ConfigError(
+            f"{who} needs the model's recurrent structure (structure=model.structure), and "
+            f"none was given. {model_hint} Describe another model with "
+            "uorojax.structure.Structure and verify it with uorojax.structure.check_structure."
+        )
+    if not isinstance(structure, Structure):
+        raise checks.ConfigError(
+            f"{who}: structure must be a uorojax.structure.Structure, got "
+            f"{type(structure).__name__}"
+        )
+    return structure
+
+
+def check_single_stream(structure: Structure, params: PyTree, state: PyTree, who: str) -> None:
+    """Leaves agree with the structure: vector states, unit axes within range, and no
+    parameter that moves every unit. Raises ConfigError naming the leaf."""
+    try:
+        units = leaf_units(structure, params)
+        layers = state_layers(structure, state)
+    except (ValueError, TypeError) as err:
+        raise checks.ConfigError(
+            f"{who}: the structure does not match the params or state tree ({err})"
+        ) from err
+    sizes: dict[int, int] = {}
+    for (path, leaf), layer in zip(jax.tree_util.tree_leaves_with_path(state), layers):
+        if jnp.ndim(leaf) != 1:
+            raise checks.ConfigError(
+                f"{who} treats one stream: state leaf {jax.tree_util.keystr(path)} has shape "
+                f"{list(jnp.shape(leaf))}, not a vector of units. For a batch, use "
+                f"uorojax.per_stream({who}(...)) (a shared system would need an entry per "
+                "stream for every parameter anyway)."
+            )
+        sizes.setdefault(layer, jnp.shape(leaf)[0])
+    for (path, leaf), u in zip(jax.tree_util.tree_leaves_with_path(params), units):
+        if u is None:
+            continue
+        name = jax.tree_util.keystr(path)
+        if u.axis is None:
+            raise checks.ConfigError(
+                f"{who}: params leaf {name} moves every unit of layer {u.layer} in one step "
+                "(a learned input embedding, for example); its influence has no sparse "
+                "form. Use one-hot input (embed_dim=None) or another estimator."
+            )
+        if u.layer not in sizes:
+            raise checks.ConfigError(
+                f"{who}: params leaf {name} names layer {u.layer}, which has no state"
+            )
+        if jnp.shape(leaf)[u.axis] != sizes[u.layer]:
+            raise checks.ConfigError(
+                f"{who}: params leaf {name} has {jnp.shape(leaf)[u.axis]} entries on its unit "
+                f"axis {u.axis}, but layer {u.layer} has {sizes[u.layer]} units"
+            )
+
+
+def check_structure(
+    apply_fn: Callable,
+    structure: Structure,
+    params: PyTree,
+    state: PyTree,
+    x: Any,
+    *,
+    rtol: float = 1e-6,
+) -> None:
+    """Verifies a :class:`Structure` against dense Jacobians of one step (small models).
+
+    Checks that every parameter moves, in one step, only its declared unit of its own
+    layer (and nothing in earlier layers; readouts nothing at all); that
+    :func:`diagonalised_params` keeps every value and gives exactly the unit-diagonal
+    blocks of ``A_t``; and, when ``layer_inputs`` is given, that ``B_t`` of the layer is
+    the Kronecker product ``D_t ⊗ a_t`` KF-RTRL assumes.
+
+    Raises:
+      ModelError: naming the first leaf that disagrees.
+
+    Example::
+
+      uorojax.structure.check_structure(model.apply, model.structure, params, h0, x)
+    """
+    check_single_stream(structure, params, state, "check_structure")
+    units = leaf_units(structure, params)
+    layers = state_layers(structure, state)
+    p_leaves = jax.tree_util.tree_leaves_with_path(params)
+    s_leaves = jax.tree.leaves(state)
+    flat_p, unravel_p = ravel_pytree(params)
+    flat_s, unravel_s = ravel_pytree(state)
+
+    def new_state(p_flat, s_flat):
+        return ravel_pytree(apply_fn(unravel_p(p_flat), unravel_s(s_flat), x)[0])[0]
+
+    b_dense = np.asarray(jax.jacrev(new_state)(flat_p, flat_s))
+    a_dense = np.asarray(jax.jacfwd(new_state, argnums=1)(flat_p, flat_s))
+    scale = max(np.abs(b_dense).max(), np.abs(a_dense).max(), 1.0)
+    tol = rtol * scale
+    s_offsets = np.cumsum([0] + [a.size for a in s_leaves])
+    p_offsets = np.cumsum([0] + [leaf.size for _, leaf in p_leaves])
+
+    for j, ((path, leaf), u) in enumerate(zip(p_leaves, units)):
+        name = jax.tree_util.keystr(path)
+        for k, s_leaf in enumerate(s_leaves):
+            block = b_dense[s_offsets[k] : s_offsets[k + 1], p_offsets[j] : p_offsets[j + 1]]
+            block = block.reshape(s_leaf.shape[0], *np.shape(leaf))
+            if u is None or layers[k] < u.layer:
+                allowed = np.zeros_like(block, bool)
+            elif layers[k] > u.layer:
+                continue
+            else:
+                unit_index = np.arange(s_leaf.shape[0])
+                entry_unit = np.indices(np.shape(leaf))[u.axis]
+                allowed = unit_index.reshape(-1, *([1] * leaf.ndim)) == entry_unit[None]
+            bad = np.abs(np.where(allowed, 0.0, block)) > tol
+            if bad.any():
+                where = (
+                    "move no state"
+                    if u is None
+                    else f"move only its unit (axis {u.axis}) of layer {u.layer}"
+                )
+                raise checks.ModelError(
+                    f"structure: params leaf {name} is declared to {where}, but in one step "
+                    f"it moves state leaf {k} (layer {layers[k]}) outside that (|dB| up to "
+                    f"{np.abs(block[bad]).max():.3g})"
+                )
+
+    diag_params = diagonalised_params(structure, params, state)
+    true_out = apply_fn(params, state, x)
+    diag_out = apply_fn(diag_params, state, x)
+    for a, b in zip(jax.tree.leaves(true_out), jax.tree.leaves(diag_out)):
+        if not np.allclose(a, b, rtol=rtol, atol=tol):
+            raise checks.ModelError(
+                "structure: the diagonalised recurrent kernels change the step's values; "
+                "each RecurrentKernel's bias must be added to the same pre-activation"
+            )
+    blocks = unit_jacobian(apply_fn, structure, params, state, x)
+    for k in range(len(s_leaves)):
+        for k2 in range(len(s_leaves)):
+            true_block = a_dense[s_offsets[k] : s_offsets[k + 1], s_offsets[k2] : s_offsets[k2 + 1]]
+            if blocks[k][k2] is None:
+                continue
+            if not np.allclose(np.diagonal(true_block), blocks[k][k2], rtol=rtol, atol=tol):
+                raise checks.ModelError(
+                    f"structure: the unit-diagonal block of A_t between state leaves {k2} "
+                    f"and {k} is wrong: a recurrent kernel is missing from "
+                    "recurrent_kernels, or its layout or bias is wrong"
+                )
+
+    if structure.layer_inputs is not None:
+        inputs = structure.layer_inputs(params, state, x)
+        check_layer_inputs(structure, params, inputs, "check_structure")
+        d = layer_derivative(apply_fn, structure, params, state, x, inputs)
+        for j, ((path, leaf), a_j) in enumerate(zip(p_leaves, inputs)):
+            if a_j is None:
+                continue
+            block = b_dense[:, p_offsets[j] : p_offsets[j + 1]].reshape(-1, *np.shape(leaf))
+            kron = kronecker_leaf(np.asarray(d), np.asarray(a_j), np.ndim(leaf), units[j].axis)
+            expected = np.zeros_like(block)
+            idx = np.arange(d.shape[0])
+            unit_of = np.indices(np.shape(leaf))[units[j].axis]
+            expected[:] = np.where(
+                idx.reshape(-1, *([1] * leaf.ndim)) == unit_of[None], kron[None], 0.0
+            )
+            if not np.allclose(block, expected, rtol=rtol, atol=tol):
+                raise checks.ModelError(
+                    f"structure: B_t of params leaf {jax.tree_util.keystr(path)} is not "
+                    "D_t ⊗ a_t with the layer input layer_inputs gives"
+                )
+
+
+def check_layer_inputs(structure: Structure, params, inputs: list, who: str) -> None:
+    """``layer_inputs`` lines up with the params: an input for every leaf of the dense
+    layer (a scalar for a bias, a vector as long as the kernel's input axis), None for
+    every other leaf. Raises ConfigError naming the leaf. Shapes only: works on tracers."""
+    leaves = jax.tree_util.tree_leaves_with_path(params)
+    if len(inputs) != len(leaves):
+        raise checks.ConfigError(
+            f"{who}: layer_inputs gave {len(inputs)} entries for {len(leaves)} params leaves"
+        )
+    for (path, leaf), a, u in zip(leaves, inputs, leaf_units(structure, params)):
+        name = jax.tree_util.keystr(path)
+        if (a is None) != (u is None):
+            what = "an input for" if a is not None else "no input for"
+            role = "which moves no state" if u is None else "a leaf of the layer"
+            raise checks.ConfigError(f"{who}: layer_inputs gives {what} params leaf {name}, {role}")
+        if a is None:
+            continue
+        expected = () if jnp.ndim(leaf) == 1 else (jnp.shape(leaf)[1 - u.axis],)
+        if jnp.shape(a) != expected:
+            raise checks.ConfigError(
+                f"{who}: layer_inputs gives params leaf {name} an input of shape "
+                f"{list(jnp.shape(a))}; its input axis needs {list(expected)}"
+            )
+
+
+def kronecker_leaf(d: jax.Array, a: jax.Array, ndim: int, axis: int):
+    """The entries ``d[unit] * a[input]`` in a leaf's layout (a bias: ``d`` itself)."""
+    if ndim == 1:
+        return d * a
+    other = 1 - axis
+    return along(d, 2, axis) * along(a, 2, other)
+
+
+def layer_derivative(apply_fn, structure: Structure, params, state, x, inputs) -> jax.Array:
+    """``D_t = σ'(z_t)`` of a dense layer ``h = σ(W a)`` (as an ``(n,)`` vector), from one
+    JVP along the params direction ``1 ⊗ a/‖a‖²``, which moves every pre-activation by
+    exactly 1."""
+    units = leaf_units(structure, params)
+    leaves, treedef = jax.tree.flatten(params)
+    norm_sq = sum(jnp.sum(jnp.square(a)) for a in inputs if a is not None)
+    tangent = []
+    for leaf, a, u in zip(leaves, inputs, units):
+        if a is None:
+            tangent.append(jnp.zeros_like(leaf))
+        else:
+            n = jnp.shape(leaf)[u.axis]
+            tangent.append(kronecker_leaf(jnp.ones(n, leaf.dtype), a, leaf.ndim, u.axis) / norm_sq)
+    out = jax.jvp(
+        lambda p: apply_fn(p, state, x)[0], (params,), (jax.tree.unflatten(treedef, tangent),)
+    )[1]
+    return jax.tree.leaves(out)[0]
+
+
+__all__ = [
+    "RecurrentKernel",
+    "Structure",
+    "Units",
+    "check_structure",
+    "diagonalised_params",
+    "unit_jacobian",
+]

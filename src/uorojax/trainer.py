@@ -1,0 +1,406 @@
+r"""Online training: parameters updated at every step of an endless stream, fully compiled.
+
+A :class:`Trainer` wraps an :class:`~uorojax.Estimator` and any optax optimizer:
+
+* ``trainer.init(params, state0, key) -> TrainState``
+* ``trainer.step(train_state, x, y) -> (train_state, metrics)``: one online step.
+* ``trainer.run(train_state, xs, ys) -> (train_state, metrics)``: a jitted
+  ``lax.scan`` over a chunk of T steps; the parameters are updated after every step
+  (windowed estimators: after every window) and per-step metrics come back as arrays,
+  with no host round-trip inside the chunk. A Python loop over chunks is the only host
+  loop, so a stream of any length runs in constant memory.
+
+The PRNG key of step ``t`` is ``jax.random.fold_in(train_state.key, t)``, so a
+hand-written loop can reproduce a trainer run.
+
+Non-finite values: with ``nonfinite="raise"`` the first step whose loss, gradient, new
+carry or new params is not finite freezes the train state (the rest of the chunk is a
+no-op) and ``run`` raises :class:`~uorojax.NonFiniteError` naming the step, holding the
+last finite state. With ``nonfinite="skip"`` such a step is dropped entirely (params,
+optimizer state and carry unchanged) and counted in ``train_state.num_skipped``. In both
+cases no NaN or inf is ever written into the params, optimizer state or tangent pair.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from uorojax import checks
+from uorojax.estimators.base import Estimator, StepInfo, window_step
+from uorojax.tree import tree_finite, tree_norm, tree_vdot
+
+PyTree = Any
+
+
+class TrainState(NamedTuple):
+    """Everything an online run carries from step to step (a pytree).
+
+    Attributes:
+      params: model parameters.
+      opt_state: the optax optimizer state.
+      carry: the estimator carry (model state, tangents or Jacobian, buffers).
+      key: the base PRNG key; step t uses ``fold_in(key, t)``.
+      step: number of stream steps consumed (int32).
+      num_skipped: steps dropped for non-finite values (``nonfinite="skip"``).
+      halted_at: -1, or the step of the first non-finite value (``nonfinite="raise"``).
+      pending: steps consumed since the last gradient (the part of a window that
+        ``step`` has buffered; 0 at a window boundary), from ``info.ready``.
+      shadow_carry: exact-RTRL carry run beside the estimator, or None.
+    """
+
+    params: PyTree
+    opt_state: PyTree
+    carry: PyTree
+    key: jax.Array
+    step: jax.Array
+    num_skipped: jax.Array
+    halted_at: jax.Array
+    pending: jax.Array
+    shadow_carry: PyTree = None
+
+
+class Trainer(NamedTuple):
+    """Pure functions of an online training run; see the module docstring.
+
+    ``run_chunk`` is the jitted scan behind ``run`` without its host-side checks (no
+    exception on non-finite values; read ``halted_at``): it can be vmapped, for example
+    over independent seeds. With ``make_trainer(..., donate=True)`` it donates its train
+    state, which then must not hold one array twice (``init`` and ``run`` see to that).
+    """
+
+    init: Callable[..., TrainState]
+    step: Callable[..., tuple[TrainState, dict]]
+    run: Callable[..., tuple[TrainState, dict]]
+    run_chunk: Callable[..., tuple[TrainState, dict]]
+    estimator: Estimator
+
+
+def paper_schedule(gamma: float, alpha: float, steps_per_update: int = 1) -> optax.Schedule:
+    r"""The UORO paper's learning rate :math:`\eta_t = \gamma / (1 + \alpha\sqrt{t})`.
+
+    ``t`` counts stream steps (characters). Optax schedules see the number of updates,
+    so for an estimator that updates every ``steps_per_update`` steps (its window)
+    ``t = count * steps_per_update``.
+
+    Example::
+
+      optax.adam(uorojax.paper_schedule(1e-3, 1.5e-2))
+    """
+    gamma = checks.non_negative_float("gamma", gamma)
+    alpha = checks.non_negative_float("alpha", alpha)
+    steps_per_update = checks.positive_int("steps_per_update", steps_per_update)
+
+    def schedule(count):
+        t = jnp.asarray(count, jnp.float32) * steps_per_update
+        return gamma / (1.0 + alpha * jnp.sqrt(t))
+
+    return schedule
+
+
+def step_key(key: jax.Array, step: int | jax.Array) -> jax.Array:
+    """The PRNG key the trainer hands the estimator at stream step ``step``."""
+    return jax.random.fold_in(key, step)
+
+
+def step_finite(info: StepInfo, grads: PyTree, carry: PyTree) -> jax.Array:
+    """Loss, gradient and new carry all finite. The carry's test comes from the
+    estimator's certificate (``info.carry_finite``) where it gives one."""
+    carry_finite = tree_finite(carry) if info.carry_finite is None else jnp.all(info.carry_finite)
+    return tree_finite((info.loss, grads)) & carry_finite
+
+
+def gradient_agreement(estimate: PyTree, exact: PyTree) -> dict:
+    """Cosine and norm ratio of an estimated gradient against the exact one.
+
+    Example::
+
+      uorojax.gradient_agreement(grads, exact_grads)["cosine"]
+    """
+    dot, n_est, n_exact = tree_vdot(estimate, exact), tree_norm(estimate), tree_norm(exact)
+    tiny = jnp.finfo(jnp.result_type(dot)).tiny
+    return {
+        "cosine": dot / jnp.maximum(n_est * n_exact, tiny),
+        "norm_ratio": n_est / jnp.maximum(n_exact, tiny),
+    }
+
+
+# ----------------------------------------------------------------------------- one update
+
+
+class _Settings(NamedTuple):
+    """The static choices of one trainer (see :func:`make_trainer`)."""
+
+    estimator: Estimator
+    optimizer: optax.GradientTransformation
+    nonfinite: str
+    shadow: Estimator | None
+    param_metrics: dict[str, Callable[[PyTree], jax.Array]]
+
+
+def _optimizer_update(optimizer, ts: TrainState, grads):
+    updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
+    return optax.apply_updates(ts.params, updates), opt_state
+
+
+def _apply_gradient(
+    cfg: _Settings, ts: TrainState, grads, carry, info, num_steps: int, shadow_carry, always_ready
+):
+    """The optimizer step where a gradient is ready, every write guarded against
+    non-finite values. ``num_steps``: stream steps this update covers (a window's
+    length for the whole-window path); ``always_ready``: statically known ready."""
+    if always_ready:
+        params, opt_state = _optimizer_update(cfg.optimizer, ts, grads)
+    else:  # a windowed estimator one step at a time: an update only when a window closes
+        params, opt_state = jax.lax.cond(
+            jnp.any(info.ready),
+            lambda: _optimizer_update(cfg.optimizer, ts, grads),
+            lambda: (ts.params, ts.opt_state),
+        )
+    finite = step_finite(info, grads, carry) & tree_finite((params, shadow_carry))
+    halted = ts.halted_at >= 0
+    accept = finite & ~halted
+    rejected = ~finite & ~halted
+    window_closed = jnp.reshape(info.ready, (-1,))[-1]
+    pending = jnp.where(window_closed, 0, ts.pending + num_steps).astype(ts.pending.dtype)
+    # A select per leaf rather than a conditional: each select fuses into the fusion
+    # that writes the new value, so a certified carry (UORO's tangents) is neither
+    # re-read nor copied.
+    params, opt_state, carry, shadow_carry, pending = jax.tree.map(
+        lambda new, old: jnp.where(accept, new, old),
+        (params, opt_state, carry, shadow_carry, pending),
+        (ts.params, ts.opt_state, ts.carry, ts.shadow_carry, ts.pending),
+    )
+    skip = cfg.nonfinite == "skip"
+    new_ts = TrainState(
+        params=params,
+        opt_state=opt_state,
+        carry=carry,
+        key=ts.key,
+        # "skip" drops the bad step and moves on; "raise" stays before it.
+        step=ts.step + num_steps * (1 if skip else accept),
+        num_skipped=ts.num_skipped + num_steps * (rejected if skip else 0),
+        halted_at=(
+            ts.halted_at
+            if skip
+            else jnp.where(rejected, ts.step + _first_bad_step(info.loss, num_steps), ts.halted_at)
+        ),
+        pending=pending,
+        shadow_carry=shadow_carry,
+    )
+    metrics = {
+        "loss": jnp.mean(jnp.reshape(info.loss, (num_steps, -1)), axis=1),
+        "grad_norm": jnp.broadcast_to(tree_norm(grads), (num_steps,)),
+        "skipped": jnp.broadcast_to(~accept, (num_steps,)),
+    }
+    for name, fn in cfg.param_metrics.items():
+        metrics[name] = jnp.broadcast_to(fn(new_ts.params), (num_steps,))
+    return new_ts, metrics
+
+
+def _one_step(cfg: _Settings, ts: TrainState, x, y, key):
+    grads, carry, info = cfg.estimator.step(ts.params, ts.carry, x, y, key)
+    shadow_metrics, shadow_carry = {}, None
+    if cfg.shadow is not None:
+        exact, shadow_carry, _ = cfg.shadow.step(ts.params, ts.shadow_carry, x, y, key)
+        shadow_metrics = {
+            f"shadow_{k}": v[None] for k, v in gradient_agreement(grads, exact).items()
+        }
+    info = info._replace(loss=jnp.reshape(info.loss, (1, -1)))
+    always_ready = cfg.estimator.window == 1
+    new_ts, metrics = _apply_gradient(cfg, ts, grads, carry, info, 1, shadow_carry, always_ready)
+    metrics.update(shadow_metrics)
+    return new_ts, metrics
+
+
+def _one_window(cfg: _Settings, window_fn, ts: TrainState, xs, ys, keys):
+    grads, carry, info = window_fn(ts.params, ts.carry, xs, ys, keys)
+    return _apply_gradient(cfg, ts, grads, carry, info, cfg.estimator.window, None, True)
+
+
+def _chunk_keys(ts: TrainState, length: int):
+    """The keys of a chunk's steps, all drawn at once (one RNG call, not one per step).
+
+    They equal ``step_key(ts.key, step)`` at each step: a step either advances
+    ``ts.step`` by one or, with "raise", halts the rest of the chunk.
+    """
+    steps = ts.step + jnp.arange(length)
+    return jax.vmap(step_key, in_axes=(None, 0))(ts.key, steps)
+
+
+def _run_chunk(cfg: _Settings, unroll: int, ts: TrainState, xs, ys):
+    length = _chunk_length(xs)
+    keys = _chunk_keys(ts, length)
+    window = cfg.estimator.window
+    if window == 1:
+        ts, metrics = jax.lax.scan(
+            lambda s, xyk: _one_step(cfg, s, *xyk), ts, (xs, ys, keys), unroll=unroll
+        )
+        return ts, jax.tree.map(lambda m: m[:, 0], metrics)
+    num_windows = length // window
+    split = functools.partial(jax.tree.map, lambda a: a.reshape(num_windows, window, *a.shape[1:]))
+    window_fn = window_step(cfg.estimator)
+    ts, metrics = jax.lax.scan(
+        lambda s, xyk: _one_window(cfg, window_fn, s, *xyk),
+        ts,
+        (split(xs), split(ys), split(keys)),
+        unroll=unroll,
+    )
+    return ts, jax.tree.map(lambda m: m.reshape(-1, *m.shape[2:]), metrics)
+
+
+def _with_bits_per_char(metrics: dict) -> dict:
+    metrics["bits_per_char"] = metrics["loss"] / math.log(2.0)
+    return metrics
+
+
+# ----------------------------------------------------------------------------- trainer
+
+
+def make_trainer(
+    estimator: Estimator,
+    optimizer: optax.GradientTransformation,
+    *,
+    nonfinite: str = "raise",
+    cross_entropy: bool = False,
+    shadow: Estimator | None = None,
+    param_metrics: dict[str, Callable[[PyTree], jax.Array]] | None = None,
+    unroll: int = 1,
+    donate: bool = False,
+) -> Trainer:
+    """Builds the online training functions for an estimator and an optax optimizer.
+
+    Args:
+      estimator: any :class:`~uorojax.Estimator` (single stream, ``per_stream``, or built
+        on ``as_one_system``).
+      optimizer: any optax transformation or chain (clipping, schedules, ...).
+      nonfinite: ``"raise"`` or ``"skip"``; see the module docstring.
+      cross_entropy: the loss is a cross-entropy in nats; adds ``bits_per_char`` to the
+        metrics.
+      shadow: an exact estimator (``uorojax.rtrl`` on the same model, wrapped the same
+        way) run beside the trained one with the same params; adds the per-step
+        ``shadow_cosine`` and ``shadow_norm_ratio`` of the estimate against it. Only for
+        estimators with ``window == 1``.
+      param_metrics: named scalar functions of the params, logged after every update
+        (for example ``{"theta": lambda p: p["theta"]}``).
+      unroll: steps (windows, for a windowed estimator) per iteration of ``run_chunk``'s
+        loop, passed to ``jax.lax.scan``. Results do not change (see
+        docs/performance.md for when it pays).
+      donate: ``step``, ``run`` and ``run_chunk`` donate the train state they are given
+        (``jax.jit``'s ``donate_argnums``), so XLA updates the params, optimizer state
+        and carry in place instead of holding a second copy: for per-stream UORO that
+        saves B·|Θ| floats of device memory. The train state passed in is unusable
+        afterwards (keep the one returned). Results do not change.
+
+    Returns:
+      A :class:`Trainer`.
+
+    Example::
+
+      trainer = uorojax.make_trainer(uorojax.uoro(apply, loss), optax.adam(1e-3))
+      ts = trainer.init(params, state0, jax.random.key(0))
+      ts, metrics = trainer.run(ts, xs, ys)
+    """
+    checks.one_of("nonfinite", nonfinite, ("raise", "skip"))
+    unroll = checks.positive_int("unroll", unroll)
+    if not hasattr(optimizer, "update"):
+        raise TypeError(f"optimizer must be an optax transformation, got {type(optimizer)}")
+    window = estimator.window
+    if shadow is not None and window != 1:
+        raise checks.ConfigError("shadow needs an estimator that emits a gradient every step")
+    cfg = _Settings(estimator, optimizer, nonfinite, shadow, dict(param_metrics or {}))
+    finish = _with_bits_per_char if cross_entropy else (lambda m: m)
+    owned = own_buffers if donate else (lambda ts: ts)
+    jit = functools.partial(jax.jit, donate_argnums=0 if donate else ())
+
+    def init(params, state0, key) -> TrainState:
+        checks.check_params(params)
+        checks.check_key(key)
+        return owned(
+            TrainState(
+                params=params,
+                opt_state=optimizer.init(params),
+                carry=estimator.init_state(params, state0),
+                key=key,
+                step=jnp.zeros((), jnp.int32),
+                num_skipped=jnp.zeros((), jnp.int32),
+                halted_at=jnp.full((), -1, jnp.int32),
+                pending=jnp.zeros((), jnp.int32),
+                shadow_carry=None if shadow is None else shadow.init_state(params, state0),
+            )
+        )
+
+    @jit
+    def step(ts: TrainState, x, y):
+        ts, metrics = _one_step(cfg, ts, x, y, step_key(ts.key, ts.step))
+        return ts, finish(jax.tree.map(lambda m: m[0], metrics))
+
+    @jit
+    def run_chunk(ts: TrainState, xs, ys):
+        ts, metrics = _run_chunk(cfg, unroll, ts, xs, ys)
+        return ts, finish(metrics)
+
+    def run(ts: TrainState, xs, ys) -> tuple[TrainState, dict]:
+        length = _chunk_length(xs)
+        checks.check_leading_axis("ys", ys, length, "time")
+        if window > 1 and length % window:
+            lower = length // window * window
+            raise ValueError(
+                f"chunk length {length} must be a multiple of the estimator window "
+                f"{window} (for example {lower or window} or {lower + window}); step() "
+                "takes single steps"
+            )
+        if window > 1 and int(ts.pending) != 0:
+            raise ValueError(
+                f"run needs the carry at a window boundary, but {int(ts.pending)} steps of "
+                "the current window were consumed by step(); finish the window first"
+            )
+        ts, metrics = run_chunk(owned(ts), xs, ys)
+        halted_at = int(ts.halted_at)
+        if nonfinite == "raise" and halted_at >= 0:
+            raise checks.NonFiniteError(
+                f"non-finite loss, gradient or state at stream step {halted_at}; the train "
+                "state was left as it was before that step (err.train_state)",
+                step=halted_at,
+                train_state=ts._replace(halted_at=jnp.full((), -1, jnp.int32)),
+            )
+        return ts, metrics
+
+    def step_owning_buffers(ts: TrainState, x, y):
+        return step(owned(ts), x, y)
+
+    return Trainer(init, step_owning_buffers if donate else step, run, run_chunk, estimator)
+
+
+def own_buffers(tree: PyTree) -> PyTree:
+    """The tree with every array that appears more than once copied, so that it can be
+    donated (XLA refuses to donate one buffer twice; a windowed carry starts with the
+    window's start state equal to the state)."""
+    seen = set()
+
+    def own(a):
+        if id(a) in seen:
+            return jnp.array(a, copy=True)
+        seen.add(id(a))
+        return a
+
+    return jax.tree.map(own, tree)
+
+
+def _first_bad_step(loss, num_steps: int) -> jax.Array:
+    """Index within a window of the first step with a non-finite loss (0 if none)."""
+    bad = ~jnp.all(jnp.isfinite(jnp.reshape(loss, (num_steps, -1))), axis=1)
+    return jnp.where(jnp.any(bad), jnp.argmax(bad), 0).astype(jnp.int32)
+
+
+def _chunk_length(xs) -> int:
+    leaves = jax.tree.leaves(xs)
+    if not leaves or not jnp.shape(leaves[0]):
+        raise ValueError("xs must have a leading time axis")
+    return jnp.shape(leaves[0])[0]

@@ -1,0 +1,93 @@
+"""An estimator as an optax gradient transformation."""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import optax
+
+from uorojax.estimators.base import Estimator
+from uorojax.trainer import step_finite
+from uorojax.tree import zeros_like
+
+PyTree = Any
+
+
+class OnlineGradientState(NamedTuple):
+    """State of :func:`as_optax`.
+
+    Attributes:
+      carry: the estimator carry (the last finite one).
+      loss: the last step's loss (mean over streams).
+      finite: whether the last step's loss, gradient and new carry were all finite. When
+        False the transformation emitted zeros and kept the previous carry.
+      ready: whether the last step emitted a gradient (False inside a window of a
+        windowed estimator).
+    """
+
+    carry: PyTree
+    loss: jax.Array
+    finite: jax.Array
+    ready: jax.Array
+
+
+def as_optax(estimator: Estimator, state0: PyTree) -> optax.GradientTransformationExtraArgs:
+    """Turns an estimator into an optax gradient transformation.
+
+    ``update(updates, state, params, *, x, y, key)`` ignores the incoming ``updates``
+    (pass ``None``) and emits the estimator's online gradient for the step ``(x, y)``,
+    advancing the carry held in the optax state. Chain it in front of any optimizer::
+
+        tx = optax.chain(
+            uorojax.as_optax(uorojax.uoro(apply_fn, loss_fn), state0),
+            optax.clip_by_global_norm(1.0),
+            optax.adam(1e-3),
+        )
+        opt_state = tx.init(params)
+        updates, opt_state = tx.update(None, opt_state, params, x=x, y=y, key=key)
+        params = optax.apply_updates(params, updates)
+
+    A step whose loss, gradient or new carry is not finite emits zeros and keeps the
+    previous carry (``opt_state[0].finite`` is then False), so no NaN or inf reaches the
+    optimizer, the params or the carry.
+
+    A windowed estimator (TBPTT, truncated UORO) emits zeros inside a window, which a
+    stateful optimizer would count as steps. Wrap the optimizer so that it moves once
+    per window with the window's gradient, as :func:`~uorojax.make_trainer` does::
+
+        tx = optax.chain(
+            uorojax.as_optax(est, state0),
+            optax.MultiSteps(optax.adam(1e-3), est.window, use_grad_mean=False)
+            .gradient_transformation(),
+        )
+
+    Args:
+      estimator: any :class:`~uorojax.Estimator`.
+      state0: the model's initial recurrent state.
+
+    Returns:
+      An ``optax.GradientTransformationExtraArgs``; its state is an
+      :class:`OnlineGradientState`.
+    """
+
+    def init_fn(params):
+        carry = estimator.init_state(params, state0)
+        loss_dtype = jnp.result_type(jax.tree.leaves(params)[0])
+        true = jnp.asarray(True)
+        return OnlineGradientState(carry, jnp.zeros((), loss_dtype), true, true)
+
+    def update_fn(updates, state, params=None, *, x=None, y=None, key=None, **extra_args):
+        del updates, extra_args
+        if params is None or x is None or y is None or key is None:
+            raise ValueError("as_optax's update needs params and the keyword args x, y and key")
+        grads, carry, info = estimator.step(params, state.carry, x, y, key)
+        finite = step_finite(info, grads, carry)
+        grads, carry = jax.lax.cond(
+            finite, lambda: (grads, carry), lambda: (zeros_like(grads), state.carry)
+        )
+        loss = jnp.mean(info.loss).astype(state.loss.dtype)
+        return grads, OnlineGradientState(carry, loss, finite, jnp.asarray(info.ready))
+
+    return optax.GradientTransformationExtraArgs(init_fn, update_fn)

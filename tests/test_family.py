@@ -1,0 +1,302 @@
+"""KF-RTRL, SnAp-1, the element-wise cell and the structure descriptions they read."""
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from helpers import (
+    bptt_grad,
+    flat,
+    normalized_squared_error,
+    regression_stream,
+    rel_err,
+    scan_estimator,
+    tiny_rnn,
+)
+from jax.flatten_util import ravel_pytree
+
+import uorojax
+from uorojax import ConfigError, ModelError, registry
+from uorojax.estimators.kf_rtrl import kf_rtrl
+from uorojax.estimators.snap import snap1
+from uorojax.structure import (
+    RecurrentKernel,
+    Units,
+    check_structure,
+    leaf_units,
+    state_layers,
+)
+
+LOSS = uorojax.squared_error
+
+
+def float64_model(model, seed=0, state_value=0.2):
+    params, state0 = model.init(jax.random.key(seed), jnp.zeros(2))
+    params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
+    state0 = jax.tree.map(lambda a: state_value + a.astype(jnp.float64), state0)
+    return params, state0
+
+
+CELLS = {
+    **{name: (lambda name=name: uorojax.linen_model(name, 3, 2)) for name in uorojax.models.LINEN_CELLS},
+    "gru_stack": lambda: uorojax.linen_model("gru", 3, 2, num_layers=2),
+    "lstm_stack": lambda: uorojax.linen_model("lstm", 3, 2, num_layers=2),
+    "mgu_no_reset": lambda: uorojax.from_linen_cells(nn.MGUCell(3, reset_gate=False), 2),
+    "simple_residual": lambda: uorojax.from_linen_cells(nn.SimpleCell(3, residual=True), 2),
+}  # fmt: skip
+
+
+# ----------------------------------------------------------------------------- structures
+
+
+@pytest.mark.parametrize("name", sorted(CELLS))
+def test_every_model_structure_matches_its_jacobians(name):
+    model = CELLS[name]()
+    params, state0 = float64_model(model)
+    xs, _ = regression_stream(1)
+    check_structure(model.apply, model.structure, params, state0, xs[0], rtol=1e-10)
+
+
+def test_tanh_rnn_structure_matches_its_jacobians():
+    model, params, h0 = tiny_rnn()
+    xs, _ = regression_stream(1)
+    check_structure(model.apply, model.structure, params, h0, xs[0], rtol=1e-10)
+
+
+def _structure_with(**changes):
+    model, params, h0 = tiny_rnn()
+    return model, params, h0, model.structure._replace(**changes)
+
+
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"param_units": lambda path, leaf: Units(0, 0)}, r"params leaf \['V'\] has 2 entries on its unit axis"),
+        ({"param_units": lambda path, leaf: Units(0, 0) if path[0] in "Wb" else None}, r"params leaf \['U'\] is declared to move no state"),
+        ({"param_units": lambda path, leaf: Units(0, 1) if path[0] == "W" else (Units(0, 0) if path[0] in "Ub" else None)}, r"params leaf \['W'\]"),
+        ({"recurrent_kernels": ()}, "unit-diagonal block of A_t"),
+        ({"recurrent_kernels": (RecurrentKernel(("W",), ("b",), (), "in_out"),)}, "diagonalised recurrent kernels change the step's values"),
+        ({"layer_inputs": lambda p, h, x: [h, None, x, jnp.ones(()), None]}, r"params leaf \['U'\] an input of shape \[3\]"),
+        ({"layer_inputs": lambda p, h, x: [x, h, h, jnp.ones(()), None]}, r"an input for params leaf \['V'\], which moves no state"),
+        ({"layer_inputs": lambda p, h, x: [2 * x, None, h, jnp.ones(()), None]}, r"B_t of params leaf \['U'\] is not D_t ⊗ a_t"),
+    ],
+)  # fmt: skip
+def test_a_wrong_structure_is_named(changes, message):
+    model, params, h0, structure = _structure_with(**changes)
+    xs, _ = regression_stream(1)
+    with pytest.raises((ModelError, ConfigError), match=message):
+        check_structure(model.apply, structure, params, h0, xs[0])
+
+
+# ----------------------------------------------------------------------------- SnAp-1
+
+
+def test_snap1_on_the_element_wise_cell_is_exact_rtrl_and_bptt():
+    model = uorojax.linen_model("elementwise_mgu", 3, 2)
+    params, state0 = float64_model(model)
+    xs, ys = regression_stream(8)
+    _, grads, _ = scan_estimator(
+        snap1(model.apply, LOSS, structure=model.structure),
+        params,
+        state0,
+        xs,
+        ys,
+        jax.random.key(0),
+    )
+    for t in range(8):
+        exact = bptt_grad(model.apply, LOSS, params, state0, xs, ys, t)
+        assert rel_err(jax.tree.map(lambda g: g[t], grads), exact) < 1e-10, t
+    # The history matters: the last gradient is far from its one-step truncation.
+    _, truncated, _ = scan_estimator(
+        uorojax.tbptt(model.apply, LOSS, 1), params, state0, xs, ys, jax.random.key(0)
+    )
+    assert (
+        rel_err(jax.tree.map(lambda g: g[-1], truncated), jax.tree.map(lambda g: g[-1], grads))
+        > 1e-3
+    )
+
+
+def dense_snap1(model, params, state0, xs, ys):
+    """SnAp-1 by its definition: dense A_t, B_t and J_t, ``J_t = (B_t + A_t J_{t-1}) ⊙ M``
+    with M from the structure, ``g_t = δθ + δs · J_{t-1}``."""
+    flat_p, unravel_p = ravel_pytree(params)
+    flat_s, unravel_s = ravel_pytree(state0)
+    structure = model.structure
+    p_unit, p_layer = [], []
+    for leaf, u in zip(jax.tree.leaves(params), leaf_units(structure, params)):
+        p_unit += np.indices(leaf.shape)[u.axis].ravel().tolist() if u else [-1] * leaf.size
+        p_layer += [u.layer if u else -1] * leaf.size
+    s_unit, s_layer = [], []
+    for leaf, layer in zip(jax.tree.leaves(state0), state_layers(structure, state0)):
+        s_unit += list(range(leaf.size))
+        s_layer += [layer] * leaf.size
+    mask = (np.array(s_unit)[:, None] == np.array(p_unit)[None]) & (
+        np.array(s_layer)[:, None] == np.array(p_layer)[None]
+    )
+    jacobian = jnp.zeros((flat_s.size, flat_p.size))
+    grads = []
+    for x, y in zip(xs, ys):
+        new_state = lambda p, s: ravel_pytree(model.apply(unravel_p(p), unravel_s(s), x)[0])[0]  # noqa: E731
+        loss = lambda p, s: LOSS(model.apply(unravel_p(p), unravel_s(s), x)[1], y)  # noqa: E731
+        d_theta, d_s = jax.grad(loss, argnums=(0, 1))(flat_p, flat_s)
+        grads.append(d_theta + d_s @ jacobian)
+        a = jax.jacfwd(new_state, argnums=1)(flat_p, flat_s)
+        b = jax.jacrev(new_state)(flat_p, flat_s)
+        jacobian = (b + a @ jacobian) * mask
+        flat_s = new_state(flat_p, flat_s)
+    return jnp.stack(grads)
+
+
+@pytest.mark.parametrize(
+    "name", ["simple", "gru", "lstm", "mgu", "optimized_lstm", "gru_stack", "lstm_stack"]
+)
+def test_snap1_equals_its_dense_definition(name):
+    model = CELLS[name]()
+    params, state0 = float64_model(model)
+    xs, ys = regression_stream(6)
+    _, grads, _ = scan_estimator(
+        snap1(model.apply, LOSS, structure=model.structure),
+        params,
+        state0,
+        xs,
+        ys,
+        jax.random.key(0),
+    )
+    expected = dense_snap1(model, params, state0, xs, ys)
+    np.testing.assert_allclose(jax.vmap(flat)(grads), expected, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("name", ["simple", "gru", "lstm", "mgu"])
+def test_snap1_matches_exact_rtrl_on_a_window_start_and_then_departs(name):
+    """From a zero influence (a stream or window start), one layer: the first gradient is
+    the direct one and the second uses J_1 = B_1, which lies on the pattern, so both
+    equal RTRL's; later steps carry A's off-diagonal influence, which SnAp-1 drops."""
+    model = CELLS[name]()
+    params, state0 = float64_model(model)
+    xs, ys = regression_stream(6)
+    _, snap, _ = scan_estimator(
+        snap1(model.apply, LOSS, structure=model.structure),
+        params,
+        state0,
+        xs,
+        ys,
+        jax.random.key(0),
+    )
+    _, exact, _ = scan_estimator(
+        uorojax.rtrl(model.apply, LOSS), params, state0, xs, ys, jax.random.key(0)
+    )
+    at = lambda g, t: jax.tree.map(lambda a: a[t], g)  # noqa: E731
+    assert rel_err(at(snap, 0), at(exact, 0)) < 1e-12
+    assert rel_err(at(snap, 1), at(exact, 1)) < 1e-12
+    assert rel_err(at(snap, 5), at(exact, 5)) > 1e-4
+
+
+def test_snap1_without_a_structure_says_what_is_missing():
+    _, apply_fn, _ = None, uorojax.tanh_rnn(3, 2, 2).apply, None
+    with pytest.raises(ConfigError, match="snap1 needs the model's recurrent structure"):
+        snap1(apply_fn, LOSS, structure=None)
+    with pytest.raises(ConfigError, match="kf_rtrl needs the model's recurrent structure"):
+        kf_rtrl(apply_fn, LOSS, structure=None)
+    params, h0, nnx_apply = _nnx_model()
+    with pytest.raises(ConfigError, match="structure=model.structure"):
+        registry.build_estimator("snap1", nnx_apply, LOSS)
+
+
+def _nnx_model():
+    from flax import nnx
+
+    cell = nnx.GRUCell(2, 3, rngs=nnx.Rngs(0))
+    return uorojax.from_nnx(cell, cell.initialize_carry((2,), nnx.Rngs(1)))
+
+
+def test_parameters_the_pattern_cannot_hold_are_refused_by_name():
+    model = uorojax.linen_model("gru", 3, 4, vocab_size=4, embed_dim=2)
+    params, state0 = model.init(jax.random.key(0), jnp.zeros((), jnp.int32))
+    est = snap1(model.apply, uorojax.softmax_cross_entropy, structure=model.structure)
+    with pytest.raises(
+        ConfigError, match=r"params leaf \['params'\]\['embed'\]\['embedding'\] moves every unit"
+    ):
+        est.init_state(params, state0)
+
+
+def test_a_batch_as_one_system_is_refused_with_the_reason():
+    model, params, _ = tiny_rnn()
+    with pytest.raises(ConfigError, match="supports batch_mode per_stream"):
+        registry.build_estimator("snap1", model.apply, LOSS, num_streams=2, batch_mode="shared",
+                                 options=registry.Options(structure=model.structure))  # fmt: skip
+    apply_b, loss_b = uorojax.as_one_system(model.apply, LOSS)
+    est = snap1(apply_b, loss_b, structure=model.structure)
+    with pytest.raises(ConfigError, match="treats one stream"):
+        est.init_state(params, jnp.zeros((2, 3)))
+
+
+# ----------------------------------------------------------------------------- KF-RTRL
+
+
+def kf_samples(est, model, params, state0, xs, ys, num_keys=20_000):
+    keys = jax.random.split(jax.random.key(11), num_keys)
+
+    def one(key):
+        _, grads, _ = scan_estimator(est, params, state0, xs, ys, key)
+        return flat(jax.tree.map(lambda g: g[-1], grads))
+
+    return jax.jit(jax.vmap(one))(keys)
+
+
+def _kf_models():
+    model, params, h0 = tiny_rnn()
+    simple = uorojax.linen_model("simple", 3, 2)
+    return {"tanh_rnn": (model, params, h0), "flax_simple": (simple, *float64_model(simple))}
+
+
+@pytest.mark.parametrize("name", ["tanh_rnn", "flax_simple"])
+def test_kf_rtrl_mean_converges_to_exact_rtrl(name):
+    model, params, state0 = _kf_models()[name]
+    xs, ys = regression_stream(6)
+    _, exact, _ = scan_estimator(
+        uorojax.rtrl(model.apply, LOSS), params, state0, xs, ys, jax.random.key(0)
+    )
+    exact = flat(jax.tree.map(lambda g: g[-1], exact))
+    samples = kf_samples(
+        kf_rtrl(model.apply, LOSS, structure=model.structure), model, params, state0, xs, ys
+    )
+    for n in (1000, 20_000):
+        assert normalized_squared_error(samples[:n], exact) < 9.0, n
+    assert float(jnp.linalg.norm(samples.mean(0) - exact) / jnp.linalg.norm(exact)) < 0.02
+    # And with less variance than UORO on the same model.
+    uoro = kf_samples(uorojax.uoro(model.apply, LOSS), model, params, state0, xs, ys, 4000)
+    assert float(jnp.sum(samples.var(0))) < float(jnp.sum(uoro.var(0)))
+
+
+def test_the_check_catches_a_biased_kf_rtrl():
+    """Reading the gradient from the *new* factors (which already hold this step's noise
+    and immediate influence) is a noisy, biased variant: the same check fails."""
+    model, params, h0 = tiny_rnn()
+    xs, ys = regression_stream(6)
+    est = kf_rtrl(model.apply, LOSS, structure=model.structure)
+
+    def new_factor_step(params, carry, x, y, key):
+        _, new_carry, info = est.step(params, carry, x, y, key)
+        grads, _, _ = est.step(params, new_carry._replace(state=carry.state), x, y, key)
+        return grads, new_carry, info
+
+    _, exact, _ = scan_estimator(
+        uorojax.rtrl(model.apply, LOSS), params, h0, xs, ys, jax.random.key(0)
+    )
+    exact = flat(jax.tree.map(lambda g: g[-1], exact))
+    samples = kf_samples(
+        uorojax.Estimator(est.init_state, new_factor_step), model, params, h0, xs, ys
+    )
+    assert normalized_squared_error(samples, exact) > 9.0
+
+
+def test_kf_rtrl_refuses_models_without_a_dense_layer():
+    for model in (
+        uorojax.linen_model("gru", 3, 2),
+        uorojax.linen_model("simple", 3, 2, num_layers=2),
+    ):
+        params, state0 = float64_model(model)
+        est = kf_rtrl(model.apply, LOSS, structure=model.structure)
+        with pytest.raises(ConfigError, match="kf_rtrl needs a dense recurrent layer"):
+            est.init_state(params, state0)

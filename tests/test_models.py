@@ -1,0 +1,78 @@
+"""Model adapters and initialisers: Equinox and nnx modules, the authors' Torch7 init."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from helpers import bptt_grad, regression_stream, rel_err, scan_estimator
+
+import uorojax
+
+T = 6
+
+
+class EquinoxRNN(eqx.Module):
+    """A GRU cell and a linear readout: ``(state, x) -> (state, output)``."""
+
+    cell: eqx.nn.GRUCell
+    readout: eqx.nn.Linear
+
+    def __init__(self, key):
+        k1, k2 = jax.random.split(key)
+        self.cell = eqx.nn.GRUCell(2, 3, key=k1, dtype=jnp.float64)
+        self.readout = eqx.nn.Linear(3, 2, key=k2, dtype=jnp.float64)
+
+    def __call__(self, h, x):
+        h = self.cell(x, h)
+        return h, self.readout(h)
+
+
+def test_equinox_module_is_exact_under_rtrl_and_trains():
+    params, h0, apply_fn = uorojax.from_equinox(EquinoxRNN(jax.random.key(0)), 0.1 * jnp.ones(3))
+    xs, ys = regression_stream(T)
+    _, grads, _ = scan_estimator(
+        uorojax.rtrl(apply_fn, uorojax.squared_error), params, h0, xs, ys, jax.random.key(0)
+    )
+    exact = bptt_grad(apply_fn, uorojax.squared_error, params, h0, xs, ys, T - 1)
+    assert rel_err(jax.tree.map(lambda g: g[-1], grads), exact) < 1e-10
+    import optax
+
+    trainer = uorojax.make_trainer(uorojax.uoro(apply_fn, uorojax.squared_error), optax.adam(1e-2))
+    ts, metrics = trainer.run(trainer.init(params, h0, jax.random.key(1)), xs, ys)
+    assert isinstance(ts.params, EquinoxRNN) and np.all(np.isfinite(metrics["loss"]))
+
+
+def test_torch7_init_is_the_authors_convention():
+    model = uorojax.linen_model("lstm", 16, 5, vocab_size=5, init="torch7")
+    params, _ = model.init(jax.random.key(0), jnp.zeros((), jnp.int32))
+    cell = params["params"]["cells_0"]
+    for name in ("ii", "hi", "hf", "ho"):
+        fan_in = cell[name]["kernel"].shape[0]
+        bound = 1 / np.sqrt(fan_in)
+        assert np.abs(cell[name]["kernel"]).max() <= bound
+        assert np.abs(cell[name]["kernel"]).max() > 0.9 * bound  # uniform, not normal
+    np.testing.assert_array_equal(cell["hf"]["bias"], np.float32(-0.3))  # the forget-gate bias
+    assert (
+        np.abs(cell["hi"]["bias"]).max() <= 1 / np.sqrt(16) and np.abs(cell["hi"]["bias"]).max() > 0
+    )
+    readout = params["params"]["readout"]
+    assert np.abs(readout["kernel"]).max() <= 1 / np.sqrt(16)
+    embedded = uorojax.linen_model("gru", 16, 5, vocab_size=5, embed_dim=64, init="torch7")
+    table = embedded.init(jax.random.key(1), jnp.zeros((), jnp.int32))[0]["params"]["embed"][
+        "embedding"
+    ]
+    assert abs(float(jnp.std(table)) - 1.0) < 0.15  # N(0, 1)
+    flax_init = uorojax.linen_model("lstm", 16, 5, vocab_size=5).init(
+        jax.random.key(0), jnp.zeros((), jnp.int32)
+    )[0]
+    assert float(jnp.abs(flax_init["params"]["cells_0"]["hf"]["bias"]).max()) == 0.0  # flax: zeros
+
+
+def test_the_element_wise_cell_has_a_diagonal_recurrence():
+    model = uorojax.linen_model("elementwise_mgu", 4, 2)
+    params, _ = model.init(jax.random.key(0), jnp.zeros(2))
+    h0 = 0.3 * jnp.ones(4)
+    a = jax.jacfwd(lambda h: model.apply(params, (h,), jnp.ones(2))[0][0])(h0)
+    assert a.shape == (4, 4)
+    np.testing.assert_array_equal(a - jnp.diag(jnp.diagonal(a)), 0.0)
+    assert float(jnp.abs(jnp.diagonal(a)).min()) > 0
