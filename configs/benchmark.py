@@ -24,8 +24,13 @@ def get_config():
         "kf_rtrl",
         "rtrl_shared",
     )  # names of experiments/benchmark.py's METHODS, and "forward"
-    # Print each compiled chunk's kernels per step and XLA's FLOPs and bytes per step.
+    # Print each compiled chunk's kernels per step, FLOPs and bytes per step.
     c.analysis = False
+    # Params as one flat vector (uorojax.ravel_params) for every method that takes it,
+    # and the PRNG implementation of the trainer's key ("threefry2x32", "rbg",
+    # "unsafe_rbg"): the two levers on kernels per step (docs/performance.md).
+    c.flat_params = False
+    c.key_impl = "threefry2x32"
     c.chunk = 64  # steps per compiled chunk (a multiple of 16)
     # Each method runs chunks_per_run chunks per round, for `repeats` rounds, and its
     # best round counts: on a 2-core machine whose load varies, more and longer rounds

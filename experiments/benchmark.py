@@ -69,19 +69,19 @@ def build_model(hidden, vocab, cell="lstm"):
     return model, params, state0
 
 
-def make_estimator(method, model, loss, streams, example):
+def make_estimator(method, apply_fn, structure, loss, streams, example):
     """The registry's estimator for a benchmark method (see ``METHODS``)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
     algorithm, batch_mode, options = METHODS[method]
     return registry.build_estimator(
         algorithm,
-        model.apply,
+        apply_fn,
         loss,
         num_streams=streams,
         batch_mode=batch_mode,
         options=registry.Options(
-            structure=model.structure, example_x=example, example_y=example, **options
+            structure=structure, example_x=example, example_y=example, **options
         ),
     )
 
@@ -129,11 +129,15 @@ def prepare(method, hidden, streams, cfg, unroll, cell):
     if method == "forward":
         compiled = forward_chunk(model, loss).lower(params, states, xs, ys).compile()
         return compiled, lambda: (params, states, xs, ys), memory_bytes(compiled), 1
-    estimator = make_estimator(method, model, loss, streams, jnp.zeros((), jnp.int32))
+    apply_fn, structure = model.apply, model.structure
+    if cfg.flat_params:  # one flat parameter vector (structured estimators need the tree)
+        apply_fn, params, _ = uorojax.ravel_params(model.apply, params)
+        structure = None
+    estimator = make_estimator(method, apply_fn, structure, loss, streams, jnp.zeros((), jnp.int32))
     trainer = uorojax.make_trainer(estimator, optax.adam(1e-3), unroll=unroll, donate=True)
 
     def init():
-        return trainer.init(params, states, jax.random.key(0))
+        return trainer.init(params, states, jax.random.key(0, impl=cfg.key_impl))
 
     compiled = trainer.run_chunk.lower(jax.eval_shape(init), xs, ys).compile()
     return compiled, lambda: (init(), xs, ys), memory_bytes(compiled), estimator.window
@@ -243,7 +247,8 @@ def bench_size(hidden, streams, cfg, unroll, cell, lines):
     peak_name = "device memory" if jax.default_backend() == "gpu" else "resident memory"
     lines += [
         f"### {cell.upper()} hidden {hidden}, {streams} streams, chunk {cfg.chunk}, "
-        f"scan unroll {unroll}",
+        f"scan unroll {unroll}, {'flat' if cfg.flat_params else 'tree'} params, "
+        f"{cfg.key_impl} keys",
         "",
         "| method | us/token | tokens/s | x forward | x TBPTT(16) | compiled memory |",
         "|---|---|---|---|---|---|",

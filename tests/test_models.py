@@ -76,3 +76,29 @@ def test_the_element_wise_cell_has_a_diagonal_recurrence():
     assert a.shape == (4, 4)
     np.testing.assert_array_equal(a - jnp.diag(jnp.diagonal(a)), 0.0)
     assert float(jnp.abs(jnp.diagonal(a)).min()) > 0
+
+
+def test_flat_params_train_like_the_tree():
+    """The same model over one flat vector: every estimator that does not read the tree
+    gives the same training run, up to the order of float sums."""
+    import optax
+    from helpers import tiny_rnn
+
+    model, params, h0 = tiny_rnn()
+    xs, ys = regression_stream(12)
+    apply_flat, theta, unravel = uorojax.ravel_params(model.apply, params)
+    assert theta.ndim == 1 and theta.size == sum(a.size for a in jax.tree.leaves(params))
+    for name in ("uoro", "rtrl", "tbptt"):
+        runs = []
+        for apply_fn, p in ((model.apply, params), (apply_flat, theta)):
+            est = uorojax.registry.build_estimator(
+                name, apply_fn, uorojax.squared_error,
+                options=uorojax.registry.Options(truncation=3 if name == "tbptt" else 1,
+                                                 example_x=xs[0], example_y=ys[0]),
+            )  # fmt: skip
+            trainer = uorojax.make_trainer(est, optax.adam(1e-2))
+            runs.append(trainer.run(trainer.init(p, h0, jax.random.key(3)), xs, ys))
+        (tree_ts, tree_m), (flat_ts, flat_m) = runs
+        np.testing.assert_allclose(flat_m["loss"], tree_m["loss"], rtol=1e-10)
+        for a, b in zip(jax.tree.leaves(unravel(flat_ts.params)), jax.tree.leaves(tree_ts.params)):
+            np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)

@@ -241,6 +241,8 @@ class Experiment(NamedTuple):
         ``num_streams > 1``).
       cross_entropy: the loss is a cross-entropy (metrics in bits per character).
       best_bits_per_char: the task's entropy rate, where known.
+      apply_fn, loss_fn: the single-stream model the estimator is built on (for
+        diagnostics on a trained run).
     """
 
     config: ml_collections.ConfigDict
@@ -249,6 +251,8 @@ class Experiment(NamedTuple):
     init_model: Callable[[int], tuple[Any, Any]]
     cross_entropy: bool
     best_bits_per_char: float | None
+    apply_fn: Callable
+    loss_fn: Callable
 
 
 def _single_stream_example(stream, num_streams):
@@ -328,7 +332,7 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
         param_metrics=param_metrics,
         donate=True,  # the runner keeps only the returned train state
     )
-    return Experiment(c, streams, trainer, init_model, cross_entropy, best)
+    return Experiment(c, streams, trainer, init_model, cross_entropy, best, apply_fn, loss_fn)
 
 
 def initial_train_state(exp: Experiment) -> TrainState:

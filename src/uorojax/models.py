@@ -417,6 +417,44 @@ def linen_model(
     )
 
 
+# ----------------------------------------------------------------------------- flat params
+
+
+def ravel_params(apply_fn: Callable, params: PyTree) -> tuple[Callable, jax.Array, Callable]:
+    """The same model over one flat parameter vector instead of a tree.
+
+    Every estimator and optimizer then works on one buffer: the tangent update, the
+    norms, the finiteness test and the optimizer step are one kernel each instead of one
+    per parameter leaf (a flax LSTM has 14 leaves). The model reads its leaves as slices
+    of the vector; parameter cotangents are concatenated into it. See
+    docs/performance.md for when that pays (shared tangents, small steps, GPUs) and when
+    it does not (per-stream tangents on a CPU, where the concatenation of B cotangents
+    costs more than the kernels it saves). SnAp-1 and KF-RTRL read the params' tree and
+    need the tree form.
+
+    Args:
+      apply_fn: ``(params, state, x) -> (new_state, output)``.
+      params: the parameter tree.
+
+    Returns:
+      ``(flat_apply_fn, flat_params, unravel)``: ``unravel(flat_params)`` gives the tree
+      back (for checkpoints, metrics and the final model).
+
+    Example::
+
+      apply_flat, theta, unravel = uorojax.ravel_params(model.apply, params)
+      est = uorojax.uoro(*uorojax.as_one_system(apply_flat, loss_fn))
+    """
+    from jax.flatten_util import ravel_pytree
+
+    flat, unravel = ravel_pytree(params)
+
+    def flat_apply(flat_params, state, x):
+        return apply_fn(unravel(flat_params), state, x)
+
+    return flat_apply, flat, unravel
+
+
 # ----------------------------------------------------------------------------- nnx, equinox
 
 

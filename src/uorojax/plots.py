@@ -5,10 +5,13 @@ from __future__ import annotations
 import csv
 import json
 import os
+import textwrap
 
 
 def plot_workdir(workdir: str, out: str | None = None) -> str:
-    """Plots ``metrics.csv`` of a workdir (loss or bits/char, and θ when logged).
+    """Plots ``metrics.csv`` of a workdir: the loss (bits/char for character tasks) with
+    the authors' recent and cumulative losses, θ and the shadow cosine when logged; one
+    line per seed.
 
     Args:
       workdir: a directory written by :func:`uorojax.experiment.run`.
@@ -29,27 +32,38 @@ def plot_workdir(workdir: str, out: str | None = None) -> str:
     summary_path = os.path.join(workdir, "summary.json")
     summary = json.load(open(summary_path)) if os.path.exists(summary_path) else {}
     config = summary.get("config", {})
-    steps = [int(r["step"]) for r in rows]
     key = "bits_per_char" if "bits_per_char" in rows[0] else "loss"
     panels = [key] + [k for k in ("theta", "shadow_cosine") if k in rows[0]]
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    seeds = sorted({r.get("seed") or "0" for r in rows}, key=int)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
     for ax, name in zip(axes[0], panels):
-        ax.plot(steps, [float(r[name]) for r in rows], lw=1)
-        ax.set_xlabel("stream steps (characters)")
-        unit = {"bits_per_char": "bits per character", "loss": "loss"}.get(name, name)
-        ax.set_ylabel(unit)
-        if name == key and summary.get("best_bits_per_char") and key == "bits_per_char":
-            ax.axhline(
-                summary["best_bits_per_char"], color="k", ls="--", lw=1, label="best achievable"
-            )
-            ax.legend()
+        for seed in seeds:
+            sub = [r for r in rows if (r.get("seed") or "0") == seed]
+            steps = [int(r["step"]) for r in sub]
+            label = f"seed {int(config.get('seed', 0)) + int(seed)}" if len(seeds) > 1 else None
+            (line,) = ax.plot(steps, [float(r[name]) for r in sub], lw=1, label=label)
+            if name == key:
+                recent = [float(r[f"recent_{key}"]) for r in sub]
+                ax.plot(steps, recent, lw=1, ls="--", color=line.get_color(),
+                        label="recent (authors' metric)" if seed == seeds[0] else None)  # fmt: skip
+        ax.set_xlabel("stream steps")
+        ax.set_ylabel({"bits_per_char": "bits per character", "loss": "loss"}.get(name, name))
+        best = summary.get("best_bits_per_char")
+        if name == "bits_per_char" and best:
+            ax.axhline(best, color="k", ls=":", lw=1, label=f"best achievable {best:.3f}")
         ax.grid(alpha=0.3)
-    title = f"{config.get('task', '')} {config.get('algorithm', '')}"
-    if config.get("algorithm") == "tbptt":
-        title += f"({config.get('truncation')})"
-    fig.suptitle(f"{title}  seed {config.get('seed', '')}".strip())
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
+    args = ", ".join(f"{k}={v}" for k, v in (config.get("task_args") or {}).items())
+    title = f"{config.get('task', '')}({args}): {config.get('algorithm', '')}"
+    if config.get("truncation", 1) > 1:
+        title += f" (truncation {config['truncation']})"
+    title += f", {config.get('model', '')}-{config.get('hidden_size', '')}"
+    if config.get("task") == "influence_balancing":
+        title = f"influence balancing: {config.get('algorithm', '')}"
+    fig.suptitle(textwrap.fill(title.strip(), 90), fontsize=10)
     fig.tight_layout()
     out = out or os.path.join(workdir, "metrics.png")
-    fig.savefig(out, dpi=110)
+    fig.savefig(out, dpi=110, bbox_inches="tight")
     plt.close(fig)
     return out

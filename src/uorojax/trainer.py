@@ -296,7 +296,8 @@ def make_trainer(
         (``jax.jit``'s ``donate_argnums``), so XLA updates the params, optimizer state
         and carry in place instead of holding a second copy: for per-stream UORO that
         saves B·|Θ| floats of device memory. The train state passed in is unusable
-        afterwards (keep the one returned). Results do not change.
+        afterwards (keep the one returned); ``init`` copies the params and state it is
+        given, so those stay usable. Results do not change.
 
     Returns:
       A :class:`Trainer`.
@@ -322,6 +323,8 @@ def make_trainer(
     def init(params, state0, key) -> TrainState:
         checks.check_params(params)
         checks.check_key(key)
+        if donate:  # the train state owns its buffers: donating it leaves the caller's alone
+            params, state0 = jax.tree.map(lambda a: jnp.array(a, copy=True), (params, state0))
         return owned(
             TrainState(
                 params=params,
