@@ -237,7 +237,8 @@ def bench_size(hidden, streams, cfg, unroll, cell, lines):
             continue
         runners[method] = Runner(method, compiled, make_args)
         if cfg.analysis:
-            analyses[method] = (hlo.analyse(compiled, cfg.chunk // window), window)
+            scan_unroll = 1 if method == "forward" else unroll
+            analyses[method] = (hlo.analyse(compiled, cfg.chunk // window, scan_unroll), window)
     seconds = time_all(runners, cfg)
     peak = peak_memory()
     for method, sec in seconds.items():

@@ -144,6 +144,24 @@ def test_uoro_step_returns_the_rescaled_pair_balanced_with_zero_eps(name):
     check_rescaled_step(model.apply, params, state0, xs[0], ys[0], seed=7)
 
 
+@pytest.mark.parametrize("kind", ["uoro", "uoro_t3", "kf_rtrl"])
+def test_zero_eps_starts_from_zero_tangents(kind):
+    """eps = 0 is allowed: the zero pair at a stream's start takes ρ0 = 1 (p1 = 1 for
+    KF-RTRL) instead of 0/0."""
+    model, params, state0 = tiny_rnn()
+    xs, ys = regression_stream(6)
+    est = {
+        "uoro": lambda: uorojax.uoro(model.apply, uorojax.squared_error, eps=0.0),
+        "uoro_t3": lambda: uorojax.uoro(model.apply, uorojax.squared_error, eps=0.0, truncation=3,
+                                        example_x=xs[0], example_y=ys[0]),
+        "kf_rtrl": lambda: uorojax.kf_rtrl(model.apply, uorojax.squared_error, eps=0.0,
+                                           structure=model.structure),
+    }[kind]()  # fmt: skip
+    carry, grads, _ = scan_estimator(est, params, state0, xs, ys, jax.random.key(0))
+    assert np.isfinite(flat(grads)).all() and np.isfinite(flat(carry)).all()
+    assert float(jnp.abs(flat(grads)).max()) > 0
+
+
 def test_uoro_steps_keep_balanced_tildes_with_zero_eps():
     model, params, state0 = tiny_rnn()
     xs, ys = regression_stream(T)

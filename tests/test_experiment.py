@@ -302,3 +302,16 @@ def test_sharded_streams_inside_experiment_run(tmp_path):
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "sharded ok" in result.stdout
+
+
+def test_skipped_steps_stay_out_of_the_loss_columns_and_running_losses():
+    logger = experiment.MetricLogger(log_every=4, num_seeds=1, cross_entropy=False)
+    loss = np.array([1.0, np.nan, 3.0, 5.0, 2.0, 4.0])
+    skipped = np.array([False, True, False, False, False, False])
+    rows = logger.add({"loss": loss, "skipped": skipped.astype(np.float32)}, 0)
+    assert len(rows) == 1 and float(rows[0]["loss"]) == pytest.approx(3.0)  # (1 + 3 + 5) / 3
+    assert float(rows[0]["skipped"]) == pytest.approx(0.25)
+    assert float(rows[0]["cumulative_loss"]) == pytest.approx(3.0)
+    partial = logger.partial_rows(6)[0]
+    assert float(partial["cumulative_loss"]) == pytest.approx(3.0)  # (1 + 3 + 5 + 2 + 4) / 5
+    assert np.isfinite(float(partial["recent_loss"]))

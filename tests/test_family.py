@@ -300,3 +300,22 @@ def test_kf_rtrl_refuses_models_without_a_dense_layer():
         est = kf_rtrl(model.apply, LOSS, structure=model.structure)
         with pytest.raises(ConfigError, match="kf_rtrl needs a dense recurrent layer"):
             est.init_state(params, state0)
+
+
+@pytest.mark.parametrize("cell", ["elementwise_mgu", "gru"])
+def test_a_structure_for_another_params_tree_is_refused(cell):
+    """A flat parameter vector (ravel_params) does not fit the model's structure: refused,
+    never read as 'every parameter is a readout'."""
+    model = CELLS[cell]()
+    params, state0 = float64_model(model)
+    apply_flat, theta, _ = uorojax.ravel_params(model.apply, params)
+    est = snap1(apply_flat, LOSS, structure=model.structure)
+    with pytest.raises(ConfigError, match="maps none of these params to a recurrent layer"):
+        est.init_state(theta, state0)
+    renamed = {
+        "params": {"cell": params["params"]["cells_0"], "readout": params["params"]["readout"]}
+    }
+    with pytest.raises(
+        ConfigError, match="(maps none of these params|recurrent kernel names params path)"
+    ):
+        snap1(model.apply, LOSS, structure=model.structure).init_state(renamed, state0)

@@ -176,6 +176,12 @@ def test_raise_policy_names_the_step_and_keeps_the_last_finite_state(name, where
     assert int(good.step) == expected_step
     clean, _ = trainer.run(ts0, xs[:expected_step], ys[:expected_step])
     np.testing.assert_array_equal(flat(good.params), flat(clean.params))
+    # One step at a time, the step that meets the NaN raises too.
+    ts = ts0
+    with pytest.raises(NonFiniteError, match="at stream step 7") as info:
+        for t in range(20):
+            ts, _ = trainer.step(ts, xs[t], ys[t])
+    assert info.value.step == 7 and _all_finite(info.value.train_state.params)
 
 
 @pytest.mark.parametrize("name", ["uoro", "rtrl", "tbptt"])

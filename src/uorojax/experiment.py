@@ -53,7 +53,14 @@ from absl import logging
 
 from uorojax import checks, models, registry, tasks
 from uorojax.sharding import carry_stream_axes, shard_chunk, shard_train_state, stream_mesh
-from uorojax.trainer import Trainer, TrainState, make_trainer, own_buffers, paper_schedule
+from uorojax.trainer import (
+    Trainer,
+    TrainState,
+    make_trainer,
+    own_buffers,
+    paper_schedule,
+    raise_if_halted,
+)
 
 # Fields that may change between invocations on one workdir without changing the run.
 _RUNTIME_FIELDS = ("steps", "quiet")
@@ -355,26 +362,36 @@ class MetricLogger:
 
     Keeps the steps since the last complete row and the running state of the authors'
     cumulative and recent losses (float64 on the host), and can save and restore both, so
-    that a resumed run logs exactly what an uninterrupted one does.
+    that a resumed run logs exactly what an uninterrupted one does. Steps the trainer
+    skipped (``nonfinite="skip"``) count in the ``skipped`` column and nowhere else: the
+    loss columns and the running losses are over the steps that were applied, with ``t``
+    counting those.
     """
+
+    LOSSES = ("loss", "bits_per_char")
 
     def __init__(self, log_every: int, num_seeds: int, cross_entropy: bool):
         self.log_every = log_every
         self.num_seeds = num_seeds
         self.unit = "bits_per_char" if cross_entropy else "loss"
         self.scale = 1.0 / math.log(2.0) if cross_entropy else 1.0
-        self.t = 0
+        self.counts = [0] * num_seeds
         self.total = [0.0] * num_seeds
         self.recent = [0.0] * num_seeds
         self.pending: list[dict[str, list[float]]] = [{} for _ in range(num_seeds)]
 
     def state(self) -> dict:
         """JSON-serialisable running state."""
-        return {"t": self.t, "total": self.total, "recent": self.recent, "pending": self.pending}
+        return {
+            "counts": self.counts,
+            "total": self.total,
+            "recent": self.recent,
+            "pending": self.pending,
+        }
 
     def restore(self, state: dict) -> None:
         """Continues from :meth:`state`."""
-        self.t, self.total, self.recent = state["t"], state["total"], state["recent"]
+        self.counts, self.total, self.recent = state["counts"], state["total"], state["recent"]
         self.pending = state["pending"]
 
     def add(self, metrics: dict, first_step: int) -> list[dict]:
@@ -384,40 +401,47 @@ class MetricLogger:
         if self.num_seeds == 1:
             arrays = {n: v[None] for n, v in arrays.items()}
         length = arrays["loss"].shape[1]
-        t0, rows = self.t, []
+        rows = []
         for s in range(self.num_seeds):
             pending = self.pending[s]
             done_before = len(pending.get("loss", []))
             ends = range(self.log_every - done_before - 1, length, self.log_every)
-            running = self._running(s, t0, (arrays["loss"][s] * self.scale).tolist(), ends)
+            running = self._running(s, arrays["loss"][s] * self.scale, arrays["skipped"][s], ends)
             values = {n: pending.get(n, []) + v[s].tolist() for n, v in arrays.items()}
-            for block, (end, (total, recent, t)) in enumerate(zip(ends, running)):
+            for block, (end, (cumulative, recent)) in enumerate(zip(ends, running)):
                 lo, hi = block * self.log_every, (block + 1) * self.log_every
                 means = {n: v[lo:hi] for n, v in values.items()}
-                rows.append(self._row(first_step + end + 1, s, means, total / t, recent))
+                rows.append(self._row(first_step + end + 1, s, means, cumulative, recent))
             used = len(ends) * self.log_every
             self.pending[s] = {n: v[used:] for n, v in values.items()}
-        self.t = t0 + length
         return sorted(rows, key=lambda r: (r["step"], r.get("seed", 0)))
 
-    def _running(self, s: int, t0: int, losses: list[float], ends) -> list[tuple]:
-        """Advances seed s's cumulative sum and recent loss over ``losses`` (float64),
-        returning ``(total, recent, t)`` at the steps ``ends`` (chunk indices)."""
-        total, recent, out, marks = self.total[s], self.recent[s], [], set(ends)
-        for i, loss in enumerate(losses):
-            t = t0 + i + 1
-            rate = 1.0 / math.sqrt(t)
-            total += loss
-            recent = recent * (1.0 - rate) + loss * rate
+    def _running(self, s: int, losses, skipped, ends) -> list[tuple]:
+        """Advances seed s's cumulative sum and recent loss over the applied steps of a
+        chunk (float64), returning ``(cumulative, recent)`` at the chunk indices ``ends``."""
+        total, recent, t = self.total[s], self.recent[s], self.counts[s]
+        out, marks = [], set(ends)
+        for i, (loss, skip) in enumerate(zip(losses.tolist(), skipped.tolist())):
+            if not skip:
+                t += 1
+                rate = 1.0 / math.sqrt(t)
+                total += loss
+                recent = recent * (1.0 - rate) + loss * rate
             if i in marks:
-                out.append((total, recent, t))
-        self.total[s], self.recent[s] = total, recent
+                out.append((total / t if t else math.nan, recent if t else math.nan))
+        self.total[s], self.recent[s], self.counts[s] = total, recent, t
         return out
 
     def partial_rows(self, step: int) -> list[dict]:
         """Rows for the steps since the last complete row (an incomplete log interval)."""
         return [
-            self._row(step, s, self.pending[s], self.total[s] / self.t, self.recent[s])
+            self._row(
+                step,
+                s,
+                self.pending[s],
+                self.total[s] / self.counts[s] if self.counts[s] else math.nan,
+                self.recent[s] if self.counts[s] else math.nan,
+            )
             for s in range(self.num_seeds)
             if self.pending[s].get("loss")
         ]
@@ -426,8 +450,12 @@ class MetricLogger:
         row = {"step": step}
         if self.num_seeds > 1:
             row["seed"] = seed
+        applied = ~np.asarray(values["skipped"], bool)
         for name in sorted(values):
-            row[name] = repr(float(np.mean(values[name])))
+            v = np.asarray(values[name])
+            if name in self.LOSSES:
+                v = v[applied]  # skipped steps count in "skipped" only
+            row[name] = repr(float(np.mean(v))) if v.size else "nan"
         row[f"cumulative_{self.unit}"] = repr(cumulative)
         row[f"recent_{self.unit}"] = repr(recent)
         return row
@@ -582,19 +610,6 @@ def _next_chunk(streams, length: int, num_seeds: int):
     return jnp.asarray(xs), jnp.asarray(ys)
 
 
-def _raise_if_halted(ts: TrainState, num_seeds: int) -> None:
-    halted = np.atleast_1d(np.asarray(ts.halted_at))
-    for seed_index, step in enumerate(halted):
-        if step >= 0:
-            which = f" (seed index {seed_index})" if num_seeds > 1 else ""
-            raise checks.NonFiniteError(
-                f"non-finite loss, gradient or state at stream step {int(step)}{which}; "
-                "nothing non-finite was written (set nonfinite='skip' to drop such steps)",
-                step=int(step),
-                train_state=ts,
-            )
-
-
 def run(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = False) -> dict:
     """Runs (or resumes) the online experiment a config describes in ``workdir``.
 
@@ -670,7 +685,7 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = Fa
                 xs, ys = shard_chunk(xs, mesh), shard_chunk(ys, mesh)
             ts, metrics = advance(ts, xs, ys)
             if c.nonfinite == "raise":
-                _raise_if_halted(ts, c.num_seeds)
+                raise_if_halted(ts)
             new_rows = logger.add(metrics, done)
             done += length
             rows.extend(new_rows)

@@ -161,23 +161,34 @@ def cost(comps: dict[str, list[Instruction]], name: str) -> Cost:
     return total
 
 
-def analyse(compiled, iterations: int) -> Cost:
+def analyse(compiled, iterations: int, unroll: int = 1) -> Cost:
     """Kernels, FLOPs and bytes of one iteration of a compiled chunk's main loop.
 
     Args:
       compiled: a compiled chunk (``jax.jit(...).lower(...).compile()``).
-      iterations: the trip count of its main loop (steps, or windows, per chunk), which
-        tells it apart from other loops in the program (the keys' RNG).
+      iterations: the scan's length (steps, or windows, per chunk).
+      unroll: the scan's unroll: XLA's loop then runs ``iterations / unroll`` times, each
+        iteration doing ``unroll`` steps, and the cost is divided back to one.
     """
     comps = parse(compiled.as_text())
+    trips = iterations // unroll
     loops = [
         inst
         for inst in comps.get("__entry__", [])
-        if inst.opcode == "while"
-        and (m := _TRIP.search(inst.rest))
-        and int(m.group(1)) == iterations
+        if inst.opcode == "while" and (m := _TRIP.search(inst.rest)) and int(m.group(1)) == trips
     ]
-    if not loops:  # unrolled into one iteration: the whole program
-        return cost(comps, "__entry__").times(1)
-    bodies = [cost(comps, _attr(inst.rest, "body")) for inst in loops]
-    return max(bodies, key=lambda c: sum(c.kernels.values()))
+    if not loops and trips <= 1:  # XLA removed a one-iteration loop: the whole program
+        loops_cost = [cost(comps, "__entry__")]
+    elif not loops:
+        raise ValueError(
+            f"no loop of {trips} iterations in the program's entry computation: pass the "
+            "scan's length and unroll"
+        )
+    else:
+        loops_cost = [cost(comps, _attr(inst.rest, "body")) for inst in loops]
+    body = max(loops_cost, key=lambda c: sum(c.kernels.values()))
+    return Cost(
+        Counter({k: v / unroll for k, v in body.kernels.items()}),
+        body.flops / unroll,
+        body.bytes_accessed / unroll,
+    )

@@ -207,6 +207,22 @@ def check_single_stream(structure: Structure, params: PyTree, state: PyTree, who
         raise checks.ConfigError(
             f"{who}: the structure does not match the params or state tree ({err})"
         ) from err
+    if not any(u is not None for u in units):
+        raise checks.ConfigError(
+            f"{who}: the structure maps none of these params to a recurrent layer: it "
+            "describes another params tree (a flat vector from uorojax.ravel_params has no "
+            "structure; build the estimator on the model's own params)"
+        )
+    for rk in structure.recurrent_kernels:
+        for tree, path, what in ((params, rk.kernel, "params"), (params, rk.bias, "params"),
+                                 (state, rk.state, "state")):  # fmt: skip
+            try:
+                get_path(tree, path)
+            except (KeyError, IndexError, TypeError) as err:
+                raise checks.ConfigError(
+                    f"{who}: the structure's recurrent kernel names {what} path {path}, "
+                    f"which these {what} do not have ({type(err).__name__}: {err})"
+                ) from err
     sizes: dict[int, int] = {}
     for (path, leaf), layer in zip(jax.tree_util.tree_leaves_with_path(state), layers):
         if jnp.ndim(leaf) != 1:

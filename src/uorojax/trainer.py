@@ -30,6 +30,7 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from uorojax import checks
@@ -69,9 +70,10 @@ class TrainState(NamedTuple):
 class Trainer(NamedTuple):
     """Pure functions of an online training run; see the module docstring.
 
-    ``run_chunk`` is the jitted scan behind ``run`` without its host-side checks (no
-    exception on non-finite values; read ``halted_at``): it can be vmapped, for example
-    over independent seeds. With ``make_trainer(..., donate=True)`` it donates its train
+    ``step`` and ``run`` raise :class:`~uorojax.NonFiniteError` with ``nonfinite="raise"``
+    (a host check after the compiled call). ``run_chunk`` is the jitted scan behind
+    ``run`` without that check (read ``halted_at``): it can be vmapped, for example over
+    independent seeds. With ``make_trainer(..., donate=True)`` it donates its train
     state, which then must not hold one array twice (``init`` and ``run`` see to that).
     """
 
@@ -365,20 +367,32 @@ def make_trainer(
                 "the current window were consumed by step(); finish the window first"
             )
         ts, metrics = run_chunk(owned(ts), xs, ys)
-        halted_at = int(ts.halted_at)
-        if nonfinite == "raise" and halted_at >= 0:
-            raise checks.NonFiniteError(
-                f"non-finite loss, gradient or state at stream step {halted_at}; the train "
-                "state was left as it was before that step (err.train_state)",
-                step=halted_at,
-                train_state=ts._replace(halted_at=jnp.full((), -1, jnp.int32)),
-            )
+        if nonfinite == "raise":
+            raise_if_halted(ts)
         return ts, metrics
 
-    def step_owning_buffers(ts: TrainState, x, y):
-        return step(owned(ts), x, y)
+    def checked_step(ts: TrainState, x, y):
+        ts, metrics = step(owned(ts), x, y)
+        if nonfinite == "raise":
+            raise_if_halted(ts)
+        return ts, metrics
 
-    return Trainer(init, step_owning_buffers if donate else step, run, run_chunk, estimator)
+    return Trainer(init, checked_step, run, run_chunk, estimator)
+
+
+def raise_if_halted(ts: TrainState) -> None:
+    """NonFiniteError if the train state halted on a non-finite value (``"raise"``);
+    with a leading seed axis (runs trained together), naming the seed's index."""
+    halted = np.atleast_1d(np.asarray(ts.halted_at))
+    for index, step in enumerate(halted.tolist()):
+        if step >= 0:
+            which = f" (seed index {index})" if halted.size > 1 else ""
+            raise checks.NonFiniteError(
+                f"non-finite loss, gradient or state at stream step {step}{which}; the train "
+                "state was left as it was before that step (err.train_state)",
+                step=step,
+                train_state=ts._replace(halted_at=jnp.full_like(ts.halted_at, -1)),
+            )
 
 
 def own_buffers(tree: PyTree) -> PyTree:

@@ -25,15 +25,21 @@ class OnlineGradientState(NamedTuple):
         False the transformation emitted zeros and kept the previous carry.
       ready: whether the last step emitted a gradient (False inside a window of a
         windowed estimator).
+      opt_state: the state of the ``optimizer`` given to :func:`as_optax`, or None.
     """
 
     carry: PyTree
     loss: jax.Array
     finite: jax.Array
     ready: jax.Array
+    opt_state: PyTree = None
 
 
-def as_optax(estimator: Estimator, state0: PyTree) -> optax.GradientTransformationExtraArgs:
+def as_optax(
+    estimator: Estimator,
+    state0: PyTree,
+    optimizer: optax.GradientTransformation | None = None,
+) -> optax.GradientTransformationExtraArgs:
     """Turns an estimator into an optax gradient transformation.
 
     ``update(updates, state, params, *, x, y, key)`` ignores the incoming ``updates``
@@ -53,30 +59,34 @@ def as_optax(estimator: Estimator, state0: PyTree) -> optax.GradientTransformati
     previous carry (``opt_state[0].finite`` is then False), so no NaN or inf reaches the
     optimizer, the params or the carry.
 
-    A windowed estimator (TBPTT, truncated UORO) emits zeros inside a window, which a
-    stateful optimizer would count as steps. Wrap the optimizer so that it moves once
-    per window with the window's gradient, as :func:`~uorojax.make_trainer` does::
+    With ``optimizer=``, the transformation applies it itself, and only on steps that
+    emit a finite gradient: a windowed estimator (TBPTT, truncated UORO) then moves the
+    optimizer once per window, and a dropped step is not an optimizer step, exactly as
+    :func:`~uorojax.make_trainer` does::
 
-        tx = optax.chain(
-            uorojax.as_optax(est, state0),
-            optax.MultiSteps(optax.adam(1e-3), est.window, use_grad_mean=False)
-            .gradient_transformation(),
-        )
+        tx = uorojax.as_optax(tbptt_estimator, state0, optimizer=optax.adam(1e-3))
 
     Args:
       estimator: any :class:`~uorojax.Estimator`.
       state0: the model's initial recurrent state.
+      optimizer: an optax transformation to apply where a gradient is ready, or None to
+        emit the gradients for the transformations chained after this one.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; its state is an
       :class:`OnlineGradientState`.
+
+    Example::
+
+      tx = uorojax.as_optax(uorojax.uoro(apply_fn, loss_fn), h0, optimizer=optax.adam(1e-3))
     """
 
     def init_fn(params):
         carry = estimator.init_state(params, state0)
         loss_dtype = jnp.result_type(jax.tree.leaves(params)[0])
         true = jnp.asarray(True)
-        return OnlineGradientState(carry, jnp.zeros((), loss_dtype), true, true)
+        opt_state = None if optimizer is None else optimizer.init(params)
+        return OnlineGradientState(carry, jnp.zeros((), loss_dtype), true, true, opt_state)
 
     def update_fn(updates, state, params=None, *, x=None, y=None, key=None, **extra_args):
         del updates, extra_args
@@ -84,10 +94,18 @@ def as_optax(estimator: Estimator, state0: PyTree) -> optax.GradientTransformati
             raise ValueError("as_optax's update needs params and the keyword args x, y and key")
         grads, carry, info = estimator.step(params, state.carry, x, y, key)
         finite = step_finite(info, grads, carry)
+        ready = jnp.asarray(info.ready)
         grads, carry = jax.lax.cond(
             finite, lambda: (grads, carry), lambda: (zeros_like(grads), state.carry)
         )
+        opt_state = state.opt_state
+        if optimizer is not None:
+            grads, opt_state = jax.lax.cond(
+                finite & ready,
+                lambda: optimizer.update(grads, state.opt_state, params),
+                lambda: (zeros_like(grads), state.opt_state),
+            )
         loss = jnp.mean(info.loss).astype(state.loss.dtype)
-        return grads, OnlineGradientState(carry, loss, finite, jnp.asarray(info.ready))
+        return grads, OnlineGradientState(carry, loss, finite, ready, opt_state)
 
     return optax.GradientTransformationExtraArgs(init_fn, update_fn)

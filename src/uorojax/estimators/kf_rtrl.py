@@ -15,7 +15,8 @@ to one with independent signs :math:`c_1, c_2 = \pm 1`:
     p_1 = \sqrt{(\|H_t A_{t-1}\| + \epsilon)/(\|u_{t-1}\| + \epsilon)}, \quad
     p_2 = \sqrt{(\|D_t\| + \epsilon)/(\|a_t\| + \epsilon)}
 
-(the variance-minimising scales; any positive scales keep it unbiased). The gradient is
+(the variance-minimising scales; any positive scales keep it unbiased; 0/0, the zero
+factors at a stream's start, counts as 1). The gradient is
 :math:`g = \delta\theta + \delta s \cdot J_{t-1}`: for the layer's weights
 :math:`(A_{t-1}^\top \delta s) \otimes u_{t-1}`; the readout gets its direct gradient.
 Unbiased for frozen params; memory ``O(n² + m)``; cost ``O(n³)`` a step (``H_t A`` by n
@@ -46,6 +47,7 @@ from uorojax.estimators.base import (
     step_loss_and_cotangent,
     validate,
 )
+from uorojax.estimators.uoro import safe_ratio
 from uorojax.structure import (
     Structure,
     check_layer_inputs,
@@ -153,8 +155,8 @@ def kf_rtrl_step(apply_fn, loss_fn, structure, eps, params, carry: KFRTRLState, 
     h_times_a = jax.vmap(push, in_axes=1, out_axes=1)(unit_factor)
     a_pieces = [a for a in inputs if a is not None]
     u_pieces = [u for u in input_factor if u is not None]
-    p1 = jnp.sqrt((tree_norm(h_times_a) + eps) / (tree_norm(u_pieces) + eps))
-    p2 = jnp.sqrt((tree_norm(d) + eps) / (tree_norm(a_pieces) + eps))
+    p1 = jnp.sqrt(safe_ratio(tree_norm(h_times_a) + eps, tree_norm(u_pieces) + eps))
+    p2 = jnp.sqrt(safe_ratio(tree_norm(d) + eps, tree_norm(a_pieces) + eps))
     c1, c2 = _signs(key, unit_factor.dtype)
     new_input_factor = tuple(
         None if u is None else c1 * p1 * u + c2 * p2 * a.astype(u.dtype)

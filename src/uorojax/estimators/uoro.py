@@ -95,7 +95,8 @@ def uoro_rescale(
         \tilde\theta \leftarrow \tilde\theta / \rho_0 + \theta' / \rho_1.
 
     With ``eps = 0`` the two terms are balanced: ``‖ρ0 s̃'‖ = ‖θ̃/ρ0‖`` and
-    ``‖ρ1 ν‖ = ‖θ'/ρ1‖``.
+    ``‖ρ1 ν‖ = ‖θ'/ρ1‖``. A zero pair (``θ̃ = 0`` and ``s̃' = 0``, at a stream's start)
+    takes ``ρ0 = 1`` when ``eps = 0``: its terms are zero whatever ρ0.
 
     Args:
       s_tilde_prime: ``A_t s̃`` (state-shaped).
@@ -126,12 +127,20 @@ def rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps, batched=False):
     """
     theta_tilde_norm = tree_norm(theta_tilde)
     theta_prime_norm = (batched_cotangent_norm if batched else tree_norm)(theta_prime)
-    rho0 = jnp.sqrt(theta_tilde_norm / (tree_norm(s_tilde_prime) + eps)) + eps
+    rho0 = jnp.sqrt(safe_ratio(theta_tilde_norm, tree_norm(s_tilde_prime) + eps)) + eps
     rho1 = jnp.sqrt(theta_prime_norm / (tree_norm(nu) + eps)) + eps
     s_tilde = jax.tree.map(lambda a, n: rho0 * a + rho1 * n, s_tilde_prime, nu)
     theta_tilde = jax.tree.map(lambda a, b: a / rho0 + b / rho1, theta_tilde, theta_prime)
     bound = theta_tilde_norm / rho0 + theta_prime_norm / rho1
     return s_tilde, theta_tilde, jnp.isfinite(bound) & tree_finite(s_tilde)
+
+
+def safe_ratio(numerator, denominator):
+    """``numerator / denominator``, and 1 for 0/0: a zero pair (a stream's start) has no
+    scale to balance, and any positive ρ leaves it zero (this is what makes ``eps = 0``
+    usable from zero tildes). Other values are untouched."""
+    both_zero = (numerator == 0) & (denominator == 0)
+    return jnp.where(both_zero, 1.0, numerator / jnp.where(both_zero, 1.0, denominator))
 
 
 def gradient_with_history(coeff, theta_tilde, delta_theta, sample_axes: int):
