@@ -208,11 +208,9 @@ def execute_all(runs: list[Run], runs_dir: str, out: str, workers: int) -> None:
 
 def read_run(out: str, name: str) -> dict | None:
     """A run's rows as arrays per metric, shaped (seeds, log points), or None."""
-    path = os.path.join(out, "runs", f"{name}.csv")
-    if not os.path.exists(path):
+    rows = read_csv(os.path.join(out, "runs", f"{name}.csv"))
+    if rows is None:
         return None
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
     seeds = sorted({int(r.get("seed") or 0) for r in rows})
     by_seed = {s: [r for r in rows if int(r.get("seed") or 0) == s] for s in seeds}
     length = min(len(v) for v in by_seed.values())
@@ -534,12 +532,18 @@ def family_section(out, lines, claims):
                     )
 
 
-def quality_section(out, lines, claims):
-    path = os.path.join(out, "gradient_quality.csv")
+def read_csv(path: str) -> list[dict] | None:
+    """The rows of a CSV file, or None if it does not exist."""
     if not os.path.exists(path):
-        return
+        return None
     with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
+        return list(csv.DictReader(f))
+
+
+def quality_section(out, lines, claims):
+    rows = read_csv(os.path.join(out, "gradient_quality.csv"))
+    if rows is None:
+        return
     meta = json.load(open(os.path.join(out, "gradient_quality.json")))
     lines += [
         "## Gradient quality against exact RTRL",
@@ -606,11 +610,9 @@ def quality_section(out, lines, claims):
 
 
 def text_section(out, lines, claims):
-    path = os.path.join(out, "text_gradient_quality.csv")
-    if not os.path.exists(path):
+    rows = read_csv(os.path.join(out, "text_gradient_quality.csv"))
+    if rows is None:
         return
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
     plt = _plt()
     step = [int(r["step"]) / 1000 for r in rows]
     fig, axes = plt.subplots(1, 3, figsize=(14, 3.8))
@@ -895,7 +897,11 @@ def main():
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", default="docs/results")
-    parser.add_argument("--runs", default="runs/reproduce", help="work directories of the runs")
+    parser.add_argument(
+        "--runs",
+        default=None,
+        help="work directories of the runs (runs/reproduce; OUT/workdirs with --demo)",
+    )
     parser.add_argument(
         "--part", action="append", choices=["influence", "chars", "family", "quality", "text"]
     )
@@ -913,8 +919,9 @@ def main():
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     if args.demo:
-        run_demo(args.out, args.runs, args.workers)
+        run_demo(args.out, args.runs or os.path.join(args.out, "workdirs"), args.workers)
         return
+    args.runs = args.runs or "runs/reproduce"
     if args.table:
         write_results(args.out)
         return

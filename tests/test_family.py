@@ -92,18 +92,17 @@ def test_a_wrong_structure_is_named(changes, message):
 # ----------------------------------------------------------------------------- SnAp-1
 
 
+def snap1_gradients(model, params, state0, xs, ys):
+    """SnAp-1's gradient at every step of a segment (frozen params)."""
+    est = snap1(model.apply, LOSS, structure=model.structure)
+    return scan_estimator(est, params, state0, xs, ys, jax.random.key(0))[1]
+
+
 def test_snap1_on_the_element_wise_cell_is_exact_rtrl_and_bptt():
     model = uorojax.linen_model("elementwise_mgu", 3, 2)
     params, state0 = float64_model(model)
     xs, ys = regression_stream(8)
-    _, grads, _ = scan_estimator(
-        snap1(model.apply, LOSS, structure=model.structure),
-        params,
-        state0,
-        xs,
-        ys,
-        jax.random.key(0),
-    )
+    grads = snap1_gradients(model, params, state0, xs, ys)
     for t in range(8):
         exact = bptt_grad(model.apply, LOSS, params, state0, xs, ys, t)
         assert rel_err(jax.tree.map(lambda g: g[t], grads), exact) < 1e-10, t
@@ -155,14 +154,7 @@ def test_snap1_equals_its_dense_definition(name):
     model = CELLS[name]()
     params, state0 = float64_model(model)
     xs, ys = regression_stream(6)
-    _, grads, _ = scan_estimator(
-        snap1(model.apply, LOSS, structure=model.structure),
-        params,
-        state0,
-        xs,
-        ys,
-        jax.random.key(0),
-    )
+    grads = snap1_gradients(model, params, state0, xs, ys)
     expected = dense_snap1(model, params, state0, xs, ys)
     np.testing.assert_allclose(jax.vmap(flat)(grads), expected, rtol=1e-10, atol=1e-13)
 
@@ -175,14 +167,7 @@ def test_snap1_matches_exact_rtrl_on_a_window_start_and_then_departs(name):
     model = CELLS[name]()
     params, state0 = float64_model(model)
     xs, ys = regression_stream(6)
-    _, snap, _ = scan_estimator(
-        snap1(model.apply, LOSS, structure=model.structure),
-        params,
-        state0,
-        xs,
-        ys,
-        jax.random.key(0),
-    )
+    snap = snap1_gradients(model, params, state0, xs, ys)
     _, exact, _ = scan_estimator(
         uorojax.rtrl(model.apply, LOSS), params, state0, xs, ys, jax.random.key(0)
     )
