@@ -38,6 +38,7 @@ import multiprocessing
 import os
 import platform
 import sys
+import textwrap
 import time
 from concurrent.futures import ProcessPoolExecutor
 from typing import NamedTuple
@@ -560,29 +561,22 @@ def quality_section(out, lines, claims):
         )
     lines.append("")
     plt = _plt()
-    models = sorted({r["model"] for r in rows})
-    fig, axes = plt.subplots(1, 2, figsize=(12, 4))
-    for i, model in enumerate(models):
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    fig, axes = plt.subplots(2, len(models), figsize=(3.6 * len(models), 6), squeeze=False)
+    for j, model in enumerate(models):
         sub = [r for r in rows if r["model"] == model]
-        x = np.arange(len(sub)) + 0.4 * i
-        axes[0].bar(x, [float(r["mean_cosine"]) for r in sub], width=0.4, label=model)
-        axes[1].bar(
-            x, [max(float(r["relative_variance"]), 1e-6) for r in sub], width=0.4, label=model
+        names = [r["estimator"] for r in sub]
+        axes[0][j].bar(names, [float(r["mean_cosine"]) for r in sub], color="tab:blue")
+        axes[1][j].bar(
+            names, [max(float(r["relative_variance"]), 1e-6) for r in sub], color="tab:orange"
         )
-        for ax in axes:
-            ax.set_xticks(
-                np.arange(len(sub)) + 0.2,
-                [r["estimator"] for r in sub],
-                rotation=30,
-                fontsize=7,
-                ha="right",
-            )
-    axes[0].set_ylabel("mean cosine with the exact gradient")
-    axes[1].set_ylabel("relative variance of one estimate")
-    axes[1].set_yscale("log")
-    for ax in axes:
-        ax.legend(fontsize=7)
-        ax.grid(alpha=0.3, axis="y")
+        axes[1][j].set_yscale("log")
+        axes[0][j].set_title("\n".join(textwrap.wrap(model, 32)), fontsize=8)
+        for ax in axes[:, j]:
+            ax.tick_params(axis="x", labelrotation=60, labelsize=7)
+            ax.grid(alpha=0.3, axis="y")
+    axes[0][0].set_ylabel("mean cosine with the exact gradient")
+    axes[1][0].set_ylabel("relative variance of one estimate")
     _save(
         plt,
         fig,
@@ -751,33 +745,61 @@ def write_results(out: str) -> str:
 # ----------------------------------------------------------------------------- analyses
 
 
-def run_quality(out: str, segment: int, num_keys: int) -> None:
-    """Gradient quality of every estimator against exact RTRL on two small models."""
+QUALITY_METHODS = {  # name: (registry algorithm, options)
+    "uoro": ("uoro", {}),
+    "uoro_k4": ("uoro", {"num_samples": 4}),
+    "uoro_t16": ("uoro", {"truncation": 16}),
+    "tbptt1": ("tbptt", {"truncation": 1}),
+    "tbptt16": ("tbptt", {"truncation": 16}),
+    "snap1": ("snap1", {}),
+    "kf_rtrl": ("kf_rtrl", {}),
+}
+
+
+def quality_models(runs_dir: str, segment: int):
+    """(label, model, params, state, xs, ys): small models at init on distant brackets,
+    and the GRU-64s that UORO trained in the chars part (seed 0, its final state), on a
+    held-out segment of their task."""
     import jax
     import jax.numpy as jnp
 
     import uorojax
-    from uorojax import diagnostics, registry, tasks
+    from uorojax import experiment, tasks
 
     stream = tasks.DistantBrackets(5, 5, 1, 10, seed=0)
     xs, ys = (jnp.asarray(a) for a in stream.next_chunk(segment))
-    loss = uorojax.softmax_cross_entropy
-    methods = {
-        "uoro": ("uoro", {}),
-        "uoro_k4": ("uoro", {"num_samples": 4}),
-        "uoro_t16": ("uoro", {"truncation": 16}),
-        "tbptt1": ("tbptt", {"truncation": 1}),
-        "tbptt16": ("tbptt", {"truncation": 16}),
-        "snap1": ("snap1", {}),
-        "kf_rtrl": ("kf_rtrl", {}),
-    }
-    rows = []
     for cell in ("simple", "gru"):
         model = uorojax.linen_model(cell, 32, stream.vocab_size, vocab_size=stream.vocab_size)
         params, state0 = model.init(jax.random.key(0), xs[0])
-        for name, (algorithm, options) in methods.items():
-            if algorithm == "kf_rtrl" and cell != "simple":
-                continue
+        yield f"{cell}-32 at init, brackets_5_5_1_10", model, params, state0, xs, ys
+    for task in FAMILY_TASKS:
+        workdir = os.path.join(runs_dir, f"{task}_gru_uoro_flax")
+        if not os.path.isdir(os.path.join(workdir, "checkpoints")):
+            continue
+        ts, exp = experiment.load_train_state(workdir)
+        first = lambda tree: jax.tree.map(lambda a: a[0], tree)  # noqa: E731
+        config, task_args = CHAR_TASKS[task][:2]
+        probe = tasks.make_stream(exp.config.task, seed=1000, **task_args)
+        xs, ys = (jnp.asarray(a) for a in probe.next_chunk(segment))
+        vocab = probe.vocab_size
+        model = uorojax.linen_model("gru", 64, vocab, vocab_size=vocab)
+        label = f"gru-64 trained by UORO, {task} ({int(np.ravel(ts.step)[0]):,} chars)"
+        yield label, model, first(ts.params), first(ts.carry.state), xs, ys
+
+
+def run_quality(out: str, runs_dir: str, segment: int, num_keys: int) -> None:
+    """Gradient quality of every estimator against exact RTRL (``quality_models``)."""
+    import jax
+
+    import uorojax
+    from uorojax import diagnostics, registry
+
+    loss = uorojax.softmax_cross_entropy
+    rows = []
+    for label, model, params, state0, xs, ys in quality_models(runs_dir, segment):
+        for name, (algorithm, options) in QUALITY_METHODS.items():
+            if algorithm == "kf_rtrl" and not label.startswith("simple"):
+                continue  # KF-RTRL needs one dense Simple layer
             est = registry.build_estimator(
                 algorithm,
                 model.apply,
@@ -791,7 +813,7 @@ def run_quality(out: str, segment: int, num_keys: int) -> None:
             )
             ends = diagnostics.emitted_steps(est, segment)[1:]  # skip the first (exact) one
             rows.append({
-                "model": f"{cell}-32",
+                "model": label,
                 "estimator": name,
                 "target": "window sum" if est.window > 1 else "step",
                 **{f: float(np.mean(np.asarray(getattr(stats, f))[ends])) for f in ("relative_bias", "relative_variance", "mean_cosine", "mean_norm_ratio")},
@@ -803,12 +825,14 @@ def run_quality(out: str, segment: int, num_keys: int) -> None:
         writer.writerows(rows)
     with open(os.path.join(out, "gradient_quality.json"), "w") as f:
         json.dump({"description": (
-            f"Distant brackets (5,5,1,10), a segment of {segment} characters from the initial "
-            f"state, params at init (frozen), {num_keys} keys per estimator. Every statistic "
-            "is averaged over the steps where the estimator emits a gradient (after the first): "
-            "per-step estimators against the exact dL_t/dθ, windowed ones against the exact "
-            "gradient of the window's summed loss. Relative bias of the mean over keys falls like "
-            "1/sqrt(keys) for an unbiased estimator."
+            f"Segments of {segment} characters, params frozen, {num_keys} keys per estimator: "
+            "small models at init on distant brackets (5,5,1,10) from the zero state, and the "
+            "GRU-64s trained by UORO in the chars part (seed 0) from their final state on a "
+            "held-out segment of their task. Every statistic is averaged over the steps where "
+            "the estimator emits a gradient (after the first): per-step estimators against the "
+            "exact dL_t/dθ, windowed ones against the exact gradient of the window's summed "
+            "loss (with the full history). The relative bias of the mean over keys falls like "
+            "1/sqrt(keys) for an unbiased estimator; for TBPTT and SnAp-1 it is their bias."
         )}, f)  # fmt: skip
 
 
@@ -950,7 +974,10 @@ def main():
     execute_all(runs, args.runs, args.out, args.workers)
     if "quality" in parts:
         run_quality(
-            args.out, segment=48 if not args.quick else 16, num_keys=512 if not args.quick else 32
+            args.out,
+            args.runs,
+            segment=48 if not args.quick else 16,
+            num_keys=512 if not args.quick else 32,
         )
     if "text" in parts:
         quick = args.quick
