@@ -62,6 +62,7 @@ from uorojax.tree import (
     tree_finite,
     tree_norm,
     tree_vdot,
+    zeros_like,
 )
 
 PyTree = Any
@@ -289,17 +290,21 @@ def uoro_per_stream_step(apply_fn, loss_fn, eps, k, params, carry: UOROState, xs
 def uoro_window(apply_fn, loss_fn, eps, k, params, start: UOROState, xs, ys, key):
     """Truncated UORO over one window of T steps from ``start`` (see the module docstring).
 
-    One forward through the window serves two backward passes (vmapped cotangents): the
-    window's summed loss, giving the in-window gradient ``g_BPTT`` and ``δs_0``, and
-    each sample's ``ν`` on ``s_T``, giving ``θ'``. One JVP through the window pushes
-    each ``s̃``. Returns ``(grads, new_start, losses, outputs)``.
+    One forward pass through the window, linearised (``jax.linearize``), serves
+    everything: the linear map pushes each ``s̃`` (``s̃' = ∂s_T/∂s_0 s̃`` and, as the
+    tangent of the window's summed loss, ``δs_0 · s̃``), and its transpose, with stacked
+    cotangents, gives the in-window gradient ``g_BPTT`` (the summed loss) and each
+    sample's ``θ' = νᵀ ∂s_T/∂θ`` in one backward pass. Returns ``(grads, new_start,
+    losses, outputs)``.
     """
 
     def run(p, s0):
         final, losses, outputs = unroll(apply_fn, loss_fn, p, s0, xs, ys)
         return (final, jnp.sum(losses)), (losses, outputs)
 
-    (final, total), window_vjp, (losses, outputs) = jax.vjp(run, params, start.state, has_aux=True)
+    (final, total), window_linear, (losses, outputs) = jax.linearize(
+        run, params, start.state, has_aux=True
+    )
     nu = rademacher_like(key, final, k)  # (k, ...)
     zero, one = jnp.zeros_like(total), jnp.ones_like(total)
     cotangents = (
@@ -308,17 +313,14 @@ def uoro_window(apply_fn, loss_fn, eps, k, params, start: UOROState, xs, ys, key
         ),
         jnp.concatenate([one[None], jnp.broadcast_to(zero, (k,))]),
     )
-    theta_cotangents, state_cotangents = jax.vmap(window_vjp)(cotangents)
+    window_transpose = jax.linear_transpose(window_linear, params, start.state)
+    theta_cotangents, _ = jax.vmap(window_transpose)(cotangents)
     g_bptt = jax.tree.map(lambda a: a[0], theta_cotangents)
-    delta_s0 = jax.tree.map(lambda a: a[0], state_cotangents)
     theta_prime = jax.tree.map(lambda a: a[1:], theta_cotangents)
-
-    def final_state(s0):
-        return unroll(apply_fn, loss_fn, params, s0, xs, ys)[0]
+    no_params = zeros_like(params)
 
     def one_sample(s_tilde, theta_tilde, nu, theta_prime):
-        s_tilde_prime = jax.jvp(final_state, (start.state,), (s_tilde,))[1]
-        coeff = tree_vdot(delta_s0, s_tilde)
+        s_tilde_prime, coeff = window_linear(no_params, s_tilde)  # coeff = δs_0 · s̃
         return *rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps, True), coeff
 
     s_tilde, theta_tilde, _, coeff = jax.vmap(one_sample)(
