@@ -19,11 +19,12 @@ def get_config():
         "uoro_shared",
         "uoro_per_stream",
         "uoro_shared_k4",
+        "handwritten_uoro",
         "uoro_t16_shared",
         "snap1",
         "kf_rtrl",
         "rtrl_shared",
-    )  # names of experiments/benchmark.py's METHODS, and "forward"
+    )  # names of experiments/benchmark.py's METHODS, "forward" and "handwritten_uoro"
     # Print each compiled chunk's kernels per step, FLOPs and bytes per step.
     c.analysis = False
     # Params as one flat vector (uorojax.ravel_params) for every method that takes it,

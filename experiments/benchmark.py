@@ -30,6 +30,7 @@ beside UORO's, which does not depend on any horizon.
 
 from __future__ import annotations
 
+import functools
 import platform
 import sys
 import time
@@ -100,6 +101,48 @@ def forward_chunk(model, loss):
     return run
 
 
+def handwritten_uoro_chunk(model, loss, params):
+    """A straightforward shared-tangent UORO written from scratch, as a user would
+    (Algorithm 1 with a state backward for δs, Adam, no guards), for comparison.
+
+    The train state is ``(params, opt_state, states, s_tilde, theta_tilde, key)``.
+    """
+    apply_b, loss_b = uorojax.as_one_system(model.apply, loss)
+    opt = optax.adam(1e-3)
+    norm = uorojax.tree_norm
+    eps = 1e-7
+
+    def step(carry, xy):
+        params, opt_state, state, s_tilde, theta_tilde, key = carry
+        key, noise_key = jax.random.split(key)
+        x, y = xy
+        (new_state, out), vjp = jax.vjp(lambda p, s: apply_b(p, s, x), params, state)
+        loss_value, d_out = jax.value_and_grad(lambda o: loss_b(o, y))(out)
+        d_params, d_state = vjp((jax.tree.map(jnp.zeros_like, new_state), d_out))
+        coeff = uorojax.tree_vdot(d_state, s_tilde)
+        grads = jax.tree.map(lambda d, t: d + coeff * t, d_params, theta_tilde)
+        nu = jax.tree.map(lambda a: jax.random.rademacher(noise_key, a.shape, a.dtype), new_state)
+        s_prime = jax.jvp(lambda s: apply_b(params, s, x)[0], (state,), (s_tilde,))[1]
+        theta_prime = vjp((nu, jnp.zeros_like(out)))[0]
+        rho0 = jnp.sqrt(norm(theta_tilde) / (norm(s_prime) + eps)) + eps
+        rho1 = jnp.sqrt(norm(theta_prime) / (norm(nu) + eps)) + eps
+        s_tilde = jax.tree.map(lambda a, n: rho0 * a + rho1 * n, s_prime, nu)
+        theta_tilde = jax.tree.map(lambda a, b: a / rho0 + b / rho1, theta_tilde, theta_prime)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        params = optax.apply_updates(params, updates)
+        return (params, opt_state, new_state, s_tilde, theta_tilde, key), loss_value
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def run(carry, xs, ys):
+        return jax.lax.scan(step, carry, (xs, ys))
+
+    def init(states):
+        zeros = lambda t: jax.tree.map(jnp.zeros_like, t)  # noqa: E731
+        return (params, opt.init(params), states, zeros(states), zeros(params), jax.random.key(0))
+
+    return run, init
+
+
 def memory_bytes(compiled) -> int | None:
     try:
         m = compiled.memory_analysis()
@@ -129,6 +172,10 @@ def prepare(method, hidden, streams, cfg, unroll, cell):
     if method == "forward":
         compiled = forward_chunk(model, loss).lower(params, states, xs, ys).compile()
         return compiled, lambda: (params, states, xs, ys), memory_bytes(compiled), 1
+    if method == "handwritten_uoro":
+        run, init_carry = handwritten_uoro_chunk(model, loss, params)
+        compiled = run.lower(jax.eval_shape(lambda: init_carry(states)), xs, ys).compile()
+        return compiled, lambda: (init_carry(states), xs, ys), memory_bytes(compiled), 1
     apply_fn, structure = model.apply, model.structure
     if cfg.flat_params:  # one flat parameter vector (structured estimators need the tree)
         apply_fn, params, _ = uorojax.ravel_params(model.apply, params)
@@ -152,7 +199,7 @@ class Runner:
     def __call__(self):
         if self.method == "forward":
             return self.compiled(*self.args)
-        ts, metrics = self.compiled(*self.args)
+        ts, metrics = self.compiled(*self.args)  # a train state, donated to the next call
         self.args = (ts, *self.args[1:])
         return ts, metrics
 
@@ -237,7 +284,7 @@ def bench_size(hidden, streams, cfg, unroll, cell, lines):
             continue
         runners[method] = Runner(method, compiled, make_args)
         if cfg.analysis:
-            scan_unroll = 1 if method == "forward" else unroll
+            scan_unroll = 1 if method in ("forward", "handwritten_uoro") else unroll
             analyses[method] = (hlo.analyse(compiled, cfg.chunk // window, scan_unroll), window)
     seconds = time_all(runners, cfg)
     peak = peak_memory()

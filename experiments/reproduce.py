@@ -67,6 +67,17 @@ INITS = {  # the authors' convention: Torch7 init and ε = 1e-5 (UORO only reads
     "torch7": {"init": "torch7"},
 }
 AUTHORS_EPS = 1e-5
+LEARNS = "below"
+
+
+def learns_below(task: str) -> float:
+    """The loss under which a run has learned a task's long-range part: a quarter of the
+    way from the no-long-range-memory floor to the optimum (a model that recalls part of
+    what it must carry, not one that only shaves the floor)."""
+    _, _, optimum, no_memory = CHAR_TASKS[task]
+    return no_memory - 0.25 * (no_memory - optimum)
+
+
 DEMO_METHODS = ("snap1", "uoro", "tbptt1", "tbptt4")
 CHAR_METHODS = ("uoro", "uoro_t16", "uoro_k4", "tbptt1", "tbptt4", "tbptt16")
 TORCH7_METHODS = ("uoro", "uoro_t16", "tbptt1", "tbptt4", "tbptt16")
@@ -410,12 +421,12 @@ def chars_section(out, lines, claims, init: str):
                             f"{uoro} {med[uoro]:.3f}, {tbptt} {med[tbptt]:.3f}",
                         )
                     )
-            for m in ("uoro", "uoro_t16"):
+            for m in ("uoro", "uoro_k4", "uoro_t16"):
                 if m in med:
                     claims.append(
                         (
-                            f"{where}: {m} passes the no-long-range-memory floor {no_memory:.3f}",
-                            med[m] < no_memory,
+                            f"{where}: {m} learns long-range structure ({LEARNS} {learns_below(task):.3f})",
+                            med[m] < learns_below(task),
                             f"{m} {med[m]:.3f}; optimum {optimum:.3f}",
                         )
                     )
@@ -491,6 +502,7 @@ def family_section(out, lines, claims):
             ax.grid(alpha=0.3)
             ax.legend(fontsize=7)
         axes[0][0].set_ylabel("bits per character")
+        axes[0][0].set_ylim(optimum - 0.1, no_memory + 0.6)  # a diverging seed's spike off-scale
         lines += [f"### {task}", ""]
         _save(
             plt,
@@ -526,8 +538,8 @@ def family_section(out, lines, claims):
                 if m in med:
                     claims.append(
                         (
-                            f"{task} {cell}-64: {m} passes the no-long-range-memory floor {no_memory:.3f}",
-                            med[m] < no_memory,
+                            f"{task} {cell}-64: {m} learns long-range structure ({LEARNS} {learns_below(task):.3f})",
+                            med[m] < learns_below(task),
                             f"{m} {med[m]:.3f}",
                         )
                     )
@@ -576,7 +588,7 @@ def quality_section(out, lines, claims):
             ax.tick_params(axis="x", labelrotation=60, labelsize=7)
             ax.grid(alpha=0.3, axis="y")
     axes[0][0].set_ylabel("mean cosine with the exact gradient")
-    axes[1][0].set_ylabel("relative variance of one estimate")
+    axes[1][0].set_ylabel("relative variance of one estimate\n(deterministic: drawn at 1e-6)")
     _save(
         plt,
         fig,
@@ -706,10 +718,10 @@ def headline_section(out, lines, claims):
         + [f"| {m} | {fmt(final(d))} |" for m, d in runs.items()]
         + [""]
     )
-    learned = med["snap1"] < no_memory - 0.02
-    missed = med["tbptt4"] > no_memory - 0.02
+    learned = med["snap1"] < learns_below(task)
+    missed = med["tbptt4"] >= learns_below(task)
     claims.insert(0, (
-        f"Headline: SnAp-1 learns distant brackets' recall online (below the no-memory floor {no_memory:.3f} by 0.02) where TBPTT(4) does not, after {chars:,} chars",
+        f"Headline: SnAp-1 learns distant brackets' recall online ({LEARNS} {learns_below(task):.3f}) where TBPTT(4) does not, after {chars:,} chars",
         learned and missed,
         ", ".join(f"{m} {v:.3f}" for m, v in med.items()),
     ))  # fmt: skip
@@ -729,7 +741,17 @@ def write_results(out: str) -> str:
     if os.path.exists(meta_path):
         meta = json.load(open(meta_path))
         head += [f"Produced by `{meta['command']}` on {meta['machine']}.", ""]
-    table = ["## Claims", "", "| claim | reproduced | numbers |", "|---|---|---|"]
+    table = [
+        "## Claims",
+        "",
+        "A run *learns long-range structure* when its final loss (median over seeds) is below "
+        "the task's no-long-range-memory floor by at least a quarter of the floor's gap to the "
+        "optimum (field notes §6): it recalls part of what the task asks it to carry, rather "
+        "than shaving the floor.",
+        "",
+        "| claim | reproduced | numbers |",
+        "|---|---|---|",
+    ]
     table += [f"| {c} | {'yes' if ok else '**no**'} | {n} |" for c, ok, n in claims]
     table.append("")
     discussion = os.path.join(out, "discussion.md")
@@ -976,13 +998,14 @@ def main():
         run_quality(
             args.out,
             args.runs,
-            segment=48 if not args.quick else 16,
+            segment=48 if not args.quick else 32,
             num_keys=512 if not args.quick else 32,
         )
     if "text" in parts:
         quick = args.quick
         run_text(
             args.out,
+            args.runs,
             budget.text_steps,
             points=2 if quick else 10,
             segment=20 if quick else 200,
