@@ -38,11 +38,6 @@ def stack_zeros(tree: PyTree, size: int) -> PyTree:
     return jax.tree.map(lambda a: jnp.zeros((size, *jnp.shape(a)), jnp.result_type(a)), tree)
 
 
-def scale(tree: PyTree, factor: jax.Array | float) -> PyTree:
-    """``factor * tree``, leaf by leaf."""
-    return jax.tree.map(lambda a: factor * a, tree)
-
-
 def rademacher_like(key: jax.Array, tree: PyTree, num_samples: int) -> PyTree:
     """Independent +-1 entries shaped like ``tree`` with a leading ``num_samples`` axis.
 

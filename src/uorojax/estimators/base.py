@@ -44,10 +44,9 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
-import jax.numpy as jnp
 
 from uorojax import checks
-from uorojax.tree import first, swap_leading_axes, zeros_like
+from uorojax.tree import swap_leading_axes, zeros_like
 
 PyTree = Any
 ApplyFn = Callable[[PyTree, PyTree, PyTree], tuple[PyTree, PyTree]]
@@ -224,13 +223,3 @@ def check_streams(num_streams: int, xs: PyTree, ys: PyTree) -> None:
 def time_major_info(info: StepInfo) -> StepInfo:
     """A per-stream window's info (streams, time, ...) as (time, streams, ...)."""
     return info._replace(loss=swap_leading_axes(info.loss), output=swap_leading_axes(info.output))
-
-
-def single_step_window(step: StepFn) -> StepFn:
-    """A window of one step as ``step_window`` (leading time axis of length 1)."""
-
-    def step_window(params, carry, xs, ys, keys):
-        grads, carry, info = step(params, carry, first(xs), first(ys), first(keys))
-        return grads, carry, jax.tree.map(lambda a: jnp.expand_dims(a, 0), info)
-
-    return step_window
