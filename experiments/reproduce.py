@@ -368,8 +368,12 @@ def chars_section(out, lines, claims, init: str):
             lines += [f"## Character tasks, {convention}", ""]
             present = True
         plt = _plt()
-        fig, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
-        for ax, cell in zip(axes, ("gru", "lstm")):
+        cells = [c for c in ("gru", "lstm") if any(k[0] == c for k in runs)]
+        fig, axes = plt.subplots(
+            1, len(cells), figsize=(6 * len(cells), 4.2), sharey=True, squeeze=False
+        )
+        axes = axes[0]
+        for ax, cell in zip(axes, cells):
             for m in CHAR_METHODS:
                 if (cell, m) in runs:
                     d = runs[(cell, m)]
@@ -509,7 +513,7 @@ def family_section(out, lines, claims):
             fig,
             out,
             f"family_{task}",
-            f"{task}: online estimators, batch 1, 3 seeds; median and min-max",
+            f"{task}: online estimators, batch 1; median and min-max over seeds",
             lines,
             task,
         )
