@@ -165,7 +165,7 @@ def prepare(method, hidden, streams, cfg, unroll, cell):
     """
     model, params, state0 = build_model(hidden, cfg.vocab, cell)
     loss = uorojax.softmax_cross_entropy
-    states = jax.tree.map(lambda a: jnp.broadcast_to(a, (streams, *a.shape)), state0)
+    states = uorojax.tree.repeat_streams(state0, streams)
     rng = np.random.default_rng(cfg.seed)
     xs = jnp.asarray(rng.integers(0, cfg.vocab, (cfg.chunk, streams)), jnp.int32)
     ys = jnp.asarray(rng.integers(0, cfg.vocab, (cfg.chunk, streams)), jnp.int32)

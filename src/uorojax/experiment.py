@@ -61,6 +61,7 @@ from uorojax.trainer import (
     paper_schedule,
     raise_if_halted,
 )
+from uorojax.tree import repeat_streams
 
 # Fields that may change between invocations on one workdir without changing the run.
 _RUNTIME_FIELDS = ("steps", "quiet")
@@ -303,7 +304,7 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     def init_model(seed):
         params, state0 = init_single(seed)
         if num_streams is not None:
-            state0 = jax.tree.map(lambda a: jnp.broadcast_to(a, (num_streams, *a.shape)), state0)
+            state0 = repeat_streams(state0, num_streams)
         return params, state0
 
     example_x, example_y = (jnp.asarray(a) for a in _single_stream_example(streams[0], num_streams))

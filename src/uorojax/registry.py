@@ -12,14 +12,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-import jax
-import jax.numpy as jnp
-
 from uorojax import checks, tasks
 from uorojax.estimators import Estimator, as_one_system, per_stream, rtrl, tbptt, uoro
 from uorojax.estimators.kf_rtrl import kf_rtrl
 from uorojax.estimators.snap import snap1
 from uorojax.structure import Structure
+from uorojax.tree import repeat_streams
 
 
 class Options(NamedTuple):
@@ -121,13 +119,13 @@ def build_estimator(
             f"{batch_mode!r}: treating the batch as one system would not keep its structure"
         )
     if batch_mode == "shared":
-
-        def batched(tree):
-            return jax.tree.map(lambda a: jnp.broadcast_to(a, (num_streams, *jnp.shape(a))), tree)
-
         options = options._replace(
-            example_x=None if options.example_x is None else batched(options.example_x),
-            example_y=None if options.example_y is None else batched(options.example_y),
+            example_x=None
+            if options.example_x is None
+            else repeat_streams(options.example_x, num_streams),
+            example_y=None
+            if options.example_y is None
+            else repeat_streams(options.example_y, num_streams),
         )
         return entry.build(*as_one_system(apply_fn, loss_fn), options)
     return per_stream(entry.build(apply_fn, loss_fn, options))

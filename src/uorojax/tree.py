@@ -38,6 +38,11 @@ def stack_zeros(tree: PyTree, size: int) -> PyTree:
     return jax.tree.map(lambda a: jnp.zeros((size, *jnp.shape(a)), jnp.result_type(a)), tree)
 
 
+def repeat_streams(tree: PyTree, num_streams: int) -> PyTree:
+    """``tree`` repeated along a new leading stream axis of ``num_streams``."""
+    return jax.tree.map(lambda a: jnp.broadcast_to(a, (num_streams, *jnp.shape(a))), tree)
+
+
 def rademacher_like(key: jax.Array, tree: PyTree, num_samples: int) -> PyTree:
     """Independent +-1 entries shaped like ``tree`` with a leading ``num_samples`` axis.
 
