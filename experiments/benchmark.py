@@ -342,8 +342,8 @@ def analysis_table(analyses: dict, lines: list) -> None:
 def memory_vs_horizon(hidden, streams, cfg, cell, lines):
     model, params, state0 = build_model(hidden, cfg.vocab, cell)
     loss = uorojax.softmax_cross_entropy
-    states = jax.tree.map(lambda a: jnp.broadcast_to(a, (streams, *a.shape)), state0)
-    chunk = max(cfg.memory_truncations)
+    states = uorojax.tree.repeat_streams(state0, streams)
+    chunk = max(*cfg.memory_truncations, 16)  # whole windows for truncated UORO (T = 16) too
     xs = jnp.zeros((chunk, streams), jnp.int32)
     lines += [
         f"### Compiled memory against horizon ({cell.upper()} {hidden}, {streams} streams, chunk {chunk})",
