@@ -7,6 +7,7 @@ and are imported on their own.
 
 from uorojax import diagnostics, estimators, registry, structure, tasks, tree
 from uorojax.checks import ConfigError, ModelError, NonFiniteError
+from uorojax.cotangent_norm import pullback_and_norm
 from uorojax.estimators import (
     Estimator,
     KFRTRLState,
@@ -84,6 +85,7 @@ __all__ = [
     "make_trainer",
     "paper_schedule",
     "per_stream",
+    "pullback_and_norm",
     "ravel_params",
     "registry",
     "rtrl",

@@ -67,18 +67,25 @@ def rademacher_like(key: jax.Array, tree: PyTree, num_samples: int) -> PyTree:
 
 
 def batched_cotangent_norm(theta_prime: PyTree) -> jax.Array:
-    """``tree_norm`` of a params cotangent computed under ``jax.vmap``, laid out for XLA.
+    """``tree_norm`` of a params cotangent computed under ``jax.vmap``, laid out for XLA
+    (see :func:`cotangent_sum_of_squares`)."""
+    return jnp.sqrt(sum(cotangent_sum_of_squares(a, True) for a in jax.tree.leaves(theta_prime)))
 
-    Under vmap, a dense kernel's cotangent is a batched outer product that JAX's
-    transpose of ``dot_general`` writes as (out, in) and then transposes to the kernel's
-    (in, out). Summing squares over the last two axes swapped (a sum does not depend on
-    the order) lets XLA cancel the two transposes and reduce the outer product in the
-    layout it was computed in; otherwise XLA's CPU backend first copies the squares into
-    the kernel's layout (see docs/performance.md). Outside vmap there is no such
-    transpose, and the plain norm is the one to use.
+
+def cotangent_sum_of_squares(leaf: jax.Array, batched: bool) -> jax.Array:
+    """The sum of squares of one params-cotangent leaf, laid out for XLA.
+
+    Under vmap (``batched``), a dense kernel's cotangent is a batched outer product that
+    JAX's transpose of ``dot_general`` writes as (out, in) and then transposes to the
+    kernel's (in, out). Summing squares over the last two axes swapped (a sum does not
+    depend on the order) lets XLA cancel the two transposes and reduce the outer product
+    in the layout it was computed in; otherwise XLA's CPU backend first copies the
+    squares into the kernel's layout (see docs/performance.md). Outside vmap there is no
+    such transpose, and the plain sum is the one to use.
     """
-    leaves = [jnp.swapaxes(a, -1, -2) if a.ndim >= 2 else a for a in jax.tree.leaves(theta_prime)]
-    return tree_norm(leaves)
+    if batched and leaf.ndim >= 2:
+        leaf = jnp.swapaxes(leaf, -1, -2)
+    return jnp.sum(jnp.square(leaf))
 
 
 def swap_leading_axes(tree: PyTree) -> PyTree:

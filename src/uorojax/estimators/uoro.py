@@ -35,6 +35,7 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from uorojax import checks
+from uorojax.cotangent_norm import pullback_and_norm
 from uorojax.estimators.base import (
     ApplyFn,
     Estimator,
@@ -116,18 +117,21 @@ def uoro_rescale(
     return rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps)[:2]
 
 
-def rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps, batched=False):
+def rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps, batched=False, theta_prime_norm=None):
     """:func:`uoro_rescale`, plus a finiteness certificate for the new pair.
 
     Entrywise ``|θ̃_new| ≤ |θ̃|/ρ0 + |θ'|/ρ1 ≤ ‖θ̃‖/ρ0 + ‖θ'‖/ρ1``, so a finite bound
     makes every entry of ``θ̃_new`` finite without reading it again (a NaN or inf in
     ``θ̃`` or ``θ'`` makes its norm, hence the bound, non-finite). ``s̃_new`` is
-    state-sized and tested directly. ``batched``: this runs under ``jax.vmap`` (per
-    stream or per sample), which only changes how ``‖θ'‖`` is laid out for XLA (see
+    state-sized and tested directly. ``theta_prime_norm``: ``‖θ'‖`` when the caller has
+    it (from :func:`~uorojax.pullback_and_norm`, which does not read ``θ'``); otherwise
+    it is computed here, and ``batched`` (this runs under ``jax.vmap``, per stream or
+    per sample) only changes how it is laid out for XLA (see
     :func:`~uorojax.tree.batched_cotangent_norm`).
     """
     theta_tilde_norm = tree_norm(theta_tilde)
-    theta_prime_norm = (batched_cotangent_norm if batched else tree_norm)(theta_prime)
+    if theta_prime_norm is None:
+        theta_prime_norm = (batched_cotangent_norm if batched else tree_norm)(theta_prime)
     rho0 = jnp.sqrt(safe_ratio(theta_tilde_norm, tree_norm(s_tilde_prime) + eps)) + eps
     rho1 = jnp.sqrt(theta_prime_norm / (tree_norm(nu) + eps)) + eps
     s_tilde = jax.tree.map(lambda a, n: rho0 * a + rho1 * n, s_tilde_prime, nu)
@@ -190,23 +194,28 @@ def init_pair(params, state0, k: int) -> UOROState:
 def tangent_update(apply_fn, eps, k, params, state, x, s_tilde, theta_tilde, nu, d_output, batched):
     """The new tangent pair of one stream, in the carry layout, and ``δs · s̃``.
 
-    ``θ' = νᵀ B_t`` comes from a params-only VJP (XLA shares its forward pass with the
-    loss VJP). One JVP along the old ``s̃`` gives both ``s̃' = A_t s̃`` and the output's
+    ``θ' = νᵀ B_t`` and ``‖θ'‖`` come from :func:`~uorojax.pullback_and_norm`, a
+    params-only VJP (XLA shares its forward pass with the loss VJP) that takes a dense
+    kernel's norm from the two factors of its outer product, so that under vmap no
+    stream's ``θ'`` is written out: XLA fuses it into the update of ``θ̃``. One JVP along the old ``s̃`` gives both ``s̃' = A_t s̃`` and the output's
     tangent, whose inner product with ``d_output = ∂L_t/∂o_t`` is ``δs · s̃``: the
     state cotangent ``δs`` is never formed, which saves a backward pass through the
     state path. Then :func:`rescale` with its certificate. Returns ``(s_tilde,
     theta_tilde, finite, coeff)``, ``coeff`` with one entry per sample (none when
     k = 1). ``batched``: the caller vmaps this over streams.
     """
-    _, params_vjp = jax.vjp(lambda p: apply_fn(p, state, x)[0], params)
 
     def one_sample(s_tilde, theta_tilde, nu):
-        theta_prime = params_vjp(nu)[0]
+        theta_prime, theta_prime_norm = pullback_and_norm(
+            lambda p: apply_fn(p, state, x)[0], params, nu, batched=batched or k > 1
+        )
         s_tilde_prime, output_tangent = jax.jvp(
             lambda s: apply_fn(params, s, x), (state,), (s_tilde,)
         )[1]
         coeff = tree_vdot(d_output, output_tangent)
-        rescaled = rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps, batched or k > 1)
+        rescaled = rescale(
+            s_tilde_prime, theta_tilde, nu, theta_prime, eps, theta_prime_norm=theta_prime_norm
+        )
         return *rescaled, coeff
 
     s_tilde, theta_tilde, finite, coeff = over_samples(one_sample, k)(s_tilde, theta_tilde, nu)
