@@ -70,6 +70,30 @@ def _scaled():
     return params, 0.2 * jnp.ones(4, F64), apply, jnp.array([0.1, 0.7], F64)
 
 
+@jax.custom_vjp
+def _halve_gradient(a):
+    return a
+
+
+_halve_gradient.defvjp(lambda a: (a, None), lambda _, g: (0.5 * g,))
+
+
+def _transformed():
+    """A cell under ``jax.checkpoint``, with a custom VJP and an inner ``lax.scan``:
+    higher-order primitives are bound as they are."""
+    params = {"w": jnp.arange(16.0, dtype=F64).reshape(4, 4) / 30, "u": jnp.ones((2, 4), F64)}
+
+    @jax.checkpoint
+    def apply(p, h, x):
+        def sub_step(h, _):
+            return jnp.tanh(h @ _halve_gradient(p["w"]) + x @ p["u"]), None
+
+        h = jax.lax.scan(sub_step, h, None, length=2)[0]
+        return h, h
+
+    return params, 0.2 * jnp.ones(4, F64), apply, jnp.array([0.4, -0.3], F64)
+
+
 class _EqxRNN(eqx.Module):
     cell: eqx.nn.GRUCell
 
@@ -99,6 +123,7 @@ MODELS = {
     "flat_lstm": _flat_lstm,
     "tied_weight": _tied,
     "scaled_kernel_in_jit": _scaled,
+    "checkpoint_custom_vjp_scan": _transformed,
     "equinox_gru": _equinox,
     "nnx_gru": _nnx,
 }
@@ -163,12 +188,15 @@ def _factored(name):
 
 def test_dense_kernels_get_their_norm_from_their_factors():
     """The point of the module: a dense kernel's cotangent (an outer product) is never
-    read for its norm. Biases (the cotangent itself) and a weight used twice are."""
-    lstm = _factored("lstm")
-    kernels = [path for path in lstm if path.endswith("['kernel']")]
-    assert len(kernels) == 9  # 4 input and 4 recurrent gate kernels, and the readout's
-    assert all(lstm[path] for path in kernels if "readout" not in path)
-    assert not any(lstm[path] for path in lstm if path.endswith("['bias']"))
+    read for its norm, also where one fused product serves the four gates and its
+    cotangent is split into their kernels (OptimizedLSTMCell). Biases (the cotangent
+    itself) and a weight used twice are read."""
+    for cell in ("lstm", "optimized_lstm", "gru"):
+        factored = _factored(cell)
+        kernels = [path for path in factored if path.endswith("['kernel']")]
+        assert len(kernels) >= 6
+        assert all(factored[path] for path in kernels if "readout" not in path), cell
+        assert not any(factored[path] for path in factored if path.endswith("['bias']"))
     assert _factored("flat_lstm") == {"": True}  # the concatenation of the leaves
     assert _factored("scaled_kernel_in_jit")["['w']"]
     assert _factored("tied_weight") == {"['b']": False, "['w']": False}

@@ -9,16 +9,16 @@ factors, it leaves ``θ'`` with one use, the tangent update, into which XLA fuse
 
 :func:`pullback_and_norm` traces the pullback to a jaxpr and evaluates it equation by
 equation, as ``jax.core.eval_jaxpr`` does (same primitives, same values), while keeping
-for each value a cheap expression of its squared norm where one follows exactly from
-its inputs:
+for each value, where one follows exactly from its inputs, either its two factors or an
+expression of its squared norm:
 
-* an outer product (``dot_general`` with no contracting and no batch dimensions):
-  ``‖a ⊗ b‖² = ‖a‖² ‖b‖²``;
-* a transpose, reshape, squeeze, expand_dims, copy, negation or float conversion:
-  unchanged;
-* a product with, or a quotient by, a scalar ``c``: times ``c²`` (divided by ``c²``);
-* a concatenation: the sum of its parts';
-* a ``jax.jit`` call: its body is evaluated inline, so the rules see through it.
+* an outer product (``dot_general`` with no contracting and no batch dimensions) has
+  factors ``a`` and ``b``, and ``‖a ⊗ b‖² = ‖a‖² ‖b‖²``;
+* a transpose, slice or split of a factored value is factored (the slice falls on one
+  factor: this is how a fused gate kernel's cotangent is cut into the gates' kernels);
+* a reshape, copy, negation or float conversion keeps the norm; a product with, or a
+  quotient by, a scalar ``c`` scales it by ``c²``; a concatenation sums its parts';
+* a ``jax.jit`` call is evaluated inline, so the rules see through it.
 
 Any other value (a sum of two outer products, for a weight used twice; a reduction over
 a batch) has its squared norm computed from its entries, as before. The rules are
@@ -29,7 +29,7 @@ against ``tree_norm`` on every model the library builds.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -39,9 +39,27 @@ from jax.extend.core.primitives import jit_p
 from uorojax.tree import cotangent_sum_of_squares
 
 PyTree = Any
-SquaredNorm = Callable[[], jax.Array]  # evaluated only where a norm is asked for
 
-_SAME_NORM = frozenset({"transpose", "reshape", "squeeze", "expand_dims", "copy", "copy_p", "neg"})
+
+class Factors(NamedTuple):
+    """A value equal, up to sign, to ``c · transpose(lhs ⊗ rhs, perm)`` with
+    ``c² = squared_scale``: its axis ``i`` is axis ``perm[i]`` of ``lhs ⊗ rhs``."""
+
+    lhs: jax.Array
+    rhs: jax.Array
+    perm: tuple[int, ...]
+    squared_scale: Any = 1.0
+
+
+class Norm(NamedTuple):
+    """A value's squared norm, as an expression evaluated only if it is asked for."""
+
+    squared: Callable[[], jax.Array]
+
+
+Record = Factors | Norm | None
+_SAME_VALUE_NORM = frozenset({"copy", "copy_p", "neg", "convert_element_type"})
+_RESHAPES = frozenset({"reshape", "squeeze", "expand_dims"})
 
 
 def pullback_and_norm(
@@ -74,11 +92,12 @@ def pullback_and_norm(
 
     closed, out_shape = jax.make_jaxpr(pullback, return_shape=True)(primal, cotangent)
     flat_in = jax.tree.leaves((primal, cotangent))
-    values, squared = evaluate(closed.jaxpr, closed.consts, flat_in, [None] * len(flat_in))
+    values, records = evaluate(closed.jaxpr, closed.consts, flat_in, [None] * len(flat_in))
     total = sum(
-        sq() if sq is not None else cotangent_sum_of_squares(v, batched)
-        for v, sq in zip(values, squared)
-    )
+        squared_norm(record, value) if record is not None
+        else cotangent_sum_of_squares(value, batched)
+        for value, record in zip(values, records)
+    )  # fmt: skip
     return jax.tree.unflatten(jax.tree.structure(out_shape), values), jnp.sqrt(total)
 
 
@@ -86,40 +105,49 @@ def sum_of_squares(value: jax.Array) -> jax.Array:
     return jnp.sum(jnp.square(value))
 
 
-def evaluate(jaxpr, consts, args, args_squared) -> tuple[list, list[SquaredNorm | None]]:
-    """Evaluates ``jaxpr`` like ``jax.core.eval_jaxpr``; returns its outputs and, for
-    each, a squared-norm expression or None (see the module docstring)."""
+def squared_norm(record: Record, value: jax.Array) -> jax.Array:
+    """The squared norm of ``value``, from its record where it has one."""
+    dtype = jnp.result_type(value)
+    if isinstance(record, Factors):
+        product = sum_of_squares(record.lhs) * sum_of_squares(record.rhs)
+        return (record.squared_scale * product).astype(dtype)
+    if isinstance(record, Norm):
+        return record.squared().astype(dtype)
+    return sum_of_squares(value).astype(dtype)
+
+
+def evaluate(jaxpr, consts, args, arg_records) -> tuple[list, list[Record]]:
+    """Evaluates ``jaxpr`` like ``jax.core.eval_jaxpr``; returns its outputs and their
+    records (see the module docstring)."""
     env: dict = {}
-    norms: dict = {}
+    records: dict = {}
 
     def read(var):
         return var.val if isinstance(var, Literal) else env[var]
 
-    def read_norm(var):
-        return None if isinstance(var, Literal) else norms.get(var)
+    def read_record(var):
+        return None if isinstance(var, Literal) else records.get(var)
 
     for var, value in zip(jaxpr.constvars, consts):
         env[var] = value
-    for var, value, sq in zip(jaxpr.invars, args, args_squared):
-        env[var], norms[var] = value, sq
+    for var, value, record in zip(jaxpr.invars, args, arg_records):
+        env[var], records[var] = value, record
     for eqn in jaxpr.eqns:
         invals = [read(v) for v in eqn.invars]
-        in_norms = [read_norm(v) for v in eqn.invars]
+        in_records = [read_record(v) for v in eqn.invars]
         if eqn.primitive is jit_p:  # inline the call, so the rules see through it
             inner = eqn.params["jaxpr"]
-            outs, out_norms = evaluate(inner.jaxpr, inner.consts, invals, in_norms)
+            outs, out_records = evaluate(inner.jaxpr, inner.consts, invals, in_records)
         else:
             with eqn.ctx.manager:
                 ans = eqn.primitive.bind(*invals, **bind_params(eqn))
             outs = ans if eqn.primitive.multiple_results else [ans]
-            out_norms = [None] * len(outs)
-            if not eqn.primitive.multiple_results:
-                out_norms = [rule(eqn, invals, in_norms, outs[0])]
-        for var, value, sq in zip(eqn.outvars, outs, out_norms):
+            out_records = rule(eqn, invals, in_records, outs)
+        for var, value, record in zip(eqn.outvars, outs, out_records):
             env[var] = value
-            if sq is not None:
-                norms[var] = sq
-    return [read(v) for v in jaxpr.outvars], [read_norm(v) for v in jaxpr.outvars]
+            if record is not None:
+                records[var] = record
+    return [read(v) for v in jaxpr.outvars], [read_record(v) for v in jaxpr.outvars]
 
 
 def bind_params(eqn) -> dict:
@@ -129,46 +157,83 @@ def bind_params(eqn) -> dict:
     return params[1] if isinstance(params, tuple) else params
 
 
-def rule(eqn, invals, in_norms, out) -> SquaredNorm | None:
-    """The squared norm of one equation's output from its inputs', where exact."""
-    name = eqn.primitive.name
-    dtype = jnp.result_type(out)
-    if not jnp.issubdtype(dtype, jnp.inexact):
-        return None
-
-    def norm_of(i):
-        sq = in_norms[i]
-        return (
-            (lambda: sq().astype(dtype))
-            if sq is not None
-            else (lambda: sum_of_squares(invals[i]).astype(dtype))
-        )
-
+def rule(eqn, invals, in_records, outs) -> list[Record]:
+    """The records of one equation's outputs from its inputs', where exact."""
+    name, params = eqn.primitive.name, eqn.params
+    none = [None] * len(outs)
+    if not all(jnp.issubdtype(jnp.result_type(out), jnp.inexact) for out in outs):
+        return none
     if name == "dot_general":
-        (contract, batch) = eqn.params["dimension_numbers"]
+        contract, batch = params["dimension_numbers"]
         if any(len(dims) for dims in (*contract, *batch)):
-            return None
-        lhs, rhs = norm_of(0), norm_of(1)
-        return lambda: lhs() * rhs()
+            return none
+        lhs, rhs = invals
+        return [Factors(lhs, rhs, tuple(range(jnp.ndim(lhs) + jnp.ndim(rhs))))]
     if name == "concatenate":
-        if all(sq is None for sq in in_norms):
-            return None
-        parts = [norm_of(i) for i in range(len(invals))]
-        return lambda: sum(part() for part in parts)
-    if name in _SAME_NORM or name == "convert_element_type":
-        return norm_of(0) if in_norms[0] is not None else None
-    if name in ("mul", "div") and len(invals) == 2:
-        tracked = [i for i in range(2) if in_norms[i] is not None]
-        if not tracked:
-            return None
-        i = tracked[0]
-        other = invals[1 - i]
-        if jnp.ndim(other) != 0 or (name == "div" and i == 1):
-            return None
-        inner = norm_of(i)
-        scale = jnp.square(jnp.asarray(other).astype(dtype))
-        return (lambda: inner() * scale) if name == "mul" else (lambda: inner() / scale)
-    return None
+        if all(r is None for r in in_records):
+            return none
+        parts = list(zip(in_records, invals))
+        return [Norm(lambda: sum(squared_norm(r, v) for r, v in parts))]
+    if name in ("mul", "div"):
+        return [scaled(name, invals, in_records, jnp.result_type(outs[0]))]
+    record = in_records[0]
+    if record is None:
+        return none
+    if name in _SAME_VALUE_NORM:
+        return [record]
+    if name in _RESHAPES:
+        return [as_norm(record, invals[0])]
+    if name == "transpose":
+        if isinstance(record, Norm):
+            return [record]
+        return [record._replace(perm=tuple(record.perm[p] for p in params["permutation"]))]
+    if name == "slice" and isinstance(record, Factors):
+        if params["strides"] is not None and any(s != 1 for s in params["strides"]):
+            return none
+        bounds = zip(params["start_indices"], params["limit_indices"])
+        return [sliced(record, invals[0], dict(enumerate(bounds)))]
+    if name == "split" and isinstance(record, Factors):
+        axis, start, pieces = params["axis"], 0, []
+        for size in params["sizes"]:
+            pieces.append(sliced(record, invals[0], {axis: (start, start + size)}))
+            start += size
+        return pieces
+    return none
+
+
+def scaled(name: str, invals, in_records, dtype) -> Record:
+    """The record of ``value * c``, ``c * value`` or ``value / c`` for a scalar ``c``."""
+    tracked = [i for i, r in enumerate(in_records) if r is not None]
+    if len(tracked) != 1 or (name == "div" and tracked[0] != 0):
+        return None
+    record, other = in_records[tracked[0]], invals[1 - tracked[0]]
+    if jnp.ndim(other) != 0:
+        return None
+    factor = jnp.square(jnp.asarray(other).astype(dtype))
+    if name == "div":
+        factor = 1 / factor
+    if isinstance(record, Factors):
+        return record._replace(squared_scale=record.squared_scale * factor)
+    return Norm(lambda: record.squared() * factor)
+
+
+def as_norm(record: Record, value: jax.Array) -> Norm:
+    return Norm(lambda: squared_norm(record, value))
+
+
+def sliced(record: Factors, value: jax.Array, bounds: dict) -> Factors:
+    """The factors of ``value[bounds]`` (``{axis: (start, limit)}``): each sliced axis
+    is an axis of one factor, which is sliced in its place."""
+    lhs, rhs = record.lhs, record.rhs
+    for axis, (start, limit) in bounds.items():
+        if (start, limit) == (0, jnp.shape(value)[axis]):
+            continue
+        source = record.perm[axis]
+        if source < jnp.ndim(lhs):
+            lhs = jax.lax.slice_in_dim(lhs, start, limit, axis=source)
+        else:
+            rhs = jax.lax.slice_in_dim(rhs, start, limit, axis=source - jnp.ndim(lhs))
+    return record._replace(lhs=lhs, rhs=rhs)
 
 
 __all__ = ["pullback_and_norm"]
