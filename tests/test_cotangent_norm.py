@@ -8,9 +8,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 from flax import nnx
+from helpers import flat
 
 import uorojax
-from tests.helpers import flat
 from uorojax import cotangent_norm
 from uorojax.cotangent_norm import pullback_and_norm
 

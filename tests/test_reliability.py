@@ -224,7 +224,7 @@ def test_as_optax_checks_arguments_and_never_passes_on_non_finite_values(name):
 
 
 def _poison(carry, where, value):
-    """Puts ``value`` into one entry of the named part of a UORO carry."""
+    """Puts ``value`` into one entry of the named part of a carry."""
     part = getattr(carry, where)
     leaves, treedef = jax.tree.flatten(part)
     leaves[0] = leaves[0].reshape(-1).at[0].set(value).reshape(leaves[0].shape)
@@ -256,6 +256,40 @@ def test_uoro_finiteness_certificate_is_sound(batched, where, value):
     carry = est.init_state(params, h0)
     step = jax.jit(est.step)
     for t in range(5):  # non-zero tangents first
+        _, carry, info = step(params, carry, xs[t], ys[t], jax.random.key(t))
+        assert bool(info.carry_finite)
+    if where is not None:
+        carry = _poison(carry, where, value)
+    _, new_carry, info = step(params, carry, xs[5], ys[5], jax.random.key(5))
+    if bool(info.carry_finite):
+        assert _all_finite(new_carry)
+    assert bool(info.carry_finite) == (where is None)
+
+
+@pytest.mark.parametrize("batched", [False, True])
+@pytest.mark.parametrize(
+    "where, value",
+    [
+        (None, 0.0),
+        ("influence", jnp.nan),
+        ("influence", jnp.inf),
+        ("influence", 1e300),  # finite, but its norm overflows
+        ("state", jnp.inf),
+    ],
+)
+def test_snap1_finiteness_certificate_is_sound(batched, where, value):
+    """SnAp-1's certificate bounds the new influence by the old one's norm, the
+    pattern's and the Jacobian's diagonal: True only when the new carry is finite."""
+    model, params, h0 = tiny_rnn()
+    xs, ys = regression_stream(6)
+    est = uorojax.snap1(model.apply, LOSS, structure=model.structure)
+    if batched:
+        est = uorojax.per_stream(est)
+        h0 = jnp.stack([h0, h0 + 0.1])
+        xs, ys = jnp.stack([xs, -xs], 1), jnp.stack([ys, -ys], 1)
+    carry = est.init_state(params, h0)
+    step = jax.jit(est.step)
+    for t in range(5):
         _, carry, info = step(params, carry, xs[t], ys[t], jax.random.key(t))
         assert bool(info.carry_finite)
     if where is not None:

@@ -86,6 +86,17 @@ def pullback_and_norm(
 
       theta_prime, norm = pullback_and_norm(lambda p: apply_fn(p, s, x)[0], params, nu)
     """
+    cotangent_of_primal, squared = pullback_and_squared_norms(
+        fn, primal, cotangent, batched=batched
+    )
+    return cotangent_of_primal, jnp.sqrt(sum(jax.tree.leaves(squared)))
+
+
+def pullback_and_squared_norms(
+    fn: Callable, primal: PyTree, cotangent: PyTree, *, batched: bool = False
+) -> tuple[PyTree, PyTree]:
+    """:func:`pullback_and_norm` with the squared norm of each leaf instead of the
+    total: ``(g, squared)``, ``squared`` shaped like ``primal`` with a scalar a leaf."""
 
     def pullback(primal, cotangent):
         return jax.vjp(fn, primal)[1](cotangent)[0]
@@ -93,12 +104,13 @@ def pullback_and_norm(
     closed, out_shape = jax.make_jaxpr(pullback, return_shape=True)(primal, cotangent)
     flat_in = jax.tree.leaves((primal, cotangent))
     values, records = evaluate(closed.jaxpr, closed.consts, flat_in, [None] * len(flat_in))
-    total = sum(
+    squared = [
         squared_norm(record, value) if record is not None
         else cotangent_sum_of_squares(value, batched)
         for value, record in zip(values, records)
-    )  # fmt: skip
-    return jax.tree.unflatten(jax.tree.structure(out_shape), values), jnp.sqrt(total)
+    ]  # fmt: skip
+    treedef = jax.tree.structure(out_shape)
+    return jax.tree.unflatten(treedef, values), jax.tree.unflatten(treedef, squared)
 
 
 def sum_of_squares(value: jax.Array) -> jax.Array:
@@ -236,4 +248,4 @@ def sliced(record: Factors, value: jax.Array, bounds: dict) -> Factors:
     return record._replace(lhs=lhs, rhs=rhs)
 
 
-__all__ = ["pullback_and_norm"]
+__all__ = ["pullback_and_norm", "pullback_and_squared_norms"]

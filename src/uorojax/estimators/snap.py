@@ -11,7 +11,7 @@ so each parameter carries one number per state leaf of its layer: memory ``O(|Θ
 stream. The update needs only the unit-diagonal blocks of :math:`A_t` (a 2×2 block per
 unit for an LSTM's ``(c, h)``) and the pattern's entries of :math:`B_t`:
 
-* :math:`B_t \odot M` for state leaf k is one VJP with a cotangent of ones on leaf k:
+* :math:`B_t \odot M` for state leaf k is one params VJP with a cotangent of ones on leaf k:
   :math:`\sum_i \partial s_{k,i}/\partial\theta_p` has a single term, :math:`i = u(p)`.
 * The diagonal blocks come from one JVP per state leaf of the model with its recurrent
   kernels diagonalised (:func:`~uorojax.structure.diagonalised_params`).
@@ -34,14 +34,20 @@ import jax
 import jax.numpy as jnp
 
 from uorojax import checks
+from uorojax.cotangent_norm import pullback_and_squared_norms
 from uorojax.estimators.base import (
     ApplyFn,
     Estimator,
     LossFn,
     StepInfo,
+    check_streams,
+    loss_vjp,
+    mean_loss_vjp,
     model_step,
+    num_streams_of,
     step_loss_and_cotangent,
     validate,
+    with_fast_paths,
 )
 from uorojax.structure import (
     Structure,
@@ -52,6 +58,7 @@ from uorojax.structure import (
     state_layers,
     unit_jacobian,
 )
+from uorojax.tree import tree_finite, tree_norm
 
 PyTree = Any
 
@@ -88,37 +95,40 @@ def snap1_init(structure: Structure, params, state0) -> SnApState:
     return SnApState(state0, influence)
 
 
-def pattern_vjps(apply_fn, loss_fn, params, state, x, y):
-    """One forward and ``1 + q`` VJPs (q state leaves): the loss's ``(δθ, δs)`` and, for
-    every state leaf k, ``B_t ⊙ M`` of that leaf as a params-shaped tree."""
-    (new_state, output), vjp_fn = jax.vjp(lambda p, s: model_step(apply_fn, p, s, x), params, state)
-    loss, d_output = step_loss_and_cotangent(loss_fn, y)(output)
+def influence_pattern(apply_fn, params, state, x) -> tuple[list[list], list[list]]:
+    """``B_t ⊙ M`` for every state leaf k, as the flattened params leaves, and each
+    leaf's squared norm: one params VJP per state leaf with a cotangent of ones on that
+    leaf (:func:`~uorojax.cotangent_norm.pullback_and_squared_norms`). For one stream a
+    dense kernel's entry is an outer product whose norm comes from its factors, so its
+    one use is the influence update, where XLA fuses it instead of writing it out (per
+    stream, ``B·|Θ|`` floats a leaf)."""
+    new_state = jax.eval_shape(lambda: apply_fn(params, state, x)[0])
     leaves, treedef = jax.tree.flatten(new_state)
-    q = len(leaves)
-    state_cotangents = [
-        jnp.stack([jnp.zeros_like(a)] + [jnp.full_like(a, float(j == k)) for k in range(q)])
-        for j, a in enumerate(leaves)
-    ]
-    output_cotangents = jax.tree.map(
-        lambda d: jnp.concatenate([d[None], jnp.zeros((q, *d.shape), d.dtype)]), d_output
-    )
-    param_cots, state_cots = jax.vmap(vjp_fn)(
-        (jax.tree.unflatten(treedef, state_cotangents), output_cotangents)
-    )
-    delta_theta = jax.tree.map(lambda a: a[0], param_cots)
-    delta_s = [a[0] for a in jax.tree.leaves(state_cots)]
-    b_pattern = [[a[1 + k] for a in jax.tree.leaves(param_cots)] for k in range(q)]
-    return new_state, output, loss, delta_theta, delta_s, b_pattern
+    patterns, squared = [], []
+    for k in range(len(leaves)):
+        ones_on_k = [jnp.full(a.shape, float(j == k), a.dtype) for j, a in enumerate(leaves)]
+        pattern, pattern_squared = pullback_and_squared_norms(
+            lambda p: apply_fn(p, state, x)[0], params, jax.tree.unflatten(treedef, ones_on_k)
+        )
+        patterns.append(jax.tree.leaves(pattern))
+        squared.append(jax.tree.leaves(pattern_squared))
+    return patterns, squared
 
 
-def sparse_history(delta_theta, delta_s, influence, units):
+def sparse_history(delta_theta, delta_s, influence, units, over_streams: bool = False):
     """``g = δθ + δs · J_{t-1}`` with J on the pattern: each parameter reads the state
-    cotangent of its own unit."""
+    cotangent of its own unit. ``over_streams``: ``δs`` and ``J`` have a leading stream
+    axis, summed over (``δs`` already carries the mean's ``1/B``)."""
     leaves, treedef = jax.tree.flatten(delta_theta)
+    lead = 1 if over_streams else 0
     for k, row in enumerate(influence):
         for j, entry in enumerate(row):
             if entry is not None:
-                leaves[j] = leaves[j] + along(delta_s[k], entry.ndim, units[j].axis) * entry
+                shape = [1] * entry.ndim
+                shape[lead + units[j].axis] = delta_s[k].shape[-1]
+                shape[:lead] = delta_s[k].shape[:lead]
+                cotangent = jnp.reshape(delta_s[k], shape)  # along the unit axis
+                leaves[j] = leaves[j] + jnp.sum(cotangent * entry, axis=tuple(range(lead)))
     return jax.tree.unflatten(treedef, leaves)
 
 
@@ -140,17 +150,69 @@ def sparse_influence_update(blocks, b_pattern, influence, units):
     )
 
 
+def influence_step(apply_fn, structure, units, params, state, x, influence):
+    """One stream's new influence from its state, input and old influence, and a
+    certificate that it is finite.
+
+    Every entry of the new ``J_k`` is bounded by ``‖B_k ⊙ M‖ + Σ_k2 max|A_kk2| ‖J_k2‖``
+    (the diagonal blocks of ``A_t`` and the old influence), so a finite bound makes the
+    new influence finite without reading it: the trainer's guard then keeps or replaces
+    it within the update itself, instead of testing and selecting it in two more passes.
+    A NaN or inf in ``B``, ``A`` or the old ``J`` makes the bound non-finite.
+    """
+    blocks = unit_jacobian(apply_fn, structure, params, state, x)
+    b_pattern, b_squared = influence_pattern(apply_fn, params, state, x)
+    old_norms = [tree_norm([e for e in row if e is not None]) for row in influence]
+    finite = jnp.asarray(True)
+    for k, row in enumerate(influence):
+        pattern_norm = jnp.sqrt(sum(b_squared[k][j] for j, e in enumerate(row) if e is not None))
+        bound = pattern_norm + sum(
+            jnp.max(jnp.abs(block)) * old_norms[k2]
+            for k2, block in enumerate(blocks[k])
+            if block is not None
+        )
+        finite = finite & jnp.isfinite(bound)
+    return sparse_influence_update(blocks, b_pattern, influence, units), finite
+
+
 def snap1_step(apply_fn, loss_fn, structure, params, carry: SnApState, x, y, key):
     """One SnAp-1 step (see the module docstring)."""
     validate(params, key)
     units = leaf_units(structure, params)
-    new_state, output, loss, delta_theta, delta_s, b_pattern = pattern_vjps(
-        apply_fn, loss_fn, params, carry.state, x, y
+    new_state, output, loss, _, (delta_theta, delta_s) = loss_vjp(
+        lambda p, s: model_step(apply_fn, p, s, x),
+        step_loss_and_cotangent(loss_fn, y),
+        params,
+        carry.state,
     )
-    grads = sparse_history(delta_theta, delta_s, carry.influence, units)
-    blocks = unit_jacobian(apply_fn, structure, params, carry.state, x)
-    influence = sparse_influence_update(blocks, b_pattern, carry.influence, units)
-    return grads, SnApState(new_state, influence), StepInfo(loss, output, jnp.asarray(True))
+    grads = sparse_history(delta_theta, jax.tree.leaves(delta_s), carry.influence, units)
+    influence, finite = influence_step(
+        apply_fn, structure, units, params, carry.state, x, carry.influence
+    )
+    info = StepInfo(loss, output, jnp.asarray(True), finite & tree_finite(new_state))
+    return grads, SnApState(new_state, influence), info
+
+
+def snap1_per_stream_step(apply_fn, loss_fn, structure, params, carry: SnApState, xs, ys, key):
+    """B streams with their own influences, fused (see :func:`~uorojax.per_stream`): the
+    averaged direct gradient and every stream's ``δs`` from one batched backward of the
+    mean loss, the history term as one sum over streams (no per-stream gradients
+    formed), and each stream's influence from :func:`influence_step`, vmapped."""
+    validate(params, key)
+    check_streams(num_streams_of(carry.state), xs, ys)
+    units = leaf_units(structure, params)
+    new_states, outputs, losses, _, (mean_delta_theta, delta_s) = mean_loss_vjp(
+        apply_fn, loss_fn, params, carry.state, xs, ys, wrt_states=True
+    )
+    grads = sparse_history(
+        mean_delta_theta, jax.tree.leaves(delta_s), carry.influence, units, over_streams=True
+    )
+    step = functools.partial(influence_step, apply_fn, structure, units)
+    influence, finite = jax.vmap(step, in_axes=(None, 0, 0, 0))(
+        params, carry.state, xs, carry.influence
+    )
+    info = StepInfo(losses, outputs, jnp.asarray(True), jnp.all(finite) & tree_finite(new_states))
+    return grads, SnApState(new_states, influence), info
 
 
 def snap1(apply_fn: ApplyFn, loss_fn: LossFn, *, structure: Structure | None) -> Estimator:
@@ -184,5 +246,8 @@ def snap1(apply_fn: ApplyFn, loss_fn: LossFn, *, structure: Structure | None) ->
     structure = require(structure, "snap1", MODEL_HINT)
     return Estimator(
         functools.partial(snap1_init, structure),
-        functools.partial(snap1_step, apply_fn, loss_fn, structure),
+        with_fast_paths(
+            functools.partial(snap1_step, apply_fn, loss_fn, structure),
+            per_stream_step=functools.partial(snap1_per_stream_step, apply_fn, loss_fn, structure),
+        ),
     )

@@ -43,6 +43,7 @@ from uorojax.estimators.base import (
     StepInfo,
     check_streams,
     loss_vjp,
+    mean_loss_vjp,
     model_step,
     num_streams_of,
     step_loss_and_cotangent,
@@ -258,18 +259,8 @@ def uoro_per_stream_step(apply_fn, loss_fn, eps, k, params, carry: UOROState, xs
     check_streams(num_streams, xs, ys)
     stream_keys = jax.random.split(key, num_streams)
     states = carry.state
-
-    def losses_and_cotangents(outputs):
-        """Per-stream losses, and the cotangents of their mean over streams."""
-        losses, d_outputs = jax.vmap(lambda o, y1: step_loss_and_cotangent(loss_fn, y1)(o))(
-            outputs, ys
-        )
-        return losses, jax.tree.map(lambda d: d / num_streams, d_outputs)
-
-    new_states, outputs, losses, d_outputs, (mean_delta_theta,) = loss_vjp(
-        lambda p: jax.vmap(lambda s1, x1: model_step(apply_fn, p, s1, x1))(states, xs),
-        losses_and_cotangents,
-        params,
+    new_states, outputs, losses, d_outputs, (mean_delta_theta,) = mean_loss_vjp(
+        apply_fn, loss_fn, params, states, xs, ys, wrt_states=False
     )
     nu = jax.vmap(lambda kb, s1: without_unit_samples_axis(rademacher_like(kb, s1, k), k))(
         stream_keys, new_states
