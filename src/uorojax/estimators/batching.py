@@ -28,6 +28,15 @@ def _mean_over_streams(grads):
     return jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
 
 
+def _one_info(info):
+    """A vmapped step's info as one batch's: one ``ready`` flag (the streams move in
+    step) and one certificate for all streams' carries."""
+    finite = info.carry_finite
+    return info._replace(
+        ready=info.ready[0], carry_finite=None if finite is None else jnp.all(finite)
+    )
+
+
 def _mapped_step(step):
     """``step`` vmapped over streams, each with its own key split from ``key``."""
 
@@ -37,7 +46,7 @@ def _mapped_step(step):
         grads, carry, info = jax.vmap(step, in_axes=(None, 0, 0, 0, 0))(
             params, carry, xs, ys, _split_per_stream(key, num_streams)
         )
-        return _mean_over_streams(grads), carry, info._replace(ready=info.ready[0])
+        return _mean_over_streams(grads), carry, _one_info(info)
 
     return mapped
 
@@ -51,7 +60,7 @@ def _mapped_window(step_window):
         grads, carry, info = jax.vmap(step_window, in_axes=(None, 0, 1, 1, 1))(
             params, carry, xs, ys, stream_keys
         )
-        info = time_major_info(info._replace(ready=info.ready[0]))
+        info = time_major_info(_one_info(info))
         return _mean_over_streams(grads), carry, info
 
     return mapped

@@ -40,14 +40,10 @@ from uorojax.estimators.base import (
     Estimator,
     LossFn,
     StepInfo,
-    check_streams,
     loss_vjp,
-    mean_loss_vjp,
     model_step,
-    num_streams_of,
     step_loss_and_cotangent,
     validate,
-    with_fast_paths,
 )
 from uorojax.structure import (
     Structure,
@@ -115,20 +111,14 @@ def influence_pattern(apply_fn, params, state, x) -> tuple[list[list], list[list
     return patterns, squared
 
 
-def sparse_history(delta_theta, delta_s, influence, units, over_streams: bool = False):
+def sparse_history(delta_theta, delta_s, influence, units):
     """``g = δθ + δs · J_{t-1}`` with J on the pattern: each parameter reads the state
-    cotangent of its own unit. ``over_streams``: ``δs`` and ``J`` have a leading stream
-    axis, summed over (``δs`` already carries the mean's ``1/B``)."""
+    cotangent of its own unit."""
     leaves, treedef = jax.tree.flatten(delta_theta)
-    lead = 1 if over_streams else 0
     for k, row in enumerate(influence):
         for j, entry in enumerate(row):
             if entry is not None:
-                shape = [1] * entry.ndim
-                shape[lead + units[j].axis] = delta_s[k].shape[-1]
-                shape[:lead] = delta_s[k].shape[:lead]
-                cotangent = jnp.reshape(delta_s[k], shape)  # along the unit axis
-                leaves[j] = leaves[j] + jnp.sum(cotangent * entry, axis=tuple(range(lead)))
+                leaves[j] = leaves[j] + along(delta_s[k], entry.ndim, units[j].axis) * entry
     return jax.tree.unflatten(treedef, leaves)
 
 
@@ -193,28 +183,6 @@ def snap1_step(apply_fn, loss_fn, structure, params, carry: SnApState, x, y, key
     return grads, SnApState(new_state, influence), info
 
 
-def snap1_per_stream_step(apply_fn, loss_fn, structure, params, carry: SnApState, xs, ys, key):
-    """B streams with their own influences, fused (see :func:`~uorojax.per_stream`): the
-    averaged direct gradient and every stream's ``δs`` from one batched backward of the
-    mean loss, the history term as one sum over streams (no per-stream gradients
-    formed), and each stream's influence from :func:`influence_step`, vmapped."""
-    validate(params, key)
-    check_streams(num_streams_of(carry.state), xs, ys)
-    units = leaf_units(structure, params)
-    new_states, outputs, losses, _, (mean_delta_theta, delta_s) = mean_loss_vjp(
-        apply_fn, loss_fn, params, carry.state, xs, ys, wrt_states=True
-    )
-    grads = sparse_history(
-        mean_delta_theta, jax.tree.leaves(delta_s), carry.influence, units, over_streams=True
-    )
-    step = functools.partial(influence_step, apply_fn, structure, units)
-    influence, finite = jax.vmap(step, in_axes=(None, 0, 0, 0))(
-        params, carry.state, xs, carry.influence
-    )
-    info = StepInfo(losses, outputs, jnp.asarray(True), jnp.all(finite) & tree_finite(new_states))
-    return grads, SnApState(new_states, influence), info
-
-
 def snap1(apply_fn: ApplyFn, loss_fn: LossFn, *, structure: Structure | None) -> Estimator:
     r"""SnAp-1: the influence matrix on its one-step sparsity pattern, ``O(|Θ|)`` memory.
 
@@ -246,8 +214,5 @@ def snap1(apply_fn: ApplyFn, loss_fn: LossFn, *, structure: Structure | None) ->
     structure = require(structure, "snap1", MODEL_HINT)
     return Estimator(
         functools.partial(snap1_init, structure),
-        with_fast_paths(
-            functools.partial(snap1_step, apply_fn, loss_fn, structure),
-            per_stream_step=functools.partial(snap1_per_stream_step, apply_fn, loss_fn, structure),
-        ),
+        functools.partial(snap1_step, apply_fn, loss_fn, structure),
     )
