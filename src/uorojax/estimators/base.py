@@ -182,30 +182,6 @@ def loss_vjp(forward: Callable, loss_and_cotangent: Callable, *primals):
     return new_state, output, loss, d_output, cotangents
 
 
-def mean_loss_vjp(apply_fn: ApplyFn, loss_fn: LossFn, params, states, xs, ys, *, wrt_states: bool):
-    """B streams' forward steps and losses, and the cotangents of their *mean* loss, from
-    one batched VJP (no per-stream parameter gradients are formed).
-
-    Returns ``(new_states, outputs, losses, d_outputs, cotangents)``: ``d_outputs`` are
-    the cotangents of the mean (each stream's ``∂L_b/∂o_b / B``), ``cotangents`` is
-    ``(mean δθ,)``, or with ``wrt_states`` ``(mean δθ, δs)`` where ``δs[b] = ∂L_b/∂s_b / B``.
-    """
-    num_streams = num_streams_of(states)
-
-    def losses_and_cotangents(outputs):
-        losses, d_outputs = jax.vmap(lambda o, y1: step_loss_and_cotangent(loss_fn, y1)(o))(
-            outputs, ys
-        )
-        return losses, jax.tree.map(lambda d: d / num_streams, d_outputs)
-
-    def forward(p, s):
-        return jax.vmap(lambda s1, x1: model_step(apply_fn, p, s1, x1))(s, xs)
-
-    if wrt_states:
-        return loss_vjp(forward, losses_and_cotangents, params, states)
-    return loss_vjp(lambda p: forward(p, states), losses_and_cotangents, params)
-
-
 def step_loss_and_cotangent(loss_fn: LossFn, y: PyTree) -> Callable:
     """``output -> (loss_fn(output, y), ∂L/∂output)``, for :func:`loss_vjp`."""
     return jax.value_and_grad(lambda o: checks.call_loss(loss_fn, o, y))

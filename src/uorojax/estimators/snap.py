@@ -98,11 +98,10 @@ def influence_pattern(apply_fn, params, state, x) -> tuple[list[list], list[list
     dense kernel's entry is an outer product whose norm comes from its factors, so its
     one use is the influence update, where XLA fuses it instead of writing it out (per
     stream, ``B·|Θ|`` floats a leaf)."""
-    new_state = jax.eval_shape(lambda: apply_fn(params, state, x)[0])
-    leaves, treedef = jax.tree.flatten(new_state)
+    leaves, treedef = jax.tree.flatten(state)  # the new state is shaped like the old
     patterns, squared = [], []
     for k in range(len(leaves)):
-        ones_on_k = [jnp.full(a.shape, float(j == k), a.dtype) for j, a in enumerate(leaves)]
+        ones_on_k = [jnp.full_like(a, float(j == k)) for j, a in enumerate(leaves)]
         pattern, pattern_squared = pullback_and_squared_norms(
             lambda p: apply_fn(p, state, x)[0], params, jax.tree.unflatten(treedef, ones_on_k)
         )

@@ -43,7 +43,6 @@ from uorojax.estimators.base import (
     StepInfo,
     check_streams,
     loss_vjp,
-    mean_loss_vjp,
     model_step,
     num_streams_of,
     step_loss_and_cotangent,
@@ -198,12 +197,13 @@ def tangent_update(apply_fn, eps, k, params, state, x, s_tilde, theta_tilde, nu,
     ``θ' = νᵀ B_t`` and ``‖θ'‖`` come from :func:`~uorojax.pullback_and_norm`, a
     params-only VJP (XLA shares its forward pass with the loss VJP) that takes a dense
     kernel's norm from the two factors of its outer product, so that under vmap no
-    stream's ``θ'`` is written out: XLA fuses it into the update of ``θ̃``. One JVP along the old ``s̃`` gives both ``s̃' = A_t s̃`` and the output's
-    tangent, whose inner product with ``d_output = ∂L_t/∂o_t`` is ``δs · s̃``: the
-    state cotangent ``δs`` is never formed, which saves a backward pass through the
-    state path. Then :func:`rescale` with its certificate. Returns ``(s_tilde,
-    theta_tilde, finite, coeff)``, ``coeff`` with one entry per sample (none when
-    k = 1). ``batched``: the caller vmaps this over streams.
+    stream's ``θ'`` is written out: XLA fuses it into the update of ``θ̃``. One JVP
+    along the old ``s̃`` gives both ``s̃' = A_t s̃`` and the output's tangent, whose
+    inner product with ``d_output = ∂L_t/∂o_t`` is ``δs · s̃``: the state cotangent
+    ``δs`` is never formed, which saves a backward pass through the state path. Then
+    :func:`rescale` with its certificate. Returns ``(s_tilde, theta_tilde, finite,
+    coeff)``, ``coeff`` with one entry per sample (none when k = 1). ``batched``: the
+    caller vmaps this over streams.
     """
 
     def one_sample(s_tilde, theta_tilde, nu):
@@ -259,8 +259,18 @@ def uoro_per_stream_step(apply_fn, loss_fn, eps, k, params, carry: UOROState, xs
     check_streams(num_streams, xs, ys)
     stream_keys = jax.random.split(key, num_streams)
     states = carry.state
-    new_states, outputs, losses, d_outputs, (mean_delta_theta,) = mean_loss_vjp(
-        apply_fn, loss_fn, params, states, xs, ys, wrt_states=False
+
+    def losses_and_cotangents(outputs):
+        """Per-stream losses, and the cotangents of their mean over streams."""
+        losses, d_outputs = jax.vmap(lambda o, y1: step_loss_and_cotangent(loss_fn, y1)(o))(
+            outputs, ys
+        )
+        return losses, jax.tree.map(lambda d: d / num_streams, d_outputs)
+
+    new_states, outputs, losses, d_outputs, (mean_delta_theta,) = loss_vjp(
+        lambda p: jax.vmap(lambda s1, x1: model_step(apply_fn, p, s1, x1))(states, xs),
+        losses_and_cotangents,
+        params,
     )
     nu = jax.vmap(lambda kb, s1: without_unit_samples_axis(rademacher_like(kb, s1, k), k))(
         stream_keys, new_states
