@@ -36,7 +36,7 @@ import jax.numpy as jnp
 from jax.extend.core import Literal
 from jax.extend.core.primitives import jit_p
 
-from uorojax.tree import cotangent_sum_of_squares
+from uorojax.tree import cotangent_sum_of_squares, sum_of_squares
 
 PyTree = Any
 
@@ -111,10 +111,6 @@ def pullback_and_squared_norms(
     ]  # fmt: skip
     treedef = jax.tree.structure(out_shape)
     return jax.tree.unflatten(treedef, values), jax.tree.unflatten(treedef, squared)
-
-
-def sum_of_squares(value: jax.Array) -> jax.Array:
-    return jnp.sum(jnp.square(value))
 
 
 def squared_norm(record: Record, value: jax.Array) -> jax.Array:

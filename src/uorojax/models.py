@@ -19,7 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from uorojax import checks
-from uorojax.structure import RecurrentKernel, Structure, Units
+from uorojax.structure import RecurrentKernel, Structure, Units, plain_path
 
 PyTree = Any
 
@@ -271,7 +271,7 @@ def _stack_structure(cells, vocab_size, embed_dim) -> Structure | None:
             vectors = {"h": h, "i": encode(x).astype(h.dtype)}
             out = []
             for path, _ in jax.tree_util.tree_leaves_with_path(params):
-                keys = [getattr(entry, "key", None) for entry in path]
+                keys = plain_path(path)
                 if keys[1] != "cells_0":
                     out.append(None)
                 elif keys[-1] == "bias":

@@ -383,12 +383,18 @@ def check_layer_inputs(structure: Structure, params, inputs: list, who: str) -> 
             raise checks.ConfigError(f"{who}: layer_inputs gives {what} params leaf {name}, {role}")
         if a is None:
             continue
-        expected = () if jnp.ndim(leaf) == 1 else (jnp.shape(leaf)[1 - u.axis],)
+        expected = input_shape(leaf, u)
         if jnp.shape(a) != expected:
             raise checks.ConfigError(
                 f"{who}: layer_inputs gives params leaf {name} an input of shape "
                 f"{list(jnp.shape(a))}; its input axis needs {list(expected)}"
             )
+
+
+def input_shape(leaf, units: Units) -> tuple:
+    """The shape of the vector a dense layer's params leaf multiplies: ``()`` for a
+    bias, the kernel's input axis otherwise."""
+    return () if jnp.ndim(leaf) == 1 else (jnp.shape(leaf)[1 - units.axis],)
 
 
 def kronecker_leaf(d: jax.Array, a: jax.Array, ndim: int, axis: int):

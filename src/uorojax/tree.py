@@ -16,9 +16,14 @@ def tree_vdot(a: PyTree, b: PyTree) -> jax.Array:
     return sum(jnp.vdot(x, y) for x, y in zip(jax.tree.leaves(a), jax.tree.leaves(b)))
 
 
+def sum_of_squares(a: jax.Array) -> jax.Array:
+    """The sum of the squares of an array's entries."""
+    return jnp.sum(jnp.square(a))
+
+
 def tree_norm(a: PyTree) -> jax.Array:
     """Euclidean norm of a whole pytree."""
-    return jnp.sqrt(sum(jnp.sum(jnp.square(x)) for x in jax.tree.leaves(a)))
+    return jnp.sqrt(sum(sum_of_squares(x) for x in jax.tree.leaves(a)))
 
 
 def tree_finite(tree: PyTree) -> jax.Array:
@@ -85,7 +90,7 @@ def cotangent_sum_of_squares(leaf: jax.Array, batched: bool) -> jax.Array:
     """
     if batched and leaf.ndim >= 2:
         leaf = jnp.swapaxes(leaf, -1, -2)
-    return jnp.sum(jnp.square(leaf))
+    return sum_of_squares(leaf)
 
 
 def swap_leading_axes(tree: PyTree) -> PyTree:

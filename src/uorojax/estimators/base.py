@@ -44,6 +44,7 @@ from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
+import jax.numpy as jnp
 
 from uorojax import checks
 from uorojax.tree import swap_leading_axes, zeros_like
@@ -212,6 +213,17 @@ def state_jvp(apply_fn: ApplyFn, params, state, x, tangent):
 def num_streams_of(tree: PyTree) -> int:
     """The size of the leading (stream) axis of a batched carry."""
     return jax.tree.leaves(tree)[0].shape[0]
+
+
+def split_per_stream(key: jax.Array, num_streams: int) -> jax.Array:
+    """One key per stream, split from ``key``."""
+    checks.check_key(key)
+    return jax.random.split(key, num_streams)
+
+
+def mean_over_stream_axis(grads: PyTree) -> PyTree:
+    """Per-stream gradients (leading stream axis) averaged over the streams."""
+    return jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
 
 
 def check_streams(num_streams: int, xs: PyTree, ys: PyTree) -> None:

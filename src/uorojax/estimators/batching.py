@@ -5,27 +5,19 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from uorojax import checks
 from uorojax.estimators.base import (
     ApplyFn,
     Estimator,
     LossFn,
     check_streams,
     fast_paths,
+    mean_over_stream_axis,
     num_streams_of,
+    split_per_stream,
     time_major_info,
     window_step,
     with_fast_paths,
 )
-
-
-def _split_per_stream(key, num_streams: int):
-    checks.check_key(key)
-    return jax.random.split(key, num_streams)
-
-
-def _mean_over_streams(grads):
-    return jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
 
 
 def _one_info(info):
@@ -44,9 +36,9 @@ def _mapped_step(step):
         num_streams = num_streams_of(carry)
         check_streams(num_streams, xs, ys)
         grads, carry, info = jax.vmap(step, in_axes=(None, 0, 0, 0, 0))(
-            params, carry, xs, ys, _split_per_stream(key, num_streams)
+            params, carry, xs, ys, split_per_stream(key, num_streams)
         )
-        return _mean_over_streams(grads), carry, _one_info(info)
+        return mean_over_stream_axis(grads), carry, _one_info(info)
 
     return mapped
 
@@ -56,12 +48,12 @@ def _mapped_window(step_window):
 
     def mapped(params, carry, xs, ys, keys):
         num_streams = num_streams_of(carry)
-        stream_keys = jax.vmap(lambda k: _split_per_stream(k, num_streams))(keys)
+        stream_keys = jax.vmap(lambda k: split_per_stream(k, num_streams))(keys)
         grads, carry, info = jax.vmap(step_window, in_axes=(None, 0, 1, 1, 1))(
             params, carry, xs, ys, stream_keys
         )
         info = time_major_info(_one_info(info))
-        return _mean_over_streams(grads), carry, info
+        return mean_over_stream_axis(grads), carry, info
 
     return mapped
 

@@ -52,6 +52,7 @@ from uorojax.structure import (
     Structure,
     check_layer_inputs,
     check_single_stream,
+    input_shape,
     kronecker_leaf,
     layer_derivative,
     leaf_units,
@@ -105,12 +106,7 @@ def kf_rtrl_init(structure: Structure, params, state0) -> KFRTRLState:
     units = leaf_units(structure, params)
     pieces = []
     for leaf, u in zip(jax.tree.leaves(params), units):
-        if u is None:
-            pieces.append(None)
-        elif leaf.ndim == 1:
-            pieces.append(jnp.zeros((), leaf.dtype))
-        else:
-            pieces.append(jnp.zeros((leaf.shape[1 - u.axis],), leaf.dtype))
+        pieces.append(None if u is None else jnp.zeros(input_shape(leaf, u), leaf.dtype))
     n = h0.shape[0]
     return KFRTRLState(state0, tuple(pieces), jnp.zeros((n, n), h0.dtype))
 

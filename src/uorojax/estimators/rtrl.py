@@ -21,6 +21,7 @@ from uorojax.estimators.base import (
     step_loss_and_cotangent,
     validate,
 )
+from uorojax.tree import stack_zeros
 
 PyTree = Any
 
@@ -41,7 +42,7 @@ def rtrl_init(params, state0) -> RTRLState:
     """A zero Jacobian: the state at the stream start does not depend on θ."""
     checks.check_params(params)
     num_params = ravel_pytree(params)[0].size
-    jacobian = jax.tree.map(lambda a: jnp.zeros((num_params, *jnp.shape(a)), a.dtype), state0)
+    jacobian = stack_zeros(state0, num_params)
     return RTRLState(state0, jacobian)
 
 

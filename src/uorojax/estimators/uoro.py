@@ -45,6 +45,7 @@ from uorojax.estimators.base import (
     loss_vjp,
     model_step,
     num_streams_of,
+    split_per_stream,
     step_loss_and_cotangent,
     unroll,
     validate,
@@ -114,24 +115,20 @@ def uoro_rescale(
 
       s_tilde, theta_tilde = uorojax.uoro_rescale(a_s, theta_tilde, nu, nu_b, 1e-7)
     """
-    return rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps)[:2]
+    return rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps, tree_norm(theta_prime))[:2]
 
 
-def rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps, batched=False, theta_prime_norm=None):
+def rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps, theta_prime_norm):
     """:func:`uoro_rescale`, plus a finiteness certificate for the new pair.
 
     Entrywise ``|θ̃_new| ≤ |θ̃|/ρ0 + |θ'|/ρ1 ≤ ‖θ̃‖/ρ0 + ‖θ'‖/ρ1``, so a finite bound
     makes every entry of ``θ̃_new`` finite without reading it again (a NaN or inf in
     ``θ̃`` or ``θ'`` makes its norm, hence the bound, non-finite). ``s̃_new`` is
-    state-sized and tested directly. ``theta_prime_norm``: ``‖θ'‖`` when the caller has
-    it (from :func:`~uorojax.pullback_and_norm`, which does not read ``θ'``); otherwise
-    it is computed here, and ``batched`` (this runs under ``jax.vmap``, per stream or
-    per sample) only changes how it is laid out for XLA (see
-    :func:`~uorojax.tree.batched_cotangent_norm`).
+    state-sized and tested directly. ``theta_prime_norm`` is ``‖θ'‖``, from the caller:
+    :func:`~uorojax.pullback_and_norm` has it without reading ``θ'``, and under
+    ``jax.vmap`` :func:`~uorojax.tree.batched_cotangent_norm` lays its sum out for XLA.
     """
     theta_tilde_norm = tree_norm(theta_tilde)
-    if theta_prime_norm is None:
-        theta_prime_norm = (batched_cotangent_norm if batched else tree_norm)(theta_prime)
     rho0 = jnp.sqrt(safe_ratio(theta_tilde_norm, tree_norm(s_tilde_prime) + eps)) + eps
     rho1 = jnp.sqrt(theta_prime_norm / (tree_norm(nu) + eps)) + eps
     s_tilde = jax.tree.map(lambda a, n: rho0 * a + rho1 * n, s_tilde_prime, nu)
@@ -214,9 +211,7 @@ def tangent_update(apply_fn, eps, k, params, state, x, s_tilde, theta_tilde, nu,
             lambda s: apply_fn(params, s, x), (state,), (s_tilde,)
         )[1]
         coeff = tree_vdot(d_output, output_tangent)
-        rescaled = rescale(
-            s_tilde_prime, theta_tilde, nu, theta_prime, eps, theta_prime_norm=theta_prime_norm
-        )
+        rescaled = rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps, theta_prime_norm)
         return *rescaled, coeff
 
     s_tilde, theta_tilde, finite, coeff = over_samples(one_sample, k)(s_tilde, theta_tilde, nu)
@@ -257,7 +252,7 @@ def uoro_per_stream_step(apply_fn, loss_fn, eps, k, params, carry: UOROState, xs
     validate(params, key)
     num_streams = num_streams_of(carry.state)
     check_streams(num_streams, xs, ys)
-    stream_keys = jax.random.split(key, num_streams)
+    stream_keys = split_per_stream(key, num_streams)
     states = carry.state
 
     def losses_and_cotangents(outputs):
@@ -331,7 +326,8 @@ def uoro_window(apply_fn, loss_fn, eps, k, params, start: UOROState, xs, ys, key
 
     def one_sample(s_tilde, theta_tilde, nu, theta_prime):
         s_tilde_prime, coeff = window_linear(no_params, s_tilde)  # coeff = δs_0 · s̃
-        return *rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps, True), coeff
+        theta_prime_norm = batched_cotangent_norm(theta_prime)  # under vmap over samples
+        return *rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps, theta_prime_norm), coeff
 
     s_tilde, theta_tilde, _, coeff = jax.vmap(one_sample)(
         with_samples_axis(start.s_tilde, k),

@@ -31,8 +31,10 @@ from uorojax.estimators.base import (
     LossFn,
     StepInfo,
     check_streams,
+    mean_over_stream_axis,
     model_step,
     num_streams_of,
+    split_per_stream,
     validate,
     with_fast_paths,
 )
@@ -177,10 +179,10 @@ def mean_over_streams(window_fn: WindowFn) -> WindowFn:
     with its own key, split from the one given), gradients averaged."""
 
     def batched(params, start, xs, ys, key):
-        keys = jax.random.split(key, num_streams_of(xs))
+        keys = split_per_stream(key, num_streams_of(xs))
         grads, start, losses, outputs = jax.vmap(window_fn, in_axes=(None, 0, 0, 0, 0))(
             params, start, xs, ys, keys
         )
-        return jax.tree.map(lambda g: jnp.mean(g, axis=0), grads), start, losses, outputs
+        return mean_over_stream_axis(grads), start, losses, outputs
 
     return batched
