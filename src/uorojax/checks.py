@@ -7,6 +7,7 @@ it costs nothing inside a compiled loop. Errors are subclasses of the standard
 
 from __future__ import annotations
 
+import difflib
 import math
 from collections.abc import Callable
 from typing import Any
@@ -61,6 +62,14 @@ def one_of(name: str, value: Any, choices: tuple[str, ...]) -> str:
     if value not in choices:
         raise ConfigError(f"{name} must be one of {choices}, got {value!r}")
     return value
+
+
+def known_config_field(name: str, fields) -> None:
+    """A config field's name must be one of ``fields``; the error suggests the nearest."""
+    if name not in fields:
+        close = difflib.get_close_matches(name, list(fields), n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown config field {name!r}{hint}")
 
 
 def check_callable(name: str, fn: Any) -> Callable:

@@ -7,7 +7,6 @@ the traceback instead. Errors that are not about the input keep their traceback.
 
 from __future__ import annotations
 
-import difflib
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -34,11 +33,9 @@ def check_command_line(argv: Sequence[str], fields: Sequence[str]) -> None:
         raise checks.ConfigError(f"config file {path!r} does not exist")
     for arg in argv:
         if arg.startswith("--config."):
-            name = arg[len("--config.") :].split("=", 1)[0].split(".", 1)[0]
-            if name not in fields:
-                close = difflib.get_close_matches(name, list(fields), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
-                raise checks.ConfigError(f"unknown config field {name!r}{hint}")
+            checks.known_config_field(
+                arg[len("--config.") :].split("=", 1)[0].split(".", 1)[0], fields
+            )
 
 
 def main(argv: Sequence[str], body: Callable[[], int | None], fields: Sequence[str]) -> int:

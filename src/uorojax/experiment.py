@@ -32,7 +32,6 @@ matplotlib); ``import uorojax`` does not load it.
 from __future__ import annotations
 
 import csv
-import difflib
 import json
 import logging as pylogging
 import math
@@ -61,7 +60,7 @@ from uorojax.trainer import (
     paper_schedule,
     raise_if_halted,
 )
-from uorojax.tree import repeat_streams
+from uorojax.tree import first, repeat_streams
 
 # Fields that may change between invocations on one workdir without changing the run.
 _RUNTIME_FIELDS = ("steps", "quiet")
@@ -132,10 +131,7 @@ def _merge_with_defaults(config) -> ml_collections.ConfigDict:
     defaults = default_config()
     merged = default_config()
     for name, value in config.items():
-        if name not in defaults:
-            close = difflib.get_close_matches(name, list(defaults.keys()), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise checks.ConfigError(f"unknown config field {name!r}{hint}")
+        checks.known_config_field(name, list(defaults.keys()))
         expected = defaults[name]
         if isinstance(expected, ml_collections.ConfigDict):
             merged[name] = ml_collections.ConfigDict(dict(value))
@@ -265,7 +261,7 @@ class Experiment(NamedTuple):
 
 def _single_stream_example(stream, num_streams):
     example = stream.example()
-    return example if num_streams is None else jax.tree.map(lambda a: a[0], example)
+    return example if num_streams is None else first(example)
 
 
 def build(config: ml_collections.ConfigDict) -> Experiment:

@@ -115,17 +115,17 @@ def _dot_flops(inst: Instruction, shapes: dict[str, str]) -> float:
     return 2.0 * math.prod(_dims(inst.shape)) * size
 
 
+def _instruction_flops(comps, inst: Instruction, shapes: dict[str, str]) -> float:
+    """FLOPs of one instruction's matrix products, those of a fusion's body included."""
+    flops = _dot_flops(inst, shapes) if inst.opcode in ("dot", "convolution") else 0.0
+    called = _attr(inst.rest, "calls")
+    return flops + (_inner_flops(comps, called) if called else 0.0)
+
+
 def _inner_flops(comps, name: str) -> float:
     """FLOPs of the matrix products inside a fused computation."""
     shapes = {i.name: i.shape for i in comps.get(name, [])}
-    total = 0.0
-    for inst in comps.get(name, []):
-        if inst.opcode in ("dot", "convolution"):
-            total += _dot_flops(inst, shapes)
-        called = _attr(inst.rest, "calls")
-        if called:
-            total += _inner_flops(comps, called)
-    return total
+    return sum((_instruction_flops(comps, inst, shapes) for inst in comps.get(name, [])), 0.0)
 
 
 def cost(comps: dict[str, list[Instruction]], name: str) -> Cost:
@@ -153,10 +153,7 @@ def cost(comps: dict[str, list[Instruction]], name: str) -> Cost:
             moved = nbytes(inst.shape) + sum(
                 nbytes(shapes.get(o, "")) for o in _operands(inst.rest)
             )
-            flops = _dot_flops(inst, shapes) if inst.opcode in ("dot", "convolution") else 0.0
-            called = _attr(inst.rest, "calls")
-            if called:
-                flops += _inner_flops(comps, called)
+            flops = _instruction_flops(comps, inst, shapes)
             total += Cost(Counter({inst.opcode: 1}), flops, float(moved))
     return total
 

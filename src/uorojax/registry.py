@@ -119,13 +119,9 @@ def build_estimator(
             f"{batch_mode!r}: treating the batch as one system would not keep its structure"
         )
     if batch_mode == "shared":
-        options = options._replace(
-            example_x=None
-            if options.example_x is None
-            else repeat_streams(options.example_x, num_streams),
-            example_y=None
-            if options.example_y is None
-            else repeat_streams(options.example_y, num_streams),
+        options = options._replace(  # repeat_streams leaves None as it is
+            example_x=repeat_streams(options.example_x, num_streams),
+            example_y=repeat_streams(options.example_y, num_streams),
         )
         return entry.build(*as_one_system(apply_fn, loss_fn), options)
     return per_stream(entry.build(apply_fn, loss_fn, options))
