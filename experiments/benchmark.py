@@ -71,10 +71,14 @@ def build_model(hidden, vocab, cell="lstm"):
 
 
 def make_estimator(method, apply_fn, structure, loss, streams, example):
-    """The registry's estimator for a benchmark method (see ``METHODS``)."""
-    if method not in METHODS:
+    """The registry's estimator for a benchmark method (see ``METHODS``; ``tbptt<T>``
+    for any other truncation T)."""
+    if method in METHODS:
+        algorithm, batch_mode, options = METHODS[method]
+    elif method.startswith("tbptt") and method[len("tbptt") :].isdigit():
+        algorithm, batch_mode, options = "tbptt", "per_stream", {"truncation": int(method[5:])}
+    else:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
-    algorithm, batch_mode, options = METHODS[method]
     return registry.build_estimator(
         algorithm,
         apply_fn,
@@ -157,7 +161,9 @@ def memory_bytes(compiled) -> int | None:
 
 
 def prepare(method, hidden, streams, cfg, unroll, cell):
-    """Compiles one method's chunk; returns ``(compiled, make_args, compiled memory)``.
+    """Compiles one method's chunk; returns ``(compiled, make_args, compiled memory,
+    window, scan unroll)``: the loop the chunk runs is ``chunk / window`` iterations of
+    ``scan unroll`` bodies (the forward and hand-written scans are not unrolled).
 
     Nothing large is allocated here: the train state's shapes come from
     ``jax.eval_shape``, and ``make_args`` builds the arguments. The train state is
@@ -171,11 +177,11 @@ def prepare(method, hidden, streams, cfg, unroll, cell):
     ys = jnp.asarray(rng.integers(0, cfg.vocab, (cfg.chunk, streams)), jnp.int32)
     if method == "forward":
         compiled = forward_chunk(model, loss).lower(params, states, xs, ys).compile()
-        return compiled, lambda: (params, states, xs, ys), memory_bytes(compiled), 1
+        return compiled, lambda: (params, states, xs, ys), memory_bytes(compiled), 1, 1
     if method == "handwritten_uoro":
         run, init_carry = handwritten_uoro_chunk(model, loss, params)
         compiled = run.lower(jax.eval_shape(lambda: init_carry(states)), xs, ys).compile()
-        return compiled, lambda: (init_carry(states), xs, ys), memory_bytes(compiled), 1
+        return compiled, lambda: (init_carry(states), xs, ys), memory_bytes(compiled), 1, 1
     apply_fn, structure = model.apply, model.structure
     if cfg.flat_params:  # one flat parameter vector (structured estimators need the tree)
         apply_fn, params, _ = uorojax.ravel_params(model.apply, params)
@@ -187,7 +193,7 @@ def prepare(method, hidden, streams, cfg, unroll, cell):
         return trainer.init(params, states, jax.random.key(0, impl=cfg.key_impl))
 
     compiled = trainer.run_chunk.lower(jax.eval_shape(init), xs, ys).compile()
-    return compiled, lambda: (init(), xs, ys), memory_bytes(compiled), estimator.window
+    return compiled, lambda: (init(), xs, ys), memory_bytes(compiled), estimator.window, unroll
 
 
 class Runner:
@@ -273,7 +279,7 @@ def bench_size(hidden, streams, cfg, unroll, cell, lines):
             notes[method] = why
             continue
         try:
-            compiled, make_args, memory[method], window = prepare(
+            compiled, make_args, memory[method], window, scan_unroll = prepare(
                 method, hidden, streams, cfg, unroll, cell
             )
         except uorojax.ConfigError as err:  # the method does not support this cell
@@ -284,7 +290,6 @@ def bench_size(hidden, streams, cfg, unroll, cell, lines):
             continue
         runners[method] = Runner(method, compiled, make_args)
         if cfg.analysis:
-            scan_unroll = 1 if method in ("forward", "handwritten_uoro") else unroll
             analyses[method] = (hlo.analyse(compiled, cfg.chunk // window, scan_unroll), window)
     seconds = time_all(runners, cfg)
     peak = peak_memory()
@@ -354,19 +359,7 @@ def memory_vs_horizon(hidden, streams, cfg, cell, lines):
     methods = [f"tbptt{k}" for k in cfg.memory_truncations]
     methods += ["uoro_shared", "uoro_per_stream", "uoro_t16_shared", "snap1"]
     for method in methods:
-        algorithm, batch_mode, options = METHODS.get(method, ("tbptt", "per_stream", {}))
-        if method not in METHODS:
-            options = {"truncation": int(method[len("tbptt") :])}
-        estimator = registry.build_estimator(
-            algorithm,
-            model.apply,
-            loss,
-            num_streams=streams,
-            batch_mode=batch_mode,
-            options=registry.Options(
-                structure=model.structure, example_x=xs[0, 0], example_y=xs[0, 0], **options
-            ),
-        )
+        estimator = make_estimator(method, model.apply, model.structure, loss, streams, xs[0, 0])
         trainer = uorojax.make_trainer(estimator, optax.adam(1e-3), donate=True)
         init = lambda: trainer.init(params, states, jax.random.key(0))  # noqa: E731,B023
         mem = memory_bytes(trainer.run_chunk.lower(jax.eval_shape(init), xs, xs).compile())

@@ -550,11 +550,10 @@ def family_section(out, lines, claims):
 
 
 def read_csv(path: str) -> list[dict] | None:
-    """The rows of a CSV file, or None if it does not exist."""
-    if not os.path.exists(path):
-        return None
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
+    """The rows of a CSV file, or None if it has none (or does not exist)."""
+    from uorojax.experiment import read_rows
+
+    return read_rows(path) or None
 
 
 def quality_section(out, lines, claims):
@@ -771,14 +770,9 @@ def write_results(out: str) -> str:
 # ----------------------------------------------------------------------------- analyses
 
 
-QUALITY_METHODS = {  # name: (registry algorithm, options)
-    "uoro": ("uoro", {}),
-    "uoro_k4": ("uoro", {"num_samples": 4}),
-    "uoro_t16": ("uoro", {"truncation": 16}),
-    "tbptt1": ("tbptt", {"truncation": 1}),
-    "tbptt16": ("tbptt", {"truncation": 16}),
-    "snap1": ("snap1", {}),
-    "kf_rtrl": ("kf_rtrl", {}),
+QUALITY_METHODS = {  # name: (registry algorithm, options), from METHODS
+    name: (METHODS[name]["algorithm"], {k: v for k, v in METHODS[name].items() if k != "algorithm"})
+    for name in ("uoro", "uoro_k4", "uoro_t16", "tbptt1", "tbptt16", "snap1", "kf_rtrl")
 }
 
 
@@ -791,6 +785,7 @@ def quality_models(runs_dir: str, segment: int):
 
     import uorojax
     from uorojax import experiment, tasks
+    from uorojax.tree import first
 
     stream = tasks.DistantBrackets(5, 5, 1, 10, seed=0)
     xs, ys = (jnp.asarray(a) for a in stream.next_chunk(segment))
@@ -803,7 +798,6 @@ def quality_models(runs_dir: str, segment: int):
         if not os.path.isdir(os.path.join(workdir, "checkpoints")):
             continue
         ts, exp = experiment.load_train_state(workdir)
-        first = lambda tree: jax.tree.map(lambda a: a[0], tree)  # noqa: E731
         config, task_args = CHAR_TASKS[task][:2]
         probe = tasks.make_stream(exp.config.task, seed=1000, **task_args)
         xs, ys = (jnp.asarray(a) for a in probe.next_chunk(segment))
@@ -824,8 +818,6 @@ def run_quality(out: str, runs_dir: str, segment: int, num_keys: int) -> None:
     rows = []
     for label, model, params, state0, xs, ys in quality_models(runs_dir, segment):
         for name, (algorithm, options) in QUALITY_METHODS.items():
-            if algorithm == "kf_rtrl" and not label.startswith("simple"):
-                continue  # KF-RTRL needs one dense Simple layer
             est = registry.build_estimator(
                 algorithm,
                 model.apply,
@@ -834,6 +826,10 @@ def run_quality(out: str, runs_dir: str, segment: int, num_keys: int) -> None:
                     structure=model.structure, example_x=xs[0], example_y=ys[0], **options
                 ),
             )
+            try:  # an estimator refuses a model it cannot take (KF-RTRL: one dense layer)
+                est.init_state(params, state0)
+            except uorojax.ConfigError:
+                continue
             stats = diagnostics.gradient_statistics(
                 est, model.apply, loss, params, state0, xs, ys, jax.random.key(1), num_keys=num_keys
             )
