@@ -5,8 +5,8 @@
 
 Model: an LSTM (``--config.cells="('gru',)"`` or any other cell of
 ``uorojax.models.LINEN_CELLS``) with one-hot input over 64 symbols and a dense readout,
-next-symbol cross-entropy, Adam. Every method is a registry name with its batch mode and
-options (``METHODS``), built by ``uorojax.registry.build_estimator`` and run by the same
+next-symbol cross-entropy, Adam. Every method is a registry name with its hyperparameters and
+batch mode (``METHODS``), built by ``uorojax.registry.build_estimator`` and run by the same
 jitted online trainer (``uorojax.make_trainer``, train state donated) over chunks of a
 random stream, the parameters updated after every step (windowed methods: after every
 window). A method the cell does not support (KF-RTRL needs a dense Simple cell) is
@@ -46,17 +46,17 @@ from ml_collections import config_flags
 import uorojax
 from uorojax import hlo, registry
 
-METHODS = {  # name: (registry algorithm, batch mode, options)
-    "tbptt1": ("tbptt", "per_stream", {"truncation": 1}),
-    "tbptt16": ("tbptt", "per_stream", {"truncation": 16}),
-    "uoro_shared": ("uoro", "shared", {}),
-    "uoro_per_stream": ("uoro", "per_stream", {}),
-    "uoro_shared_k4": ("uoro", "shared", {"num_samples": 4}),
-    "uoro_t16_shared": ("uoro", "shared", {"truncation": 16}),
-    "uoro_t16_per_stream": ("uoro", "per_stream", {"truncation": 16}),
-    "snap1": ("snap1", "per_stream", {}),
-    "kf_rtrl": ("kf_rtrl", "per_stream", {}),
-    "rtrl_shared": ("rtrl", "shared", {}),
+METHODS = {  # name: (registry method "algorithm:hyperparameter=value,...", batch mode)
+    "tbptt1": ("tbptt:truncation=1", "per_stream"),
+    "tbptt16": ("tbptt:truncation=16", "per_stream"),
+    "uoro_shared": ("uoro", "shared"),
+    "uoro_per_stream": ("uoro", "per_stream"),
+    "uoro_shared_k4": ("uoro:num_samples=4", "shared"),
+    "uoro_t16_shared": ("uoro:truncation=16", "shared"),
+    "uoro_t16_per_stream": ("uoro:truncation=16", "per_stream"),
+    "snap1": ("snap1", "per_stream"),
+    "kf_rtrl": ("kf_rtrl", "per_stream"),
+    "rtrl_shared": ("rtrl", "shared"),
 }
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/benchmark.py", "Benchmark config.")
@@ -74,20 +74,22 @@ def make_estimator(method, apply_fn, structure, loss, streams, example):
     """The registry's estimator for a benchmark method (see ``METHODS``; ``tbptt<T>``
     for any other truncation T)."""
     if method in METHODS:
-        algorithm, batch_mode, options = METHODS[method]
+        spec, batch_mode = METHODS[method]
     elif method.startswith("tbptt") and method[len("tbptt") :].isdigit():
-        algorithm, batch_mode, options = "tbptt", "per_stream", {"truncation": int(method[5:])}
+        spec, batch_mode = f"tbptt:truncation={method[len('tbptt') :]}", "per_stream"
     else:
         raise ValueError(f"unknown method {method!r}; known: {', '.join(METHODS)}")
+    algorithm, hyperparameters = registry.parse_method(spec)
     return registry.build_estimator(
         algorithm,
         apply_fn,
         loss,
         num_streams=streams,
         batch_mode=batch_mode,
-        options=registry.Options(
-            structure=structure, example_x=example, example_y=example, **options
-        ),
+        structure=structure,
+        example_x=example,
+        example_y=example,
+        **hyperparameters,
     )
 
 
@@ -147,6 +149,32 @@ def handwritten_uoro_chunk(model, loss, params):
     return run, init
 
 
+def own_loop_chunk(estimator, params, states):
+    """The loop a user writes around the public step: ``lax.scan`` over
+    ``estimator.step`` with a key split per step and an Adam update (gated on
+    ``info.ready`` with ``uorojax.trainer.when_ready`` for a windowed estimator), no
+    guards. The train state is ``(params, opt_state, carry, key)``, donated."""
+    opt = uorojax.trainer.when_ready(optax.adam(1e-3))
+
+    def step(train_state, xy):
+        params, opt_state, carry, key = train_state
+        key, step_key = jax.random.split(key)
+        grads, carry, info = estimator.step(params, carry, *xy, step_key)
+        ready = True if estimator.window == 1 else info.ready
+        updates, opt_state = opt.update(grads, opt_state, params, ready=ready)
+        return (optax.apply_updates(params, updates), opt_state, carry, key), info.loss
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def run(train_state, xs, ys):
+        return jax.lax.scan(step, train_state, (xs, ys))
+
+    def init():
+        carry = estimator.init_state(params, states)
+        return uorojax.trainer.own_buffers((params, opt.init(params), carry, jax.random.key(0)))
+
+    return run, init
+
+
 def memory_bytes(compiled) -> int | None:
     try:
         m = compiled.memory_analysis()
@@ -183,6 +211,11 @@ def prepare(method, hidden, streams, cfg, unroll, cell):
         compiled = run.lower(jax.eval_shape(lambda: init_carry(states)), xs, ys).compile()
         return compiled, lambda: (init_carry(states), xs, ys), memory_bytes(compiled), 1, 1
     apply_fn, structure = model.apply, model.structure
+    if method.startswith("own_"):  # the same estimator in a user's own loop
+        estimator = make_estimator(method[4:], apply_fn, structure, loss, streams, jnp.zeros((), jnp.int32))  # fmt: skip
+        run, init_state = own_loop_chunk(estimator, params, states)
+        compiled = run.lower(jax.eval_shape(init_state), xs, ys).compile()
+        return compiled, lambda: (init_state(), xs, ys), memory_bytes(compiled), 1, 1
     if cfg.flat_params:  # one flat parameter vector (structured estimators need the tree)
         apply_fn, params, _ = uorojax.ravel_params(model.apply, params)
         structure = None
@@ -204,7 +237,7 @@ class Runner:
 
     def __call__(self):
         if self.method == "forward":
-            return self.compiled(*self.args)
+            return self.compiled(*self.args)  # nothing carried: the same inputs each time
         ts, metrics = self.compiled(*self.args)  # a train state, donated to the next call
         self.args = (ts, *self.args[1:])
         return ts, metrics

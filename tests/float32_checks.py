@@ -24,7 +24,7 @@ def main():
             continue  # needs a dense Simple cell; covered by the protocol subset
         est = registry.build_estimator(
             algorithm, model.apply, loss,
-            options=registry.Options(structure=model.structure, example_x=xs[0], example_y=ys[0]),
+            structure=model.structure, example_x=xs[0], example_y=ys[0],
         )  # fmt: skip
         trainer = uorojax.make_trainer(est, optax.sgd(0.1))
         ts, metrics = trainer.run(trainer.init(params, state0, jax.random.key(1)), xs, ys)
@@ -39,7 +39,7 @@ def main():
         grads, carry, _ = rtrl.step(params, carry, xs[t], ys[t], jax.random.key(0))
 
     def loss_3(p):
-        return uorojax.unroll(model.apply, loss, p, state0, xs[:4], ys[:4])[1][3]
+        return uorojax.forward_sequence(model.apply, loss, p, state0, xs[:4], ys[:4])[1][3]
 
     exact = jax.grad(loss_3)(params)
     for a, b in zip(jax.tree.leaves(grads), jax.tree.leaves(exact)):

@@ -43,7 +43,9 @@ def bptt_grad(apply_fn, loss_fn, params, state0, xs, ys, t):
     """jax.grad of L_t through the whole unrolled sequence up to step t."""
 
     def loss_t(p):
-        _, losses, _ = uorojax.unroll(apply_fn, loss_fn, p, state0, xs[: t + 1], ys[: t + 1])
+        _, losses, _ = uorojax.forward_sequence(
+            apply_fn, loss_fn, p, state0, xs[: t + 1], ys[: t + 1]
+        )
         return losses[t]
 
     return jax.grad(loss_t)(params)

@@ -20,7 +20,6 @@ from helpers import (
 )
 
 import uorojax
-from uorojax.estimators import window_step
 
 T = 6
 
@@ -64,14 +63,14 @@ def test_rtrl_equals_full_bptt(name):
     )
 
 
-def test_rtrl_jacobian_equals_jacfwd_of_unroll():
+def test_rtrl_jacobian_equals_jacfwd_of_the_sequence():
     model, params, state0 = tiny_rnn()
     xs, ys = regression_stream(T)
     carry, _, _ = scan_estimator(
         uorojax.rtrl(model.apply, uorojax.squared_error), params, state0, xs, ys, jax.random.key(0)
     )
     flat_params, unravel = jax.flatten_util.ravel_pytree(params)
-    final_state = lambda p: uorojax.unroll(  # noqa: E731
+    final_state = lambda p: uorojax.forward_sequence(  # noqa: E731
         model.apply, uorojax.squared_error, unravel(p), state0, xs, ys
     )[0]
     exact = jax.jacfwd(final_state)(flat_params)
@@ -263,8 +262,8 @@ def test_tbptt_window_gradient_equals_hand_unrolled(truncation, reduction):
     carry_w = est.init_state(params, state0)
     keys = jax.random.split(jax.random.key(0), truncation)
     for lo in (0, truncation):
-        g, carry_w, info_w = window_step(est)(
-            params, carry_w, xs[lo : lo + truncation], ys[lo : lo + truncation], keys
+        g, carry_w, info_w = uorojax.run_window(
+            est, params, carry_w, xs[lo : lo + truncation], ys[lo : lo + truncation], keys
         )
         assert rel_err(g, jax.tree.map(lambda a: a[lo + truncation - 1], grads)) < 1e-12
         np.testing.assert_allclose(info_w.loss, infos.loss[lo : lo + truncation], rtol=1e-12)

@@ -13,6 +13,7 @@ import pytest
 from helpers import flat
 
 from uorojax import ConfigError, experiment
+from uorojax.metric_log import MetricLogger
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -155,7 +156,7 @@ def test_bad_config_fields_are_named(field, value, message):
     # A config file may build any dict, so start from a plain (not type-safe) one.
     c = ml_collections.ConfigDict({**small_config().to_dict(), field: value})
     with pytest.raises(ConfigError, match=re.escape(message)):
-        experiment.validate_config(c)
+        experiment.build(c)
 
 
 def test_windowed_counts_that_cannot_work_name_the_nearest_valid_values():
@@ -164,10 +165,10 @@ def test_windowed_counts_that_cannot_work_name_the_nearest_valid_values():
         ConfigError,
         match=r"steps \(1000\) must be a whole number of tbptt windows \(truncation 16\): use 992 or 1008",
     ):
-        experiment.validate_config(c)
-    plan = experiment.plan_chunks(
+        experiment.build(c)
+    plan = experiment.build(
         small_config(algorithm="tbptt", truncation=16, steps=992, checkpoint_every=250)
-    )
+    ).plan
     assert plan.checkpoint_every == 256 and plan.chunk == 96
     assert plan.notices[0].startswith("notice: chunk 100 moved to 96")
 
@@ -305,7 +306,7 @@ def test_sharded_streams_inside_experiment_run(tmp_path):
 
 
 def test_skipped_steps_stay_out_of_the_loss_columns_and_running_losses():
-    logger = experiment.MetricLogger(log_every=4, num_seeds=1, cross_entropy=False)
+    logger = MetricLogger(log_every=4, num_seeds=1, cross_entropy=False)
     loss = np.array([1.0, np.nan, 3.0, 5.0, 2.0, 4.0])
     skipped = np.array([False, True, False, False, False, False])
     rows = logger.add({"loss": loss, "skipped": skipped.astype(np.float32)}, 0)

@@ -209,7 +209,7 @@ def test_a_batch_as_one_system_is_refused_with_the_reason():
     model, params, _ = tiny_rnn()
     with pytest.raises(ConfigError, match="supports batch_mode per_stream"):
         registry.build_estimator("snap1", model.apply, LOSS, num_streams=2, batch_mode="shared",
-                                 options=registry.Options(structure=model.structure))  # fmt: skip
+                                 structure=model.structure)  # fmt: skip
     apply_b, loss_b = uorojax.as_one_system(model.apply, LOSS)
     est = snap1(apply_b, loss_b, structure=model.structure)
     with pytest.raises(ConfigError, match="treats one stream"):
@@ -274,6 +274,54 @@ def test_the_check_catches_a_biased_kf_rtrl():
         uorojax.Estimator(est.init_state, new_factor_step), model, params, h0, xs, ys
     )
     assert normalized_squared_error(samples, exact) > 9.0
+
+
+def test_one_kf_rtrl_step_is_the_balanced_sum_of_its_two_kronecker_terms():
+    """From random factors, one step (ε = 0) returns, for one pair of signs c1, c2 = ±1,
+    u' = c1 p1 u + c2 p2 a and A' = c1 (H A)/p1 + c2 D/p2 with the variance-minimising
+    scales p1 = sqrt(‖H A‖/‖u‖), p2 = sqrt(‖D‖/‖a‖); H A, D and a recomputed here by
+    jax.jvp, tanh' and the layer's inputs [h; x; 1]. Any positive scales keep KF-RTRL
+    unbiased, so only this check sees the balancing."""
+    model, params, h0 = tiny_rnn()
+    xs, ys = regression_stream(1)
+    est = kf_rtrl(model.apply, LOSS, structure=model.structure, eps=0.0)
+    keys = jax.random.split(jax.random.key(11), 3)
+    carry = est.init_state(params, h0)
+    pieces = [
+        None if u is None else jax.random.normal(k, u.shape, u.dtype)
+        for u, k in zip(carry.input_factor, jax.random.split(keys[0], len(carry.input_factor)))
+    ]
+    carry = carry._replace(
+        input_factor=tuple(pieces),
+        unit_factor=jax.random.normal(keys[1], carry.unit_factor.shape, jnp.float64),
+    )
+    _, new, _ = est.step(params, carry, xs[0], ys[0], keys[2])
+
+    h_times_a = jax.vmap(
+        lambda col: jax.jvp(lambda h: model.apply(params, h, xs[0])[0], (h0,), (col,))[1],
+        in_axes=1,
+        out_axes=1,
+    )(carry.unit_factor)
+    h1 = model.apply(params, h0, xs[0])[0]
+    d = jnp.diag(1.0 - h1**2)  # tanh'
+    inputs = {"W": h0, "U": xs[0], "b": jnp.ones(())}  # params leaves in sorted order
+    names = sorted(params)
+    a = [inputs.get(n) if pieces[i] is not None else None for i, n in enumerate(names)]
+    u = [p for p in pieces if p is not None]
+    a_vec = flat([v for v in a if v is not None])
+    p1 = jnp.sqrt(jnp.linalg.norm(h_times_a) / jnp.linalg.norm(flat(u)))
+    p2 = jnp.sqrt(jnp.linalg.norm(d) / jnp.linalg.norm(a_vec))
+    new_u = flat([v for v in new.input_factor if v is not None])
+    matched = []
+    for c1 in (1.0, -1.0):
+        for c2 in (1.0, -1.0):
+            expected_u = c1 * p1 * flat(u) + c2 * p2 * a_vec
+            expected_a = c1 * h_times_a / p1 + c2 * d / p2
+            matched.append(
+                bool(jnp.allclose(new_u, expected_u, rtol=1e-12, atol=1e-14))
+                and bool(jnp.allclose(new.unit_factor, expected_a, rtol=1e-12, atol=1e-14))
+            )
+    assert sum(matched) == 1, matched
 
 
 def test_kf_rtrl_refuses_models_without_a_dense_layer():

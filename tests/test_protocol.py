@@ -16,19 +16,22 @@ from helpers import flat, regression_stream, tiny_rnn
 
 import uorojax
 from uorojax import registry
-from uorojax.estimators import fast_paths, window_step
 
 LOSS = uorojax.squared_error
 
 
+# A variant case for every estimator that takes one of these hyperparameters.
+VARIANTS = {"truncation": 3, "num_samples": 2}
+
+
 def _cases():
     cases = []
-    for name, entry in registry.ESTIMATORS.items():
+    for name in registry.ESTIMATORS:
         cases.append((name, name, {}))
-        if "truncation" in entry.uses:
-            cases.append((f"{name}_truncation3", name, {"truncation": 3}))
-        if "num_samples" in entry.uses:
-            cases.append((f"{name}_samples2", name, {"num_samples": 2}))
+        for h in registry.hyperparameters(name):
+            if h.name in VARIANTS:
+                value = VARIANTS[h.name]
+                cases.append((f"{name}_{h.name}{value}", name, {h.name: value}))
     return cases
 
 
@@ -43,9 +46,10 @@ def _build(algorithm, options, num_streams=None):
         model.apply,
         LOSS,
         num_streams=num_streams,
-        options=registry.Options(
-            structure=model.structure, example_x=xs[0], example_y=ys[0], **options
-        ),
+        structure=model.structure,
+        example_x=xs[0],
+        example_y=ys[0],
+        **options,
     )
     return est, model, params, h0, xs, ys
 
@@ -116,7 +120,7 @@ class ProtocolTest(chex.TestCase):
             est, params, est.init_state(params, h0), xs[: 2 * window], ys[: 2 * window], keys
         )
         carry = est.init_state(params, h0)
-        window_fn = jax.jit(window_step(est))
+        window_fn = jax.jit(lambda *a: uorojax.run_window(est, *a))
         for w in range(2):
             sl = slice(w * window, (w + 1) * window)
             g, carry, info_w = window_fn(params, carry, xs[sl], ys[sl], keys[sl])
@@ -151,8 +155,8 @@ class ProtocolTest(chex.TestCase):
         # Its whole-window path (fused where the estimator has one) agrees too.
         if batched.window > 1:
             carry = batched.init_state(params, states0)
-            g, _, _ = window_step(batched)(
-                params, carry, xs[: est.window], ys[: est.window], keys[: est.window]
+            g, _, _ = uorojax.run_window(
+                batched, params, carry, xs[: est.window], ys[: est.window], keys[: est.window]
             )
             _close(g, jax.tree.map(lambda a: a[est.window - 1], grads_b))
 
@@ -160,7 +164,10 @@ class ProtocolTest(chex.TestCase):
     def test_trainer_run_equals_trainer_steps_and_optax(self, algorithm, options):
         est, _, params, h0, xs, ys = _build(algorithm, options)
         length = 4 * est.window if est.window > 1 else 8
-        trainer = uorojax.make_trainer(est, optax.sgd(0.05))
+        # Adam, not SGD: a zero gradient inside a window would still move its params, and
+        # its count says how many updates were made: one per window.
+        num_windows = length // est.window
+        trainer = uorojax.make_trainer(est, optax.adam(0.05))
         ts0 = trainer.init(params, h0, jax.random.key(5))
         ts_run, metrics = trainer.run(ts0, xs[:length], ys[:length])
         ts = ts0
@@ -172,10 +179,12 @@ class ProtocolTest(chex.TestCase):
                 with self.assertRaisesRegex(ValueError, "window boundary"):
                     trainer.run(ts, xs[: est.window], ys[: est.window])
         _close(ts.params, ts_run.params)
+        self.assertEqual(int(ts.opt_state[0].count), num_windows)
+        self.assertEqual(int(ts_run.opt_state[0].count), num_windows)
         self.assertGreater(float(jnp.abs(flat(ts_run.params) - flat(params)).max()), 0.0)
         # The same updates from as_optax with the optimizer inside, stepped by hand with
         # the trainer's keys: a windowed estimator's zeros are not optimizer steps.
-        tx = uorojax.as_optax(est, h0, optimizer=optax.sgd(0.05))
+        tx = uorojax.as_optax(est, h0, optimizer=optax.adam(0.05))
         p, opt_state = params, tx.init(params)
         update = jax.jit(lambda p, s, x, y, k: tx.update(None, s, p, x=x, y=y, key=k))
         for t in range(length):
@@ -183,13 +192,24 @@ class ProtocolTest(chex.TestCase):
             p = optax.apply_updates(p, updates)
             np.testing.assert_allclose(opt_state.loss, metrics["loss"][t], rtol=1e-10)
             self.assertEqual(bool(opt_state.ready), (t + 1) % est.window == 0)
+        self.assertEqual(int(opt_state.opt_state[0].count), num_windows)
         _close(p, ts_run.params)
 
-    def test_a_wrapped_step_loses_the_fast_paths(self):
-        est, *_ = _build("tbptt", {"truncation": 3})
-        self.assertIsNotNone(fast_paths(est).step_window)
-        wrapped = est._replace(step=lambda *args: est.step(*args))
-        self.assertIsNone(fast_paths(wrapped).step_window)
-        self.assertEqual(
-            fast_paths(wrapped), fast_paths(uorojax.Estimator(est.init_state, wrapped.step))
-        )
+    def test_fast_paths_are_fields_that_survive_replace(self):
+        est, _, params, h0, xs, ys = _build("tbptt", {"truncation": 3})
+        self.assertIsNotNone(est.window_step)
+        self.assertIs(uorojax.per_stream(est), est.per_stream)
+        traced = []
+
+        def wrapper(*args):
+            traced.append(True)
+            return est.step(*args)
+
+        self.assertIs(est._replace(step=wrapper).window_step, est.window_step)
+        keys = jax.random.split(jax.random.key(6), 3)
+        window = (params, est.init_state(params, h0), xs[:3], ys[:3], keys)
+        fast = uorojax.run_window(est, *window)
+        self.assertFalse(traced)
+        generic = uorojax.run_window(est._replace(step=wrapper, window_step=None), *window)
+        self.assertTrue(traced)  # without the field, the protocol's scan runs the wrapper
+        _close(fast, generic)

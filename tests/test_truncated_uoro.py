@@ -95,12 +95,12 @@ def test_in_window_part_is_tbptt_and_history_is_the_rank_one_term():
         s_tilde=random_like(keys[0], h0), theta_tilde=random_like(keys[1], params)
     )
     carry = carry._replace(start=start)
-    from uorojax.estimators import window_step
-
-    grads, _, _ = window_step(est)(params, carry, xs, ys, jax.random.split(keys[2], T))
+    grads, _, _ = uorojax.run_window(est, params, carry, xs, ys, jax.random.split(keys[2], T))
     tbptt = uorojax.tbptt(model.apply, LOSS, T, example_x=xs[0], example_y=ys[0])
-    g_tbptt, _, _ = window_step(tbptt)(params, tbptt.init_state(params, h0), xs, ys, keys)
-    window_loss = lambda s0: jnp.sum(uorojax.unroll(model.apply, LOSS, params, s0, xs, ys)[1])  # noqa: E731
+    g_tbptt, _, _ = uorojax.run_window(tbptt, params, tbptt.init_state(params, h0), xs, ys, keys)
+    window_loss = lambda s0: jnp.sum(
+        uorojax.forward_sequence(model.apply, LOSS, params, s0, xs, ys)[1]
+    )  # noqa: E731
     delta_s0 = jax.grad(window_loss)(h0)
     expected = flat(g_tbptt) + jnp.dot(flat(delta_s0), flat(start.s_tilde)) * flat(
         start.theta_tilde

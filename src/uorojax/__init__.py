@@ -8,26 +8,14 @@ and are imported on their own.
 from uorojax import diagnostics, estimators, registry, structure, tasks, tree
 from uorojax.checks import ConfigError, ModelError, NonFiniteError
 from uorojax.cotangent_norm import pullback_and_norm
-from uorojax.estimators import (
-    Estimator,
-    KFRTRLState,
-    RTRLState,
-    SnApState,
-    StepInfo,
-    UOROState,
-    WindowState,
-    as_one_system,
-    jacobian_matrix,
-    kf_rtrl,
-    per_stream,
-    rtrl,
-    snap1,
-    tangent_outer,
-    tbptt,
-    unroll,
-    uoro,
-    uoro_rescale,
-)
+from uorojax.estimators.base import Estimator, StepInfo, forward_sequence, run_window
+from uorojax.estimators.batching import as_one_system, per_stream
+from uorojax.estimators.kf_rtrl import KFRTRLState, kf_rtrl
+from uorojax.estimators.rtrl import RTRLState, jacobian_matrix, rtrl
+from uorojax.estimators.snap import SnApState, snap1
+from uorojax.estimators.tbptt import tbptt
+from uorojax.estimators.uoro import UOROState, tangent_outer, uoro, uoro_rescale
+from uorojax.estimators.windowed import WindowState
 from uorojax.models import (
     ElementwiseMGUCell,
     Model,
@@ -75,6 +63,7 @@ __all__ = [
     "carry_stream_axes",
     "diagnostics",
     "estimators",
+    "forward_sequence",
     "from_equinox",
     "from_linen_cells",
     "from_nnx",
@@ -89,6 +78,7 @@ __all__ = [
     "ravel_params",
     "registry",
     "rtrl",
+    "run_window",
     "shard_chunk",
     "shard_train_state",
     "snap1",
@@ -104,7 +94,6 @@ __all__ = [
     "tree",
     "tree_norm",
     "tree_vdot",
-    "unroll",
     "uoro",
     "uoro_rescale",
 ]

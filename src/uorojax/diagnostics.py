@@ -19,7 +19,7 @@ import numpy as np
 from jax.flatten_util import ravel_pytree
 
 from uorojax import checks
-from uorojax.estimators import ApplyFn, Estimator, LossFn, unroll
+from uorojax.estimators.base import ApplyFn, Estimator, LossFn, forward_sequence
 
 
 class GradientStatistics(NamedTuple):
@@ -59,7 +59,7 @@ def exact_online_gradients(
     length = jax.tree.leaves(xs)[0].shape[0]
 
     def loss_at(p, t):
-        _, losses, _ = unroll(apply_fn, loss_fn, p, state0, xs, ys)
+        _, losses, _ = forward_sequence(apply_fn, loss_fn, p, state0, xs, ys)
         return losses[t]
 
     return jax.vmap(jax.grad(loss_at), in_axes=(None, 0))(params, jnp.arange(length))
@@ -183,3 +183,29 @@ def gradient_statistics(
         )
 
     return compute(key)
+
+
+def summarise(stats: GradientStatistics, estimator: Estimator) -> dict:
+    """A segment's statistics as one row: their means over the steps where the estimator
+    emits a gradient, after the first (where every estimator starting from zero history
+    is exact), their values at the last step, and the first step's cosine.
+
+    Returns:
+      ``target`` (``"step"``, or ``"window sum"`` for a windowed estimator), then
+      ``relative_bias``, ``relative_variance``, ``mean_cosine``, ``mean_norm_ratio``
+      (means), the same four prefixed ``last_``, and ``first_mean_cosine``.
+
+    Example::
+
+      row = uorojax.diagnostics.summarise(stats, est)
+    """
+    length = stats.exact_norm.shape[0]
+    emitted = emitted_steps(estimator, length)
+    later = emitted[1:] if len(emitted) > 1 else emitted
+    row = {"target": "window sum" if estimator.window > 1 else "step"}
+    for field in ("relative_bias", "relative_variance", "mean_cosine", "mean_norm_ratio"):
+        values = np.asarray(getattr(stats, field), np.float64)
+        row[field] = float(np.mean(values[later]))
+        row[f"last_{field}"] = float(values[-1])
+    row["first_mean_cosine"] = float(np.asarray(stats.mean_cosine)[0])
+    return row

@@ -11,13 +11,18 @@ program (``jax.vmap`` over the runs). In ``workdir`` it writes:
   since the start) and the *recent* loss ``r ← r(1 − 1/√t) + L_t/√t`` (t counts steps
   from 1), in bits per character for character tasks. With several seeds, a row per
   seed (column ``seed``). A run that stops between log points ends with a partial row,
-  which a resumed run replaces.
+  which a resumed run replaces. A task may add its own columns (the copy task: the loss
+  and accuracy on its recall steps, and its curriculum's length).
+* ``quality.csv`` (with ``quality_every``): the gradient quality of estimators against
+  the exact online gradient (:func:`uorojax.diagnostics.gradient_statistics`) on a
+  held-out segment of the task, at step 0 and every ``quality_every`` steps, with the
+  run's params and state (its first seed and stream) at that step.
 * ``tb/``: the same scalars as TensorBoard event files (tensorboardX, no TensorFlow).
 * ``checkpoints/``: orbax checkpoints every ``checkpoint_every`` steps and at the end,
   the last ``keep_checkpoints`` kept: params, optimizer state, estimator carry,
-  PRNG key, step count, the streams' positions and the metrics' running state. Orbax
-  writes each to a temporary directory and renames it when complete, so a run killed
-  mid-write resumes from the previous complete one.
+  PRNG key, step count, the streams' positions and the metrics' running state
+  (:mod:`uorojax.checkpoints`). A run killed mid-write resumes from the previous
+  complete one.
 * ``summary.json`` (final metrics, config, versions, wall time) and ``metrics.png``.
 
 Rerunning the same command on the same workdir resumes from the latest checkpoint; with a
@@ -31,7 +36,7 @@ matplotlib); ``import uorojax`` does not load it.
 
 from __future__ import annotations
 
-import csv
+import dataclasses
 import json
 import logging as pylogging
 import math
@@ -50,8 +55,11 @@ import numpy as np
 import optax
 from absl import logging
 
-from uorojax import checks, models, registry, tasks
+from uorojax import checks, diagnostics, models, registry, tasks
+from uorojax.checkpoints import checkpoint_manager, restore_checkpoint, save_checkpoint
+from uorojax.metric_log import MetricLogger, read_rows, write_rows
 from uorojax.sharding import carry_stream_axes, shard_chunk, shard_train_state, stream_mesh
+from uorojax.structure import Structure
 from uorojax.trainer import (
     Trainer,
     TrainState,
@@ -72,11 +80,12 @@ def default_config() -> ml_collections.ConfigDict:
     # Task.
     c.task = "anbn"  # a key of uorojax.registry.TASKS
     c.task_args = ml_collections.ConfigDict()  # e.g. {"k": 1, "l": 32}
-    # Estimator.
-    c.algorithm = "uoro"  # a key of uorojax.registry.ESTIMATORS
-    c.truncation = 1  # window of TBPTT and truncated UORO
-    c.num_samples = 1  # UORO tangent pairs
-    c.eps = 1e-7  # UORO / KF-RTRL stabiliser (the UORO authors' code: 1e-5)
+    # Estimator: a key of uorojax.registry.ESTIMATORS, and the hyperparameters its
+    # constructor declares (every registered one's, with its default; see
+    # uorojax.registry.hyperparameters): truncation, eps, num_samples, ...
+    c.algorithm = "uoro"
+    for name, default in registry.hyperparameter_defaults().items():
+        c[name] = default
     # Model (ignored by influence_balancing).
     c.model = "gru"  # a key of uorojax.models.LINEN_CELLS
     c.hidden_size = 64
@@ -102,6 +111,15 @@ def default_config() -> ml_collections.ConfigDict:
     c.nonfinite = "raise"  # raise | skip
     c.shadow_rtrl = False  # log the cosine with exact RTRL (small models)
     c.shard_streams = True  # split streams over all local devices when there are several
+    # Gradient quality (quality.csv): at step 0 and every quality_every steps (0: never),
+    # each estimator of quality_estimators ("algorithm" or "algorithm:name=value,...";
+    # () is the run's own) against the exact online gradient, over quality_segment steps
+    # of a held-out stream (seed quality_seed), quality_keys independent runs.
+    c.quality_every = 0
+    c.quality_estimators = ()
+    c.quality_segment = 48
+    c.quality_keys = 256
+    c.quality_seed = 1000
     c.quiet = False
     return c
 
@@ -148,12 +166,6 @@ def _merge_with_defaults(config) -> ml_collections.ConfigDict:
     return merged
 
 
-def window_of(c: ml_collections.ConfigDict) -> int:
-    """Steps between updates for the config's estimator (its truncation, or 1)."""
-    uses_truncation = "truncation" in registry.ESTIMATORS[c.algorithm].uses
-    return c.truncation if uses_truncation else 1
-
-
 def _whole_windows(name: str, value: int, window: int, algorithm: str) -> None:
     if value % window:
         lower = value // window * window
@@ -165,7 +177,8 @@ def _whole_windows(name: str, value: int, window: int, algorithm: str) -> None:
 
 
 def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Checks names, types and ranges of every field; returns the config with defaults.
+    """Checks names, types and ranges of every field but the estimator's hyperparameters,
+    which its constructor checks (:func:`build`); returns the config with defaults.
 
     Raises:
       ConfigError: naming the field, with a suggestion for a mistyped name or the
@@ -180,19 +193,28 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     checks.one_of("schedule", c.schedule, ("constant", "paper"))
     checks.one_of("batch_mode", c.batch_mode, ("per_stream", "shared"))
     checks.one_of("nonfinite", c.nonfinite, ("raise", "skip"))
-    for name in ("truncation", "num_samples", "hidden_size", "num_layers", "steps"):
+    for name in ("hidden_size", "num_layers", "steps", "num_streams", "num_seeds", "chunk"):
         checks.positive_int(name, c[name])
-    for name in ("num_streams", "num_seeds", "chunk", "log_every", "checkpoint_every"):
+    for name in ("log_every", "checkpoint_every", "keep_checkpoints"):
         checks.positive_int(name, c[name])
-    checks.positive_int("keep_checkpoints", c.keep_checkpoints)
-    for name in ("eps", "learning_rate", "schedule_alpha", "clip_norm"):
+    for name in ("quality_segment", "quality_keys"):
+        checks.positive_int(name, c[name])
+    for name in ("learning_rate", "schedule_alpha", "clip_norm"):
         checks.non_negative_float(name, c[name])
-    if c.embed_dim < 0:
-        raise checks.ConfigError(f"embed_dim must be >= 0, got {c.embed_dim}")
+    for name in ("embed_dim", "quality_every"):
+        if c[name] < 0:
+            raise checks.ConfigError(f"{name} must be >= 0, got {c[name]}")
+    for spec in c.quality_estimators:
+        registry.parse_method(spec)
     if c.num_seeds > 1 and c.shadow_rtrl:
         raise checks.ConfigError("shadow_rtrl runs with one seed (num_seeds=1)")
-    _whole_windows("steps", c.steps, window_of(c), c.algorithm)
     return c
+
+
+def hyperparameters_of(c: ml_collections.ConfigDict) -> dict:
+    """The config's values of every registered hyperparameter (the registry refuses the
+    ones its algorithm does not take, unless they are at their defaults)."""
+    return {name: c[name] for name in registry.hyperparameter_defaults()}
 
 
 class ChunkPlan(NamedTuple):
@@ -201,17 +223,19 @@ class ChunkPlan(NamedTuple):
     Attributes:
       chunk: longest chunk, a whole number of windows.
       checkpoint_every: steps between checkpoints, a whole number of windows.
+      quality_every: steps between gradient-quality measurements (0: none).
       notices: one line per value that had to move to a window boundary.
     """
 
     chunk: int
     checkpoint_every: int
+    quality_every: int
     notices: tuple[str, ...]
 
 
-def plan_chunks(c: ml_collections.ConfigDict) -> ChunkPlan:
-    """Chunk length and checkpoint spacing, moved to whole windows where needed."""
-    window = window_of(c)
+def plan_chunks(c: ml_collections.ConfigDict, window: int) -> ChunkPlan:
+    """Chunk length, checkpoint and quality spacing, moved to whole windows where needed
+    (``window``: the estimator's)."""
     notices = []
 
     def to_windows(name, value):
@@ -227,6 +251,7 @@ def plan_chunks(c: ml_collections.ConfigDict) -> ChunkPlan:
     return ChunkPlan(
         to_windows("chunk", c.chunk),
         to_windows("checkpoint_every", c.checkpoint_every),
+        to_windows("quality_every", c.quality_every) if c.quality_every else 0,
         tuple(notices),
     )
 
@@ -240,13 +265,16 @@ class Experiment(NamedTuple):
     Attributes:
       config: the validated config.
       streams: one task stream per seed.
-      trainer: the online trainer.
+      trainer: the online trainer (its ``estimator`` built first: its ``window`` is the
+        one truth about how often the parameters move).
       init_model: ``seed -> (params, state0)`` (states with a stream axis when
         ``num_streams > 1``).
       cross_entropy: the loss is a cross-entropy (metrics in bits per character).
       best_bits_per_char: the task's entropy rate, where known.
-      apply_fn, loss_fn: the single-stream model the estimator is built on (for
-        diagnostics on a trained run).
+      apply_fn, loss_fn, structure: the single-stream model the estimator is built on
+        (for the gradient-quality measurements and diagnostics on a trained run).
+      held_out: ``seed -> stream``: one stream of the task, for quality measurements.
+      plan: the chunk plan (:func:`plan_chunks`).
     """
 
     config: ml_collections.ConfigDict
@@ -257,15 +285,18 @@ class Experiment(NamedTuple):
     best_bits_per_char: float | None
     apply_fn: Callable
     loss_fn: Callable
-
-
-def _single_stream_example(stream, num_streams):
-    example = stream.example()
-    return example if num_streams is None else first(example)
+    structure: Structure | None
+    held_out: Callable[[int], Any]
+    plan: ChunkPlan
 
 
 def build(config: ml_collections.ConfigDict) -> Experiment:
-    """Builds the streams, model, estimator, optimizer and trainer a config names."""
+    """Builds the streams, model, estimator, optimizer and trainer a config names.
+
+    Raises:
+      ConfigError: for a bad field (:func:`validate_config`), a hyperparameter the
+        estimator's constructor refuses, or ``steps`` that are not whole windows.
+    """
     c = validate_config(config)
     num_streams = None if c.num_streams == 1 else c.num_streams
     seeds = [c.seed + i for i in range(c.num_seeds)]
@@ -274,14 +305,17 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     if c.task == "influence_balancing":
         problem = task(**dict(c.task_args), num_streams=num_streams)
         streams = [task(**dict(c.task_args), num_streams=num_streams).stream for _ in seeds]
+        held_out = lambda seed: task(**dict(c.task_args)).stream  # noqa: E731
         apply_fn, loss_fn = problem.model.apply, problem.loss_fn
         init_single = lambda seed: (problem.params, problem.state0)  # noqa: E731
         cross_entropy, best = False, None
         param_metrics = {"theta": lambda p: p["theta"]}
     else:
-        streams = [
-            tasks.make_stream(c.task, seed=s, num_streams=num_streams, **c.task_args) for s in seeds
-        ]
+        make = lambda seed, n=None: tasks.make_stream(
+            c.task, seed=seed, num_streams=n, **c.task_args
+        )  # noqa: E731
+        streams = [make(s, num_streams) for s in seeds]
+        held_out = make
         vocab = streams[0].vocab_size
         model = models.linen_model(
             c.model,
@@ -303,23 +337,24 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
             state0 = repeat_streams(state0, num_streams)
         return params, state0
 
-    example_x, example_y = (jnp.asarray(a) for a in _single_stream_example(streams[0], num_streams))
-    options = registry.Options(
-        truncation=c.truncation,
-        eps=c.eps,
-        num_samples=c.num_samples,
+    example = streams[0].example()
+    example_x, example_y = (jnp.asarray(a if num_streams is None else a[0]) for a in example)
+    batching = {"num_streams": num_streams, "batch_mode": c.batch_mode}
+    estimator = registry.build_estimator(
+        c.algorithm,
+        apply_fn,
+        loss_fn,
         structure=structure,
         example_x=example_x,
         example_y=example_y,
+        **batching,
+        **hyperparameters_of(c),
     )
-    batching = {"num_streams": num_streams, "batch_mode": c.batch_mode}
-    estimator = registry.build_estimator(
-        c.algorithm, apply_fn, loss_fn, options=options, **batching
-    )
+    window = estimator.window
+    _whole_windows("steps", c.steps, window, c.algorithm)
     shadow = None
     if c.shadow_rtrl:
         shadow = registry.build_estimator("rtrl", apply_fn, loss_fn, **batching)
-    window = estimator.window
     if c.schedule == "paper":
         lr = paper_schedule(c.learning_rate, c.schedule_alpha, steps_per_update=window)
     else:
@@ -334,9 +369,22 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
         cross_entropy=cross_entropy,
         shadow=shadow,
         param_metrics=param_metrics,
+        target_metrics=getattr(streams[0], "target_metrics", None),
         donate=True,  # the runner keeps only the returned train state
     )
-    return Experiment(c, streams, trainer, init_model, cross_entropy, best, apply_fn, loss_fn)
+    return Experiment(
+        c,
+        streams,
+        trainer,
+        init_model,
+        cross_entropy,
+        best,
+        apply_fn,
+        loss_fn,
+        structure,
+        held_out,
+        plan_chunks(c, window),
+    )
 
 
 def initial_train_state(exp: Experiment) -> TrainState:
@@ -351,167 +399,289 @@ def initial_train_state(exp: Experiment) -> TrainState:
     return jax.tree.map(lambda *a: jnp.stack(a), *states)
 
 
-# ----------------------------------------------------------------------------- metrics
+def one_stream_model(exp: Experiment, ts: TrainState) -> tuple[Any, Any]:
+    """The params and model state of the run's first seed and first stream."""
+    params, state = ts.params, ts.carry.state
+    if exp.config.num_seeds > 1:
+        params, state = first(params), first(state)
+    if exp.config.num_streams > 1:  # per-stream carries and shared systems both stack
+        state = first(state)
+    return params, state
 
 
-class MetricLogger:
-    """Per-step metrics in, logged rows out, for every seed.
+# ----------------------------------------------------------------------------- quality
 
-    Keeps the steps since the last complete row and the running state of the authors'
-    cumulative and recent losses (float64 on the host), and can save and restore both, so
-    that a resumed run logs exactly what an uninterrupted one does. Steps the trainer
-    skipped (``nonfinite="skip"``) count in the ``skipped`` column and nowhere else: the
-    loss columns and the running losses are over the steps that were applied, with ``t``
-    counting those.
+
+def quality_specs(c: ml_collections.ConfigDict) -> tuple[str, ...]:
+    """The estimators whose gradient quality a run measures: ``quality_estimators``, or
+    the run's own algorithm with its hyperparameters."""
+    if c.quality_estimators:
+        return tuple(c.quality_estimators)
+    own = [f"{h.name}={c[h.name]}" for h in registry.hyperparameters(c.algorithm)]
+    return (f"{c.algorithm}:{','.join(own)}" if own else c.algorithm,)
+
+
+def measure_quality(exp: Experiment, ts: TrainState, step: int) -> list[dict]:
+    """One row per estimator of :func:`quality_specs`: its gradient statistics against
+    the exact online gradient over a held-out segment, with the run's params and state
+    at ``step`` (:func:`uorojax.diagnostics.summarise`). An estimator the model does not
+    fit (KF-RTRL on a gated cell) is left out."""
+    c = exp.config
+    params, state = one_stream_model(exp, ts)
+    xs, ys = (jnp.asarray(a) for a in exp.held_out(c.quality_seed).next_chunk(c.quality_segment))
+    key = jax.random.fold_in(jax.random.key(c.quality_seed), step)
+    rows = []
+    for spec in quality_specs(c):
+        algorithm, values = registry.parse_method(spec)
+        estimator = registry.build_estimator(
+            algorithm, exp.apply_fn, exp.loss_fn, structure=exp.structure,
+            example_x=xs[0], example_y=ys[0], **values,
+        )  # fmt: skip
+        try:
+            estimator.init_state(params, state)
+        except checks.ConfigError:
+            continue
+        stats = diagnostics.gradient_statistics(
+            estimator, exp.apply_fn, exp.loss_fn, params, state, xs, ys, key,
+            num_keys=c.quality_keys,
+        )  # fmt: skip
+        rows.append({"step": step, "estimator": spec, **diagnostics.summarise(stats, estimator)})
+    return rows
+
+
+# ----------------------------------------------------------------------------- run
+
+
+@dataclasses.dataclass
+class Job:
+    """A run in progress: what :func:`run`'s stages share.
+
+    ``done`` counts stream steps; ``rows`` and ``quality_rows`` are the complete rows of
+    ``metrics.csv`` and ``quality.csv``.
     """
 
-    LOSSES = ("loss", "bits_per_char")
+    exp: Experiment
+    workdir: str
+    ts: TrainState
+    done: int
+    started_at: int
+    logger: MetricLogger
+    rows: list
+    quality_rows: list
+    manager: Any
+    advance: Callable
+    place_chunk: Callable
+    writer: Any = None
+    bar: Any = None
+    wall: float = 0.0
 
-    def __init__(self, log_every: int, num_seeds: int, cross_entropy: bool):
-        self.log_every = log_every
-        self.num_seeds = num_seeds
-        self.unit = "bits_per_char" if cross_entropy else "loss"
-        self.scale = 1.0 / math.log(2.0) if cross_entropy else 1.0
-        self.counts = [0] * num_seeds
-        self.total = [0.0] * num_seeds
-        self.recent = [0.0] * num_seeds
-        self.pending: list[dict[str, list[float]]] = [{} for _ in range(num_seeds)]
+    def close(self) -> None:
+        for closeable in (self.bar, self.writer, self.manager):
+            if closeable is not None:
+                closeable.close()
 
-    def state(self) -> dict:
-        """JSON-serialisable running state."""
-        return {
-            "counts": self.counts,
-            "total": self.total,
-            "recent": self.recent,
-            "pending": self.pending,
-        }
 
-    def restore(self, state: dict) -> None:
-        """Continues from :meth:`state`."""
-        self.counts, self.total, self.recent = state["counts"], state["total"], state["recent"]
-        self.pending = state["pending"]
+def run(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = False) -> dict:
+    """Runs (or resumes) the online experiment a config describes in ``workdir``.
 
-    def add(self, metrics: dict, first_step: int) -> list[dict]:
-        """Consumes a chunk's per-step metrics (leading seed axis when seeds > 1);
-        returns the rows completed by it."""
-        arrays = {n: np.asarray(v, np.float64) for n, v in metrics.items()}
-        if self.num_seeds == 1:
-            arrays = {n: v[None] for n, v in arrays.items()}
-        length = arrays["loss"].shape[1]
-        rows = []
-        for s in range(self.num_seeds):
-            pending = self.pending[s]
-            done_before = len(pending.get("loss", []))
-            ends = range(self.log_every - done_before - 1, length, self.log_every)
-            running = self._running(s, arrays["loss"][s] * self.scale, arrays["skipped"][s], ends)
-            values = {n: pending.get(n, []) + v[s].tolist() for n, v in arrays.items()}
-            for block, (end, (cumulative, recent)) in enumerate(zip(ends, running)):
-                lo, hi = block * self.log_every, (block + 1) * self.log_every
-                means = {n: v[lo:hi] for n, v in values.items()}
-                rows.append(self._row(first_step + end + 1, s, means, cumulative, recent))
-            used = len(ends) * self.log_every
-            self.pending[s] = {n: v[used:] for n, v in values.items()}
-        return sorted(rows, key=lambda r: (r["step"], r.get("seed", 0)))
+    Args:
+      config: an ``ml_collections.ConfigDict`` with fields of :func:`default_config`.
+      workdir: output directory; created if needed.
+      overwrite: replace a workdir that holds a run with a different config.
 
-    def _running(self, s: int, losses, skipped, ends) -> list[tuple]:
-        """Advances seed s's cumulative sum and recent loss over the applied steps of a
-        chunk (float64), returning ``(cumulative, recent)`` at the chunk indices ``ends``."""
-        total, recent, t = self.total[s], self.recent[s], self.counts[s]
-        out, marks = [], set(ends)
-        for i, (loss, skip) in enumerate(zip(losses.tolist(), skipped.tolist())):
-            if not skip:
-                t += 1
-                rate = 1.0 / math.sqrt(t)
-                total += loss
-                recent = recent * (1.0 - rate) + loss * rate
-            if i in marks:
-                out.append((total / t if t else math.nan, recent if t else math.nan))
-        self.total[s], self.recent[s], self.counts[s] = total, recent, t
-        return out
+    Returns:
+      The summary written to ``workdir/summary.json``.
+    """
+    job = start(config, workdir, overwrite)
+    try:
+        train(job)
+    finally:
+        job.close()
+    return finish(job)
 
-    def partial_rows(self, step: int) -> list[dict]:
-        """Rows for the steps since the last complete row (an incomplete log interval)."""
-        return [
-            self._row(
-                step,
-                s,
-                self.pending[s],
-                self.total[s] / self.counts[s] if self.counts[s] else math.nan,
-                self.recent[s] if self.counts[s] else math.nan,
+
+def start(config: ml_collections.ConfigDict, workdir: str, overwrite: bool) -> Job:
+    """Builds the run, prepares ``workdir``, restores its latest checkpoint (or starts at
+    step 0), places the train state on the devices and opens the logs."""
+    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
+    pylogging.getLogger("tensorboardX.x2num").setLevel(pylogging.ERROR)  # a NaN loss, once per row
+    exp = build(config)
+    c = exp.config
+    _prepare_workdir(workdir, c, overwrite)
+    for notice in exp.plan.notices:
+        if not c.quiet:
+            print(notice, file=sys.stderr)
+    ts = initial_train_state(exp)
+    streams = exp.streams[0]
+    logger = MetricLogger(
+        c.log_every,
+        c.num_seeds,
+        exp.cross_entropy,
+        applied_only=tuple(getattr(streams, "target_metrics", None) or ()),
+        ratios=getattr(streams, "ratio_metrics", None),
+    )
+    manager = checkpoint_manager(workdir, c.keep_checkpoints)
+    rows, quality_rows = [], []
+    restored = restore_checkpoint(manager, ts)
+    if restored is not None:
+        ts, meta = restored
+        for stream, state in zip(exp.streams, meta["streams"]):
+            stream.set_state(state)
+        logger.restore(meta["logger"])
+        rows = read_rows(os.path.join(workdir, "metrics.csv"), meta["metric_rows"])
+        quality_rows = read_rows(os.path.join(workdir, "quality.csv"), meta.get("quality_rows", 0))
+    ts, advance, place_chunk = _placed(exp, ts)
+    done = int(np.ravel(ts.step)[0])
+    job = Job(
+        exp, workdir, ts, done, done, logger, rows, quality_rows, manager, advance, place_chunk
+    )
+    from tensorboardX import SummaryWriter
+    from tqdm.auto import tqdm
+
+    job.writer = SummaryWriter(os.path.join(workdir, "tb"), purge_step=done)
+    chars_per_step = c.num_streams * c.num_seeds
+    job.bar = tqdm(
+        total=c.steps * chars_per_step,
+        initial=done * chars_per_step,
+        disable=c.quiet,
+        unit="char",
+        unit_scale=True,
+        dynamic_ncols=True,
+        desc=f"{c.task}/{c.algorithm}",
+    )
+    job.wall = time.time()
+    return job
+
+
+def _placed(exp: Experiment, ts: TrainState):
+    """The train state on its devices, the compiled chunk step and the chunk placement:
+    streams split over the local devices when there are several (one seed), the seeds'
+    runs vmapped together when there are several."""
+    c = exp.config
+    place_chunk = lambda tree: tree  # noqa: E731
+    if c.num_seeds == 1 and c.shard_streams and c.num_streams > 1 and jax.device_count() > 1:
+        if c.num_streams % jax.device_count():
+            raise checks.ConfigError(
+                f"num_streams ({c.num_streams}) must be a multiple of the device count "
+                f"({jax.device_count()}) to shard streams; or set shard_streams=False"
             )
-            for s in range(self.num_seeds)
-            if self.pending[s].get("loss")
-        ]
-
-    def _row(self, step, seed, values, cumulative, recent) -> dict:
-        row = {"step": step}
-        if self.num_seeds > 1:
-            row["seed"] = seed
-        applied = ~np.asarray(values["skipped"], bool)
-        for name in sorted(values):
-            v = np.asarray(values[name])
-            if name in self.LOSSES:
-                v = v[applied]  # skipped steps count in "skipped" only
-            row[name] = repr(float(np.mean(v))) if v.size else "nan"
-        row[f"cumulative_{self.unit}"] = repr(cumulative)
-        row[f"recent_{self.unit}"] = repr(recent)
-        return row
+        mesh = stream_mesh()
+        params, states0 = exp.init_model(c.seed)
+        ts = shard_train_state(ts, mesh, carry_stream_axes(exp.trainer.estimator, params, states0))
+        place_chunk = lambda tree: shard_chunk(tree, mesh)  # noqa: E731
+    run_chunk = exp.trainer.run_chunk
+    if c.num_seeds > 1:
+        run_chunk = jax.jit(jax.vmap(run_chunk), donate_argnums=0)
+    return ts, lambda ts, xs, ys: run_chunk(own_buffers(ts), xs, ys), place_chunk
 
 
-# ----------------------------------------------------------------------------- checkpoints
+def train(job: Job) -> None:
+    """The chunk loop: the next chunk of every stream, one compiled call, its rows
+    logged, the task's curriculum advanced, and at their steps a quality measurement
+    and a checkpoint."""
+    c, plan = job.exp.config, job.exp.plan
+    if plan.quality_every and job.done == 0 and not job.quality_rows:
+        _add_quality(job)
+    while job.done < c.steps:
+        length = min(plan.chunk, c.steps - job.done, *_to_next(job.done, plan))
+        xs, ys = _next_chunk(job.exp.streams, length, c.num_seeds)
+        job.ts, metrics = job.advance(job.ts, job.place_chunk(xs), job.place_chunk(ys))
+        if c.nonfinite == "raise":
+            raise_if_halted(job.ts)
+        metrics = _with_task_metrics(job.exp.streams, metrics, c.num_seeds)
+        new_rows = job.logger.add(metrics, job.done)
+        job.done += length
+        _log(job, new_rows, length)
+        if plan.quality_every and job.done % plan.quality_every == 0:
+            _add_quality(job)
+        if job.done % plan.checkpoint_every == 0 or job.done >= c.steps:
+            _checkpoint(job)
 
 
-def _checkpoint_manager(workdir: str, keep: int):
-    import orbax.checkpoint as ocp
+def _to_next(done: int, plan: ChunkPlan) -> list[int]:
+    """Steps to the next checkpoint and the next quality measurement."""
+    marks = [plan.checkpoint_every] + ([plan.quality_every] if plan.quality_every else [])
+    return [(done // m + 1) * m - done for m in marks]
 
-    return ocp.CheckpointManager(
-        os.path.abspath(os.path.join(workdir, "checkpoints")),
-        options=ocp.CheckpointManagerOptions(
-            max_to_keep=keep,
-            create=True,
-            enable_async_checkpointing=False,
-            cleanup_tmp_directories=True,
-        ),
+
+def _next_chunk(streams, length: int, num_seeds: int):
+    chunks = [s.next_chunk(length) for s in streams]
+    xs = np.stack([x for x, _ in chunks]) if num_seeds > 1 else chunks[0][0]
+    ys = np.stack([y for _, y in chunks]) if num_seeds > 1 else chunks[0][1]
+    return jnp.asarray(xs), jnp.asarray(ys)
+
+
+def _with_task_metrics(streams, metrics: dict, num_seeds: int) -> dict:
+    """A task with a curriculum sees the chunk's metrics and may move to a harder
+    setting; its ``curriculum_metrics`` (the copy task's length) join the chunk's."""
+    if not hasattr(streams[0], "curriculum_metrics"):
+        return metrics
+    metrics = dict(metrics)
+    per_seed = [jax.tree.map(lambda m, s=s: m[s], metrics) for s in range(num_seeds)]
+    extra = [
+        stream.curriculum_metrics(m)
+        for stream, m in zip(streams, per_seed if num_seeds > 1 else [metrics])
+    ]
+    for name in extra[0]:
+        values = np.stack([e[name] for e in extra]) if num_seeds > 1 else extra[0][name]
+        metrics[name] = values
+    return metrics
+
+
+def _log(job: Job, new_rows: list[dict], length: int) -> None:
+    """New rows into metrics.csv (rewritten with the partial row of the current log
+    interval), TensorBoard and the progress bar."""
+    c = job.exp.config
+    job.rows.extend(new_rows)
+    for row in new_rows:
+        suffix = f"/seed{row['seed']}" if "seed" in row else ""
+        for name, value in row.items():
+            if name not in ("step", "seed"):
+                job.writer.add_scalar(name + suffix, float(value), row["step"])
+    done = job.done
+    write_rows(os.path.join(job.workdir, "metrics.csv"), job.rows + job.logger.partial_rows(done))
+    job.bar.update(length * c.num_streams * c.num_seeds)
+    postfix = (
+        f"step {done:,}/{c.steps:,} recent {job.logger.unit} {np.median(job.logger.recent):.3f}"
     )
+    if hasattr(job.exp.streams[0], "length"):
+        postfix += f" length {job.exp.streams[0].length}"
+    job.bar.set_postfix_str(postfix)
 
 
-def _to_saveable(ts: TrainState):
-    return ts._replace(key=jax.random.key_data(ts.key))
+def _add_quality(job: Job) -> None:
+    rows = measure_quality(job.exp, job.ts, job.done)
+    job.quality_rows.extend(rows)
+    write_rows(os.path.join(job.workdir, "quality.csv"), job.quality_rows)
+    for row in rows:
+        for name in ("mean_cosine", "relative_variance"):
+            job.writer.add_scalar(f"quality/{row['estimator']}/{name}", float(row[name]), job.done)
 
 
-def save_checkpoint(manager, ts: TrainState, step: int, meta: dict) -> None:
-    """Saves the train state and the run's host-side state (atomically, by orbax)."""
-    import orbax.checkpoint as ocp
+def _checkpoint(job: Job) -> None:
+    meta = {
+        "streams": [s.get_state() for s in job.exp.streams],
+        "metric_rows": len(job.rows),
+        "quality_rows": len(job.quality_rows),
+        "logger": job.logger.state(),
+        "step": job.done,
+    }
+    save_checkpoint(job.manager, job.ts, job.done, meta)
 
-    manager.save(
-        step,
-        args=ocp.args.Composite(
-            train_state=ocp.args.StandardSave(_to_saveable(ts)), meta=ocp.args.JsonSave(meta)
-        ),
+
+def finish(job: Job) -> dict:
+    """Writes ``summary.json`` and ``metrics.png``; returns the summary."""
+    elapsed = time.time() - job.wall
+    all_rows = job.rows + job.logger.partial_rows(job.done)
+    summary = _summarise(
+        job.exp.config, job.exp, job.ts, all_rows, elapsed, job.done - job.started_at
     )
-    manager.wait_until_finished()
+    with open(os.path.join(job.workdir, "summary.json"), "w") as f:
+        json.dump(summary, f, indent=2)
+    from uorojax import plots
 
-
-def restore_checkpoint(manager, template: TrainState):
-    """The latest complete checkpoint as ``(train_state, meta)`` in ``template``'s
-    structure, or None."""
-    import orbax.checkpoint as ocp
-
-    step = manager.latest_step()
-    if step is None:
-        return None
-    abstract = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), _to_saveable(template)
-    )
-    restored = manager.restore(
-        step,
-        args=ocp.args.Composite(
-            train_state=ocp.args.StandardRestore(abstract), meta=ocp.args.JsonRestore()
-        ),
-    )
-    ts = restored["train_state"]
-    ts = TrainState(*ts) if not isinstance(ts, TrainState) else ts
-    return ts._replace(key=jax.random.wrap_key_data(ts.key)), restored["meta"]
+    plots.plot_workdir(job.workdir)
+    return summary
 
 
 # ----------------------------------------------------------------------------- workdir
@@ -543,25 +713,6 @@ def _prepare_workdir(workdir: str, c: ml_collections.ConfigDict, overwrite: bool
         json.dump(_config_for_compare(c), f, indent=2, sort_keys=True)
 
 
-def read_rows(path: str, keep: int | None = None) -> list[dict]:
-    """The rows of a ``metrics.csv`` (the first ``keep`` of them)."""
-    if not os.path.exists(path):
-        return []
-    with open(path, newline="") as f:
-        rows = list(csv.DictReader(f))
-    return rows if keep is None else rows[:keep]
-
-
-def _write_rows(path: str, rows: list[dict]) -> None:
-    tmp = path + ".tmp"
-    with open(tmp, "w", newline="") as f:
-        if rows:
-            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
-            writer.writeheader()
-            writer.writerows(rows)
-    os.replace(tmp, path)
-
-
 def load_train_state(workdir: str) -> tuple[TrainState, Experiment]:
     """The train state of a workdir's latest checkpoint, and the experiment it belongs to.
 
@@ -572,7 +723,7 @@ def load_train_state(workdir: str) -> tuple[TrainState, Experiment]:
     with open(os.path.join(workdir, "config.json")) as f:
         config = ml_collections.ConfigDict(json.load(f))
     exp = build(config)
-    manager = _checkpoint_manager(workdir, exp.config.keep_checkpoints)
+    manager = checkpoint_manager(workdir, exp.config.keep_checkpoints)
     try:
         restored = restore_checkpoint(manager, initial_train_state(exp))
     finally:
@@ -595,129 +746,6 @@ def versions() -> dict:
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
     }
-
-
-# ----------------------------------------------------------------------------- run
-
-
-def _next_chunk(streams, length: int, num_seeds: int):
-    chunks = [s.next_chunk(length) for s in streams]
-    xs = np.stack([x for x, _ in chunks]) if num_seeds > 1 else chunks[0][0]
-    ys = np.stack([y for _, y in chunks]) if num_seeds > 1 else chunks[0][1]
-    return jnp.asarray(xs), jnp.asarray(ys)
-
-
-def run(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = False) -> dict:
-    """Runs (or resumes) the online experiment a config describes in ``workdir``.
-
-    Args:
-      config: an ``ml_collections.ConfigDict`` with fields of :func:`default_config`.
-      workdir: output directory; created if needed.
-      overwrite: replace a workdir that holds a run with a different config.
-
-    Returns:
-      The summary written to ``workdir/summary.json``.
-    """
-    c = validate_config(config)
-    plan = plan_chunks(c)
-    logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
-    pylogging.getLogger("tensorboardX.x2num").setLevel(pylogging.ERROR)  # a NaN loss, once per row
-    exp = build(c)
-    _prepare_workdir(workdir, c, overwrite)
-    for notice in plan.notices:
-        if not c.quiet:
-            print(notice, file=sys.stderr)
-    ts = initial_train_state(exp)
-    manager = _checkpoint_manager(workdir, c.keep_checkpoints)
-    metrics_path = os.path.join(workdir, "metrics.csv")
-    logger = MetricLogger(c.log_every, c.num_seeds, exp.cross_entropy)
-    rows: list[dict] = []
-    restored = restore_checkpoint(manager, ts)
-    if restored is not None:
-        ts, meta = restored
-        for stream, state in zip(exp.streams, meta["streams"]):
-            stream.set_state(state)
-        logger.restore(meta["logger"])
-        rows = read_rows(metrics_path, meta["metric_rows"])
-    done = int(np.ravel(ts.step)[0])
-    start = done
-    mesh = None
-    if c.num_seeds == 1 and c.shard_streams and c.num_streams > 1 and jax.device_count() > 1:
-        if c.num_streams % jax.device_count():
-            raise checks.ConfigError(
-                f"num_streams ({c.num_streams}) must be a multiple of the device count "
-                f"({jax.device_count()}) to shard streams; or set shard_streams=False"
-            )
-        mesh = stream_mesh()
-        params, states0 = exp.init_model(c.seed)
-        ts = shard_train_state(ts, mesh, carry_stream_axes(exp.trainer.estimator, params, states0))
-    run_chunk = exp.trainer.run_chunk
-    if c.num_seeds > 1:
-        run_chunk = jax.jit(jax.vmap(run_chunk), donate_argnums=0)
-
-    def advance(ts, xs, ys):
-        return run_chunk(own_buffers(ts), xs, ys)
-
-    from tensorboardX import SummaryWriter
-    from tqdm.auto import tqdm
-
-    writer = SummaryWriter(os.path.join(workdir, "tb"), purge_step=start)
-    chars_per_step = c.num_streams * c.num_seeds
-    bar = tqdm(
-        total=c.steps * chars_per_step,
-        initial=start * chars_per_step,
-        disable=c.quiet,
-        unit="char",
-        unit_scale=True,
-        dynamic_ncols=True,
-        desc=f"{c.task}/{c.algorithm}",
-    )
-    wall = time.time()
-    try:
-        while done < c.steps:
-            next_checkpoint = (done // plan.checkpoint_every + 1) * plan.checkpoint_every
-            length = min(plan.chunk, next_checkpoint - done, c.steps - done)
-            xs, ys = _next_chunk(exp.streams, length, c.num_seeds)
-            if mesh is not None:
-                xs, ys = shard_chunk(xs, mesh), shard_chunk(ys, mesh)
-            ts, metrics = advance(ts, xs, ys)
-            if c.nonfinite == "raise":
-                raise_if_halted(ts)
-            new_rows = logger.add(metrics, done)
-            done += length
-            rows.extend(new_rows)
-            for row in new_rows:
-                suffix = f"/seed{row['seed']}" if "seed" in row else ""
-                for name, value in row.items():
-                    if name not in ("step", "seed"):
-                        writer.add_scalar(name + suffix, float(value), row["step"])
-            _write_rows(metrics_path, rows + logger.partial_rows(done))
-            bar.update(length * chars_per_step)
-            unit = logger.unit
-            bar.set_postfix_str(
-                f"step {done:,}/{c.steps:,} recent {unit} {np.median(logger.recent):.3f}"
-            )
-            if done % plan.checkpoint_every == 0 or done >= c.steps:
-                meta = {
-                    "streams": [s.get_state() for s in exp.streams],
-                    "metric_rows": len(rows),
-                    "logger": logger.state(),
-                    "step": done,
-                }
-                save_checkpoint(manager, ts, done, meta)
-    finally:
-        bar.close()
-        writer.close()
-        manager.close()
-    elapsed = time.time() - wall
-    all_rows = rows + logger.partial_rows(done)
-    summary = _summarise(c, exp, ts, all_rows, elapsed, done - start)
-    with open(os.path.join(workdir, "summary.json"), "w") as f:
-        json.dump(summary, f, indent=2)
-    from uorojax import plots
-
-    plots.plot_workdir(workdir)
-    return summary
 
 
 def _final_metrics(rows: list[dict]) -> dict:

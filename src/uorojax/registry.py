@@ -1,76 +1,152 @@
 """One registry: the names that configs, the runner, the benchmark and the tests use.
 
-``ESTIMATORS`` maps a config's ``algorithm`` to an :class:`EstimatorEntry`: how to build
-it from a model and the options a config carries, and which batch modes make sense for
-it. ``TASKS`` maps a config's ``task`` to its stream (or, for influence balancing, its
-whole problem). A new estimator is one file under ``uorojax/estimators/`` and one line
-here; ``tests/test_protocol.py`` then checks it against the protocol.
+``ESTIMATORS`` maps a config's ``algorithm`` to an :class:`EstimatorEntry`: the
+estimator's constructor (``uorojax.uoro``, ...) and the batch modes that make sense for
+it. The constructor declares the estimator's hyperparameters, once: every keyword after
+``apply_fn`` and ``loss_fn``, with its type annotation and default, except the facts a
+model and its stream provide (:data:`MODEL_FACTS`). The config's fields, the command
+line's checks, the benchmark and the reproduction learn them from there
+(:func:`hyperparameters`); the constructor checks their values. ``TASKS`` maps a
+config's ``task`` to its stream (or, for influence balancing, its whole problem).
+
+A new estimator is one file under ``uorojax/estimators/`` and one line here;
+``tests/test_protocol.py`` then checks it against the protocol.
 """
 
 from __future__ import annotations
 
+import functools
+import inspect
+import typing
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
 from uorojax import checks, tasks
-from uorojax.estimators import Estimator, as_one_system, per_stream, rtrl, tbptt, uoro
+from uorojax.estimators.base import Estimator
+from uorojax.estimators.batching import as_one_system, per_stream
 from uorojax.estimators.kf_rtrl import kf_rtrl
+from uorojax.estimators.rtrl import rtrl
 from uorojax.estimators.snap import snap1
+from uorojax.estimators.tbptt import tbptt
+from uorojax.estimators.uoro import uoro
 from uorojax.structure import Structure
 from uorojax.tree import repeat_streams
 
-
-class Options(NamedTuple):
-    """What a config can say about an estimator; each entry reads what it uses.
-
-    Attributes:
-      truncation: window length (TBPTT, truncated UORO).
-      eps: stabiliser of UORO's and KF-RTRL's rescaling.
-      num_samples: UORO's independent tangent pairs.
-      structure: the model's :class:`~uorojax.structure.Structure` (SnAp-1, KF-RTRL).
-      example_x, example_y: one step's input and target (window buffers).
-    """
-
-    truncation: int = 1
-    eps: float = 1e-7
-    num_samples: int = 1
-    structure: Structure | None = None
-    example_x: Any = None
-    example_y: Any = None
+# Keywords a constructor may take that describe the model, not the estimator: the
+# model's structure (SnAp-1, KF-RTRL) and one step's input and target (window buffers).
+MODEL_FACTS = ("structure", "example_x", "example_y")
 
 
 class EstimatorEntry(NamedTuple):
-    """How to build one registered estimator.
+    """One registered estimator.
 
     Attributes:
-      build: ``(apply_fn, loss_fn, options) -> Estimator`` for one stream (or one system).
+      constructor: ``(apply_fn, loss_fn, **keywords) -> Estimator`` for one stream (or
+        one system); its keywords are its hyperparameters and the :data:`MODEL_FACTS`
+        it needs.
       batch_modes: the batch modes that make sense: ``"per_stream"`` (a carry per
         stream) and ``"shared"`` (the batch as one system, :func:`~uorojax.as_one_system`).
-      uses: the :class:`Options` fields it reads; a config that sets another one to a
-        non-default value is refused.
     """
 
-    build: Callable[[Callable, Callable, Options], Estimator]
+    constructor: Callable[..., Estimator]
     batch_modes: tuple[str, ...]
-    uses: tuple[str, ...]
-
-
-def _windowed(o: Options) -> dict:
-    return {"example_x": o.example_x, "example_y": o.example_y}
 
 
 ESTIMATORS: dict[str, EstimatorEntry] = {
-    "uoro": EstimatorEntry(lambda apply, loss, o: uoro(apply, loss, truncation=o.truncation, eps=o.eps, num_samples=o.num_samples, **_windowed(o)), ("per_stream", "shared"), ("truncation", "eps", "num_samples")),
-    "rtrl": EstimatorEntry(lambda apply, loss, o: rtrl(apply, loss), ("per_stream", "shared"), ()),
-    "tbptt": EstimatorEntry(lambda apply, loss, o: tbptt(apply, loss, o.truncation, **_windowed(o)), ("per_stream", "shared"), ("truncation",)),
-    "kf_rtrl": EstimatorEntry(lambda apply, loss, o: kf_rtrl(apply, loss, structure=o.structure, eps=o.eps), ("per_stream",), ("eps",)),
-    "snap1": EstimatorEntry(lambda apply, loss, o: snap1(apply, loss, structure=o.structure), ("per_stream",), ()),
-}  # fmt: skip
+    "uoro": EstimatorEntry(uoro, ("per_stream", "shared")),
+    "rtrl": EstimatorEntry(rtrl, ("per_stream", "shared")),
+    "tbptt": EstimatorEntry(tbptt, ("per_stream", "shared")),
+    "kf_rtrl": EstimatorEntry(kf_rtrl, ("per_stream",)),
+    "snap1": EstimatorEntry(snap1, ("per_stream",)),
+}
 
 TASKS: dict[str, Callable[..., Any]] = {
     **tasks.SYMBOL_TASKS,
     "influence_balancing": tasks.influence_balancing,
 }
+
+
+class Hyperparameter(NamedTuple):
+    """A hyperparameter as its constructor declares it."""
+
+    name: str
+    type: type
+    default: Any
+
+
+def _keywords(constructor: Callable) -> list[inspect.Parameter]:
+    """The constructor's parameters after ``apply_fn`` and ``loss_fn``."""
+    return list(inspect.signature(constructor).parameters.values())[2:]
+
+
+@functools.cache
+def hyperparameters(algorithm: str) -> tuple[Hyperparameter, ...]:
+    """The hyperparameters of a registered estimator, from its constructor's signature.
+
+    Example::
+
+      [h.name for h in uorojax.registry.hyperparameters("uoro")]
+      # ['truncation', 'eps', 'num_samples']
+    """
+    checks.one_of("algorithm", algorithm, tuple(ESTIMATORS))
+    constructor = ESTIMATORS[algorithm].constructor
+    hints = typing.get_type_hints(constructor)
+    found = []
+    for p in _keywords(constructor):
+        if p.name in MODEL_FACTS:
+            continue
+        if p.default is inspect.Parameter.empty:
+            raise TypeError(f"{algorithm}: hyperparameter {p.name!r} needs a default")
+        found.append(Hyperparameter(p.name, hints.get(p.name, type(p.default)), p.default))
+    return tuple(found)
+
+
+def hyperparameter_defaults() -> dict[str, Any]:
+    """Every registered estimator's hyperparameters with their defaults (what a config
+    holds). A name shared by several estimators has one default and type for all.
+    """
+    defaults: dict[str, Hyperparameter] = {}
+    for algorithm in ESTIMATORS:
+        for h in hyperparameters(algorithm):
+            seen = defaults.setdefault(h.name, h)
+            if (seen.default, seen.type) != (h.default, h.type):
+                raise TypeError(
+                    f"hyperparameter {h.name!r} is declared {seen.type.__name__} = "
+                    f"{seen.default!r} by one estimator and {h.type.__name__} = {h.default!r} "
+                    f"by {algorithm}: a config field has one default"
+                )
+    return {name: h.default for name, h in defaults.items()}
+
+
+def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
+    """An estimator named with its hyperparameters, as configs and the command line
+    write it: ``"algorithm"`` or ``"algorithm:name=value,name=value"``.
+
+    Values are converted to the types the constructor declares.
+
+    Raises:
+      ConfigError: for an unknown algorithm or hyperparameter, or a value that does not
+        convert.
+
+    Example::
+
+      uorojax.registry.parse_method("uoro:truncation=16,num_samples=4")
+      # ('uoro', {'truncation': 16, 'num_samples': 4})
+    """
+    algorithm, _, rest = spec.partition(":")
+    checks.one_of("algorithm", algorithm, tuple(ESTIMATORS))
+    declared = {h.name: h for h in hyperparameters(algorithm)}
+    values = {}
+    for item in filter(None, rest.split(",")):
+        name, _, text = item.partition("=")
+        checks.one_of(f"{algorithm}'s hyperparameter", name, tuple(declared))
+        try:
+            values[name] = declared[name].type(text)
+        except ValueError as err:
+            raise checks.ConfigError(
+                f"{spec!r}: {name}={text!r} is not a {declared[name].type.__name__}"
+            ) from err
+    return algorithm, values
 
 
 def build_estimator(
@@ -80,7 +156,10 @@ def build_estimator(
     *,
     num_streams: int | None = None,
     batch_mode: str = "per_stream",
-    options: Options | None = None,
+    structure: Structure | None = None,
+    example_x: Any = None,
+    example_y: Any = None,
+    **hyperparameter_values: Any,
 ) -> Estimator:
     """The estimator a config names, wrapped for its batch mode.
 
@@ -89,29 +168,41 @@ def build_estimator(
       apply_fn, loss_fn: the single-stream model.
       num_streams: None for one stream, else B streams.
       batch_mode: ``"per_stream"`` or ``"shared"`` (used when ``num_streams`` is set).
-      options: the estimator options; ``example_x``/``example_y`` are one stream's.
+      structure: the model's structure, for the estimators that read it.
+      example_x, example_y: one stream's step input and target (window buffers).
+      **hyperparameter_values: hyperparameters by name (:func:`hyperparameters`). A name
+        this estimator does not take is ignored at its registry default and refused
+        otherwise, so that a config cannot set one that silently does nothing.
 
     Raises:
-      ConfigError: for an unknown name, a batch mode the estimator does not support, or
-        an option it does not use set to a non-default value.
+      ConfigError: for an unknown name, a batch mode the estimator does not support, a
+        hyperparameter it does not take, or a value its constructor refuses.
 
     Example::
 
-      est = uorojax.registry.build_estimator("tbptt", model.apply, loss,
-          options=uorojax.registry.Options(truncation=16, example_x=x0, example_y=y0))
+      est = uorojax.registry.build_estimator("tbptt", model.apply, loss, truncation=16,
+                                              example_x=x0, example_y=y0)
     """
     checks.one_of("algorithm", algorithm, tuple(ESTIMATORS))
-    options = Options() if options is None else options
     entry = ESTIMATORS[algorithm]
-    defaults = Options()
-    for name in ("truncation", "eps", "num_samples"):
-        if name not in entry.uses and getattr(options, name) != getattr(defaults, name):
+    own = {h.name for h in hyperparameters(algorithm)}
+    defaults = hyperparameter_defaults()
+    for name, value in hyperparameter_values.items():
+        checks.known_config_field(name, list(defaults))
+        if name not in own and value != defaults[name]:
             raise checks.ConfigError(
-                f"{algorithm} does not use {name} (got {getattr(options, name)!r}); "
-                f"it reads {', '.join(entry.uses) or 'none of the estimator options'}"
+                f"{algorithm} does not take {name} (got {value!r}); its hyperparameters "
+                f"are {', '.join(sorted(own)) or 'none'}"
             )
+    keywords = {k: v for k, v in hyperparameter_values.items() if k in own}
+    accepted = {p.name for p in _keywords(entry.constructor)}
+    facts = {"structure": structure, "example_x": example_x, "example_y": example_y}
+    if num_streams is not None and batch_mode == "shared":  # one system of B streams
+        facts["example_x"] = repeat_streams(example_x, num_streams)  # None stays None
+        facts["example_y"] = repeat_streams(example_y, num_streams)
+    keywords.update({k: v for k, v in facts.items() if k in accepted})
     if num_streams is None:
-        return entry.build(apply_fn, loss_fn, options)
+        return entry.constructor(apply_fn, loss_fn, **keywords)
     checks.one_of("batch_mode", batch_mode, ("per_stream", "shared"))
     if batch_mode not in entry.batch_modes:
         raise checks.ConfigError(
@@ -119,9 +210,5 @@ def build_estimator(
             f"{batch_mode!r}: treating the batch as one system would not keep its structure"
         )
     if batch_mode == "shared":
-        options = options._replace(  # repeat_streams leaves None as it is
-            example_x=repeat_streams(options.example_x, num_streams),
-            example_y=repeat_streams(options.example_y, num_streams),
-        )
-        return entry.build(*as_one_system(apply_fn, loss_fn), options)
-    return per_stream(entry.build(apply_fn, loss_fn, options))
+        return entry.constructor(*as_one_system(apply_fn, loss_fn), **keywords)
+    return per_stream(entry.constructor(apply_fn, loss_fn, **keywords))

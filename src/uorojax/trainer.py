@@ -34,7 +34,7 @@ import numpy as np
 import optax
 
 from uorojax import checks
-from uorojax.estimators.base import Estimator, StepInfo, window_step
+from uorojax.estimators.base import Estimator, StepInfo, run_window
 from uorojax.tree import tree_finite, tree_norm, tree_vdot
 
 PyTree = Any
@@ -71,7 +71,10 @@ class Trainer(NamedTuple):
     """Pure functions of an online training run; see the module docstring.
 
     ``step`` and ``run`` raise :class:`~uorojax.NonFiniteError` with ``nonfinite="raise"``
-    (a host check after the compiled call). ``run_chunk`` is the jitted scan behind
+    (a host check after the compiled call). Called inside the caller's own ``jax.jit``
+    they cannot read the state on the host: they then return it unchecked, the halt in
+    its ``halted_at`` (-1: none), and ``run`` does not check that a window was
+    finished. ``run_chunk`` is the jitted scan behind
     ``run`` without that check (read ``halted_at``): it can be vmapped, for example over
     independent seeds. With ``make_trainer(..., donate=True)`` it donates its train
     state, which then must not hold one array twice (``init`` and ``run`` see to that).
@@ -133,6 +136,95 @@ def gradient_agreement(estimate: PyTree, exact: PyTree) -> dict:
     }
 
 
+# ----------------------------------------------------------------------------- pieces
+# One update is four small pieces composed by ``_update``: the optimizer gated on a
+# window's close (``when_ready``, which ``as_optax`` uses too), the non-finite guard
+# (``keep_if``), the counters (``advance_counters``) and the metrics (``step_metrics``).
+
+
+def when_ready(
+    optimizer: optax.GradientTransformation,
+) -> optax.GradientTransformationExtraArgs:
+    """``optimizer`` moved only on the steps where a gradient is ready.
+
+    ``update(grads, state, params, *, ready)`` is ``optimizer.update`` where ``ready`` (a
+    JAX bool) holds, and zero updates with the state unchanged elsewhere, in the manner
+    of optax's ``MultiSteps`` and ``apply_if_finite``: a windowed estimator's zeros
+    inside a window are not optimizer steps (Adam's count, moments and schedule do not
+    move). ``ready=True`` (a Python bool) skips the conditional.
+
+    Example::
+
+      tx = uorojax.trainer.when_ready(optax.adam(1e-3))
+      updates, opt_state = tx.update(grads, opt_state, params, ready=info.ready)
+    """
+
+    def update_fn(updates, state, params=None, *, ready=True, **extra_args):
+        del extra_args
+        if ready is True:
+            return optimizer.update(updates, state, params)
+        return jax.lax.cond(
+            ready,
+            lambda: optimizer.update(updates, state, params),
+            lambda: (jax.tree.map(jnp.zeros_like, updates), state),
+        )
+
+    return optax.GradientTransformationExtraArgs(optimizer.init, update_fn)
+
+
+def keep_if(accept: jax.Array, new: PyTree, old: PyTree) -> PyTree:
+    """The non-finite guard: ``new`` where ``accept``, ``old`` elsewhere, leaf by leaf.
+
+    A select per leaf rather than a conditional: each select fuses into the fusion that
+    writes the new value, so a certified carry (UORO's tangents) is neither re-read nor
+    copied.
+    """
+    return jax.tree.map(lambda n, o: jnp.where(accept, n, o), new, old)
+
+
+def advance_counters(
+    ts: TrainState, num_steps: int, finite: jax.Array, window_closed: jax.Array, first_bad, skip
+) -> dict:
+    """The train state's counters after an update covering ``num_steps`` stream steps.
+
+    A finite update is accepted unless the run has halted. With ``skip`` a rejected
+    update is dropped and counted (``num_skipped``) and the stream moves on; otherwise
+    the run halts before it (``halted_at``: the step of the first non-finite loss,
+    ``first_bad`` steps into the update) and ``step`` stays. ``pending`` counts the
+    steps since the last gradient, 0 when a window closed. Returns the new ``step``,
+    ``num_skipped``, ``halted_at``, ``pending`` and the ``accept`` flag.
+    """
+    halted = ts.halted_at >= 0
+    accept = finite & ~halted
+    rejected = ~finite & ~halted
+    pending = jnp.where(window_closed, 0, ts.pending + num_steps).astype(ts.pending.dtype)
+    if skip:
+        return {
+            "step": ts.step + num_steps,
+            "num_skipped": ts.num_skipped + num_steps * rejected,
+            "halted_at": ts.halted_at,
+            "pending": jnp.where(accept, pending, ts.pending),
+            "accept": accept,
+        }
+    return {
+        "step": ts.step + num_steps * accept,
+        "num_skipped": ts.num_skipped,
+        "halted_at": jnp.where(rejected, ts.step + first_bad, ts.halted_at),
+        "pending": jnp.where(accept, pending, ts.pending),
+        "accept": accept,
+    }
+
+
+def step_metrics(loss: jax.Array, grads: PyTree, accept: jax.Array, num_steps: int) -> dict:
+    """Per-step metrics of an update covering ``num_steps`` steps: the loss of each step
+    (mean over streams), the gradient's norm and whether the update was dropped."""
+    return {
+        "loss": jnp.mean(jnp.reshape(loss, (num_steps, -1)), axis=1),
+        "grad_norm": jnp.broadcast_to(tree_norm(grads), (num_steps,)),
+        "skipped": jnp.broadcast_to(~accept, (num_steps,)),
+    }
+
+
 # ----------------------------------------------------------------------------- one update
 
 
@@ -140,67 +232,35 @@ class _Settings(NamedTuple):
     """The static choices of one trainer (see :func:`make_trainer`)."""
 
     estimator: Estimator
-    optimizer: optax.GradientTransformation
+    optimizer: optax.GradientTransformationExtraArgs  # when_ready(the user's optimizer)
     nonfinite: str
     shadow: Estimator | None
     param_metrics: dict[str, Callable[[PyTree], jax.Array]]
+    target_metrics: dict[str, Callable[[PyTree, PyTree], jax.Array]]
 
 
-def _optimizer_update(optimizer, ts: TrainState, grads):
-    updates, opt_state = optimizer.update(grads, ts.opt_state, ts.params)
-    return optax.apply_updates(ts.params, updates), opt_state
-
-
-def _apply_gradient(
-    cfg: _Settings, ts: TrainState, grads, carry, info, num_steps: int, shadow_carry, always_ready
-):
-    """The optimizer step where a gradient is ready, every write guarded against
-    non-finite values. ``num_steps``: stream steps this update covers (a window's
-    length for the whole-window path); ``always_ready``: statically known ready."""
-    if always_ready:
-        params, opt_state = _optimizer_update(cfg.optimizer, ts, grads)
-    else:  # a windowed estimator one step at a time: an update only when a window closes
-        params, opt_state = jax.lax.cond(
-            jnp.any(info.ready),
-            lambda: _optimizer_update(cfg.optimizer, ts, grads),
-            lambda: (ts.params, ts.opt_state),
-        )
+def _update(cfg: _Settings, ts: TrainState, grads, carry, info, num_steps, shadow_carry, ready):
+    """One optimizer update from an estimator's output, every write guarded against
+    non-finite values. ``num_steps``: stream steps it covers (a window's length on the
+    whole-window path); ``ready``: True (statically) or the step's ``info.ready``."""
+    updates, opt_state = cfg.optimizer.update(grads, ts.opt_state, ts.params, ready=ready)
+    params = optax.apply_updates(ts.params, updates)
     finite = step_finite(info, grads, carry) & tree_finite((params, shadow_carry))
-    halted = ts.halted_at >= 0
-    accept = finite & ~halted
-    rejected = ~finite & ~halted
     window_closed = jnp.reshape(info.ready, (-1,))[-1]
-    pending = jnp.where(window_closed, 0, ts.pending + num_steps).astype(ts.pending.dtype)
-    # A select per leaf rather than a conditional: each select fuses into the fusion
-    # that writes the new value, so a certified carry (UORO's tangents) is neither
-    # re-read nor copied.
-    params, opt_state, carry, shadow_carry, pending = jax.tree.map(
-        lambda new, old: jnp.where(accept, new, old),
-        (params, opt_state, carry, shadow_carry, pending),
-        (ts.params, ts.opt_state, ts.carry, ts.shadow_carry, ts.pending),
+    first_bad = _first_bad_step(info.loss, num_steps)
+    counters = advance_counters(
+        ts, num_steps, finite, window_closed, first_bad, cfg.nonfinite == "skip"
     )
-    skip = cfg.nonfinite == "skip"
-    new_ts = TrainState(
-        params=params,
-        opt_state=opt_state,
-        carry=carry,
-        key=ts.key,
-        # "skip" drops the bad step and moves on; "raise" stays before it.
-        step=ts.step + num_steps * (1 if skip else accept),
-        num_skipped=ts.num_skipped + num_steps * (rejected if skip else 0),
-        halted_at=(
-            ts.halted_at
-            if skip
-            else jnp.where(rejected, ts.step + _first_bad_step(info.loss, num_steps), ts.halted_at)
-        ),
-        pending=pending,
-        shadow_carry=shadow_carry,
+    accept = counters.pop("accept")
+    params, opt_state, carry, shadow_carry = keep_if(
+        accept,
+        (params, opt_state, carry, shadow_carry),
+        (ts.params, ts.opt_state, ts.carry, ts.shadow_carry),
     )
-    metrics = {
-        "loss": jnp.mean(jnp.reshape(info.loss, (num_steps, -1)), axis=1),
-        "grad_norm": jnp.broadcast_to(tree_norm(grads), (num_steps,)),
-        "skipped": jnp.broadcast_to(~accept, (num_steps,)),
-    }
+    new_ts = ts._replace(
+        params=params, opt_state=opt_state, carry=carry, shadow_carry=shadow_carry, **counters
+    )
+    metrics = step_metrics(info.loss, grads, accept, num_steps)
     for name, fn in cfg.param_metrics.items():
         metrics[name] = jnp.broadcast_to(fn(new_ts.params), (num_steps,))
     return new_ts, metrics
@@ -215,15 +275,18 @@ def _one_step(cfg: _Settings, ts: TrainState, x, y, key):
             f"shadow_{k}": v[None] for k, v in gradient_agreement(grads, exact).items()
         }
     info = info._replace(loss=jnp.reshape(info.loss, (1, -1)))
-    always_ready = cfg.estimator.window == 1
-    new_ts, metrics = _apply_gradient(cfg, ts, grads, carry, info, 1, shadow_carry, always_ready)
+    ready = True if cfg.estimator.window == 1 else info.ready
+    new_ts, metrics = _update(cfg, ts, grads, carry, info, 1, shadow_carry, ready)
     metrics.update(shadow_metrics)
+    metrics.update({name: fn(info.output, y)[None] for name, fn in cfg.target_metrics.items()})
     return new_ts, metrics
 
 
-def _one_window(cfg: _Settings, window_fn, ts: TrainState, xs, ys, keys):
-    grads, carry, info = window_fn(ts.params, ts.carry, xs, ys, keys)
-    return _apply_gradient(cfg, ts, grads, carry, info, cfg.estimator.window, None, True)
+def _one_window(cfg: _Settings, ts: TrainState, xs, ys, keys):
+    grads, carry, info = run_window(cfg.estimator, ts.params, ts.carry, xs, ys, keys)
+    new_ts, metrics = _update(cfg, ts, grads, carry, info, cfg.estimator.window, None, True)
+    metrics.update({name: jax.vmap(fn)(info.output, ys) for name, fn in cfg.target_metrics.items()})
+    return new_ts, metrics
 
 
 def _chunk_keys(ts: TrainState, length: int):
@@ -247,9 +310,8 @@ def _run_chunk(cfg: _Settings, unroll: int, ts: TrainState, xs, ys):
         return ts, jax.tree.map(lambda m: m[:, 0], metrics)
     num_windows = length // window
     split = functools.partial(jax.tree.map, lambda a: a.reshape(num_windows, window, *a.shape[1:]))
-    window_fn = window_step(cfg.estimator)
     ts, metrics = jax.lax.scan(
-        lambda s, xyk: _one_window(cfg, window_fn, s, *xyk),
+        lambda s, xyk: _one_window(cfg, s, *xyk),
         ts,
         (split(xs), split(ys), split(keys)),
         unroll=unroll,
@@ -273,6 +335,7 @@ def make_trainer(
     cross_entropy: bool = False,
     shadow: Estimator | None = None,
     param_metrics: dict[str, Callable[[PyTree], jax.Array]] | None = None,
+    target_metrics: dict[str, Callable[[PyTree, PyTree], jax.Array]] | None = None,
     unroll: int = 1,
     donate: bool = False,
 ) -> Trainer:
@@ -291,6 +354,9 @@ def make_trainer(
         estimators with ``window == 1``.
       param_metrics: named scalar functions of the params, logged after every update
         (for example ``{"theta": lambda p: p["theta"]}``).
+      target_metrics: named scalar functions ``(output, y)`` of a step's model output
+        and target, logged at every step (with a leading stream axis when there are
+        streams: return the mean over it), for example a task's accuracy.
       unroll: steps (windows, for a windowed estimator) per iteration of ``run_chunk``'s
         loop, passed to ``jax.lax.scan``. Results do not change (see
         docs/performance.md for when it pays).
@@ -317,7 +383,14 @@ def make_trainer(
     window = estimator.window
     if shadow is not None and window != 1:
         raise checks.ConfigError("shadow needs an estimator that emits a gradient every step")
-    cfg = _Settings(estimator, optimizer, nonfinite, shadow, dict(param_metrics or {}))
+    cfg = _Settings(
+        estimator,
+        when_ready(optimizer),
+        nonfinite,
+        shadow,
+        dict(param_metrics or {}),
+        dict(target_metrics or {}),
+    )
     finish = _with_bits_per_char if cross_entropy else (lambda m: m)
     owned = own_buffers if donate else (lambda ts: ts)
     jit = functools.partial(jax.jit, donate_argnums=0 if donate else ())
@@ -361,23 +434,32 @@ def make_trainer(
                 f"{window} (for example {lower or window} or {lower + window}); step() "
                 "takes single steps"
             )
+        if _traced(ts):  # inside the caller's jax.jit: the halt is in the returned state
+            return run_chunk(ts, xs, ys)
         if window > 1 and int(ts.pending) != 0:
             raise ValueError(
                 f"run needs the carry at a window boundary, but {int(ts.pending)} steps of "
                 "the current window were consumed by step(); finish the window first"
             )
-        ts, metrics = run_chunk(owned(ts), xs, ys)
-        if nonfinite == "raise":
-            raise_if_halted(ts)
-        return ts, metrics
+        return _checked(run_chunk(owned(ts), xs, ys))
 
     def checked_step(ts: TrainState, x, y):
-        ts, metrics = step(owned(ts), x, y)
+        if _traced(ts):
+            return step(ts, x, y)
+        return _checked(step(owned(ts), x, y))
+
+    def _checked(result):
         if nonfinite == "raise":
-            raise_if_halted(ts)
-        return ts, metrics
+            raise_if_halted(result[0])
+        return result
 
     return Trainer(init, checked_step, run, run_chunk, estimator)
+
+
+def _traced(ts: TrainState) -> bool:
+    """Whether the train state is being traced (``run`` or ``step`` called inside the
+    caller's own ``jax.jit``), where its values cannot be read on the host."""
+    return any(isinstance(a, jax.core.Tracer) for a in jax.tree.leaves(ts))
 
 
 def raise_if_halted(ts: TrainState) -> None:

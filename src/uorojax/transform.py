@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from uorojax.estimators.base import Estimator
-from uorojax.trainer import step_finite
+from uorojax.trainer import step_finite, when_ready
 from uorojax.tree import zeros_like
 
 PyTree = Any
@@ -99,11 +99,9 @@ def as_optax(
             finite, lambda: (grads, carry), lambda: (zeros_like(grads), state.carry)
         )
         opt_state = state.opt_state
-        if optimizer is not None:
-            grads, opt_state = jax.lax.cond(
-                finite & ready,
-                lambda: optimizer.update(grads, state.opt_state, params),
-                lambda: (zeros_like(grads), state.opt_state),
+        if optimizer is not None:  # the trainer's gate: only finite, ready gradients move it
+            grads, opt_state = when_ready(optimizer).update(
+                grads, state.opt_state, params, ready=finite & ready
             )
         loss = jnp.mean(info.loss).astype(state.loss.dtype)
         return grads, OnlineGradientState(carry, loss, finite, ready, opt_state)

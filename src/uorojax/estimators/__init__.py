@@ -1,47 +1,29 @@
-"""Online gradient estimators: one file each, on one protocol (see ``base``)."""
+"""Online gradient estimators: the protocol, batching, and one module per estimator.
+
+The modules: ``base`` (the protocol), ``batching`` (``per_stream``, ``as_one_system``),
+``windowed`` (estimators that update once per window), and one file per estimator:
+``uoro``, ``rtrl``, ``tbptt``, ``kf_rtrl``, ``snap``. The factories (``uorojax.uoro``,
+``uorojax.snap1``, ...) are exported by the top-level package, so that a module here is
+never shadowed by its own function: ``uorojax.estimators.uoro`` is the module.
+"""
 
 from uorojax.estimators.base import (
     ApplyFn,
     Estimator,
-    FastPaths,
     LossFn,
     StepInfo,
-    fast_paths,
-    unroll,
-    window_step,
-    with_fast_paths,
+    forward_sequence,
+    run_window,
 )
 from uorojax.estimators.batching import as_one_system, per_stream
-from uorojax.estimators.kf_rtrl import KFRTRLState, kf_rtrl
-from uorojax.estimators.rtrl import RTRLState, jacobian_matrix, rtrl
-from uorojax.estimators.snap import SnApState, snap1
-from uorojax.estimators.tbptt import tbptt
-from uorojax.estimators.uoro import UOROState, tangent_outer, uoro, uoro_rescale
-from uorojax.estimators.windowed import WindowState
 
 __all__ = [
     "ApplyFn",
     "Estimator",
-    "FastPaths",
-    "KFRTRLState",
     "LossFn",
-    "RTRLState",
-    "SnApState",
     "StepInfo",
-    "UOROState",
-    "WindowState",
     "as_one_system",
-    "fast_paths",
-    "jacobian_matrix",
-    "kf_rtrl",
+    "forward_sequence",
     "per_stream",
-    "rtrl",
-    "snap1",
-    "tangent_outer",
-    "tbptt",
-    "unroll",
-    "uoro",
-    "uoro_rescale",
-    "window_step",
-    "with_fast_paths",
+    "run_window",
 ]

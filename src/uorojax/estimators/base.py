@@ -31,15 +31,16 @@ estimator in the registry):
   apply. An estimator with ``window == 1`` is ready on every step; one with ``window ==
   T`` is ready on the last step of every window of T steps (and returns zeros before).
 
-Faster ways to do the same work (a whole window at once, B streams fused) are attached to
-``step`` with :func:`with_fast_paths` and found by :func:`fast_paths`; :func:`per_stream`
-and the trainer use them, and an estimator whose ``step`` is replaced by a wrapper simply
-loses them (the generic path then runs the wrapper).
+Two optional fields hold faster ways to do the same work, in the way optax's
+``GradientTransformationExtraArgs`` extends ``GradientTransformation``: ``window_step``
+(a whole window at once) and ``per_stream`` (the estimator for B streams, fused).
+:func:`run_window` and :func:`~uorojax.per_stream` use them where they are given and the
+protocol otherwise. They are fields, so ``est._replace(step=wrapper)`` keeps them: a
+wrapper of ``step`` must replace them too (or set them to None) to run everywhere.
 """
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -77,7 +78,7 @@ class StepInfo(NamedTuple):
 
 
 class Estimator(NamedTuple):
-    """An online gradient estimator: two pure functions and its window.
+    """An online gradient estimator: two pure functions, its window, and optional fast paths.
 
     Attributes:
       init_state: ``(params, state0) -> carry``.
@@ -86,78 +87,38 @@ class Estimator(NamedTuple):
       window: steps between gradients: 1 for estimators that emit a gradient at every
         step (UORO, RTRL, KF-RTRL, SnAp-1), the truncation T for windowed ones (TBPTT,
         truncated UORO), which are ready on the last step of every window.
+      window_step: None, or ``(params, carry, xs, ys, keys) -> (grads, carry, info)``: a
+        whole window of ``window`` steps from a window boundary in one call (``xs``,
+        ``ys``, ``keys`` with a leading time axis; ``info`` fields stacked over time),
+        equal to ``window`` calls of ``step`` with those keys (see :func:`run_window`).
+      per_stream: None, or the estimator of B streams with a carry each, fused: what
+        ``uorojax.per_stream(estimator)`` returns instead of its generic ``jax.vmap``
+        (the same results up to float rounding).
     """
 
     init_state: Callable[[PyTree, PyTree], PyTree]
     step: StepFn
     window: int = 1
+    window_step: StepFn | None = None
+    per_stream: Estimator | None = None
 
 
-# ----------------------------------------------------------------------------- fast paths
+def run_window(estimator: Estimator, params, carry, xs, ys, keys):
+    """``window`` steps from a window boundary in one call: ``(grads, carry, info)``.
 
-
-class FastPaths(NamedTuple):
-    """Faster implementations of work the protocol can already express.
-
-    Attributes:
-      step_window: ``(params, carry, xs, ys, keys) -> (grads, carry, info)``: a whole
-        window of ``window`` steps from a window boundary (``xs``, ``ys``, ``keys``
-        with a leading time axis; ``info`` fields stacked over time). Equal to
-        ``window`` calls of ``step`` with those keys.
-      per_stream_step: ``per_stream(estimator).step`` fused (inputs with a leading
-        stream axis; the same result up to float rounding).
-      per_stream_step_window: ``step_window`` of ``per_stream(estimator)`` fused
-        (``xs``, ``ys``: time, then streams).
-    """
-
-    step_window: StepFn | None = None
-    per_stream_step: StepFn | None = None
-    per_stream_step_window: StepFn | None = None
-
-
-class _StepWithFastPaths:
-    """A step function carrying :class:`FastPaths` (see :func:`with_fast_paths`)."""
-
-    def __init__(self, step: StepFn, paths: FastPaths):
-        functools.update_wrapper(self, step)
-        self._step = step
-        self.fast_paths = paths
-
-    def __call__(self, params, carry, x, y, key):
-        return self._step(params, carry, x, y, key)
-
-
-def with_fast_paths(step: StepFn, **paths: StepFn | None) -> StepFn:
-    """``step``, callable as before, with faster paths attached (fields of :class:`FastPaths`)."""
-    return _StepWithFastPaths(step, FastPaths(**paths))
-
-
-def fast_paths(estimator: Estimator) -> FastPaths:
-    """The fast paths attached to an estimator's ``step`` (none for a plain function)."""
-    return getattr(estimator.step, "fast_paths", FastPaths())
-
-
-def window_step(estimator: Estimator) -> StepFn:
-    """``(params, carry, xs, ys, keys) -> (grads, carry, info)`` over one whole window.
-
-    The estimator's own fast path where it has one; otherwise ``window`` calls of
+    The estimator's ``window_step`` where it has one; otherwise ``window`` calls of
     ``step`` in a ``lax.scan``, returning the last step's gradient (the only one that is
     ready when the window starts at a boundary). ``info`` fields are stacked over time.
     """
-    fast = fast_paths(estimator).step_window
-    if fast is not None:
-        return fast
-    step = estimator.step
+    if estimator.window_step is not None:
+        return estimator.window_step(params, carry, xs, ys, keys)
 
-    def scanned(params, carry, xs, ys, keys):
-        def body(carry, xyk):
-            grads, carry, info = step(params, carry, *xyk)
-            return carry, (grads, info)
+    def body(carry, xyk):
+        grads, carry, info = estimator.step(params, carry, *xyk)
+        return carry, (grads, info)
 
-        carry, (grads, info) = jax.lax.scan(body, carry, (xs, ys, keys))
-        return jax.tree.map(lambda g: g[-1], grads), carry, info
-
-    return scanned
+    carry, (grads, info) = jax.lax.scan(body, carry, (xs, ys, keys))
+    return jax.tree.map(lambda g: g[-1], grads), carry, info
 
 
 # ----------------------------------------------------------------------------- shared steps
@@ -193,8 +154,13 @@ def model_step(apply_fn: ApplyFn, params: PyTree, state: PyTree, x: PyTree):
     return checks.call_model(apply_fn, params, state, x)
 
 
-def unroll(apply_fn: ApplyFn, loss_fn: LossFn, params, state, xs, ys):
-    """Runs the model over a sequence; returns ``(final_state, losses, outputs)``."""
+def forward_sequence(apply_fn: ApplyFn, loss_fn: LossFn, params, state, xs, ys):
+    """Runs the model over a sequence from ``state``: ``(final_state, losses, outputs)``.
+
+    Example::
+
+      final_state, losses, outputs = uorojax.forward_sequence(apply_fn, loss_fn, params, h0, xs, ys)
+    """
 
     def body(s, xy):
         x, y = xy
@@ -219,6 +185,12 @@ def split_per_stream(key: jax.Array, num_streams: int) -> jax.Array:
     """One key per stream, split from ``key``."""
     checks.check_key(key)
     return jax.random.split(key, num_streams)
+
+
+def init_per_stream(init_state: Callable[[PyTree, PyTree], PyTree]) -> Callable:
+    """``(params, states0) -> carry`` of B streams: ``init_state`` over the leading stream
+    axis of ``states0``."""
+    return lambda params, states0: jax.vmap(lambda s: init_state(params, s))(states0)
 
 
 def mean_over_stream_axis(grads: PyTree) -> PyTree:

@@ -10,52 +10,22 @@ from uorojax.estimators.base import (
     Estimator,
     LossFn,
     check_streams,
-    fast_paths,
+    init_per_stream,
     mean_over_stream_axis,
     num_streams_of,
+    run_window,
     split_per_stream,
     time_major_info,
-    window_step,
-    with_fast_paths,
 )
 
 
-def _one_info(info):
+def one_info(info):
     """A vmapped step's info as one batch's: one ``ready`` flag (the streams move in
     step) and one certificate for all streams' carries."""
     finite = info.carry_finite
     return info._replace(
         ready=info.ready[0], carry_finite=None if finite is None else jnp.all(finite)
     )
-
-
-def _mapped_step(step):
-    """``step`` vmapped over streams, each with its own key split from ``key``."""
-
-    def mapped(params, carry, xs, ys, key):
-        num_streams = num_streams_of(carry)
-        check_streams(num_streams, xs, ys)
-        grads, carry, info = jax.vmap(step, in_axes=(None, 0, 0, 0, 0))(
-            params, carry, xs, ys, split_per_stream(key, num_streams)
-        )
-        return mean_over_stream_axis(grads), carry, _one_info(info)
-
-    return mapped
-
-
-def _mapped_window(step_window):
-    """A window function vmapped over streams (``xs``: time, streams, ...)."""
-
-    def mapped(params, carry, xs, ys, keys):
-        num_streams = num_streams_of(carry)
-        stream_keys = jax.vmap(lambda k: split_per_stream(k, num_streams))(keys)
-        grads, carry, info = jax.vmap(step_window, in_axes=(None, 0, 1, 1, 1))(
-            params, carry, xs, ys, stream_keys
-        )
-        info = time_major_info(_one_info(info))
-        return mean_over_stream_axis(grads), carry, info
-
-    return mapped
 
 
 def per_stream(estimator: Estimator) -> Estimator:
@@ -68,9 +38,9 @@ def per_stream(estimator: Estimator) -> Estimator:
     stream. For UORO this is the per-stream-tangents mode: memory ``B·|Θ|``, variance
     ``/B``.
 
-    Equivalent to ``jax.vmap(estimator.step, in_axes=(None, 0, 0, 0, 0))`` followed by a
-    mean of the gradients over the stream axis; estimators with a fused version (UORO,
-    the windowed ones) use it.
+    This is ``jax.vmap(estimator.step, in_axes=(None, 0, 0, 0, 0))`` followed by a mean
+    of the gradients over the stream axis, unless the estimator carries a fused version
+    in its ``per_stream`` field (UORO, the windowed ones), which then is the result.
 
     Example::
 
@@ -78,16 +48,30 @@ def per_stream(estimator: Estimator) -> Estimator:
       carry = est.init_state(params, states0)          # states0: (B, ...)
       grads, carry, info = est.step(params, carry, xs_t, ys_t, key)
     """
-    fast = fast_paths(estimator)
+    if estimator.per_stream is not None:
+        return estimator.per_stream
 
-    def init_state(params, states0):
-        return jax.vmap(lambda s: estimator.init_state(params, s))(states0)
+    init_state = init_per_stream(estimator.init_state)
 
-    step = fast.per_stream_step or _mapped_step(estimator.step)
+    def step(params, carry, xs, ys, key):
+        num_streams = num_streams_of(carry)
+        check_streams(num_streams, xs, ys)
+        grads, carry, info = jax.vmap(estimator.step, in_axes=(None, 0, 0, 0, 0))(
+            params, carry, xs, ys, split_per_stream(key, num_streams)
+        )
+        return mean_over_stream_axis(grads), carry, one_info(info)
+
+    def window_step(params, carry, xs, ys, keys):  # xs: time, streams, ...
+        num_streams = num_streams_of(carry)
+        stream_keys = jax.vmap(lambda k: split_per_stream(k, num_streams))(keys)
+        grads, carry, info = jax.vmap(
+            lambda c, x, y, k: run_window(estimator, params, c, x, y, k), in_axes=(0, 1, 1, 1)
+        )(carry, xs, ys, stream_keys)
+        return mean_over_stream_axis(grads), carry, time_major_info(one_info(info))
+
     if estimator.window == 1:
         return Estimator(init_state, step)
-    step_window = fast.per_stream_step_window or _mapped_window(window_step(estimator))
-    return Estimator(init_state, with_fast_paths(step, step_window=step_window), estimator.window)
+    return Estimator(init_state, step, estimator.window, window_step)
 
 
 def as_one_system(apply_fn: ApplyFn, loss_fn: LossFn) -> tuple[ApplyFn, LossFn]:

@@ -8,14 +8,14 @@ import jax
 import jax.numpy as jnp
 
 from uorojax import checks
-from uorojax.estimators.base import ApplyFn, Estimator, LossFn, num_streams_of, unroll
-from uorojax.estimators.windowed import example_buffers, windowed
+from uorojax.estimators.base import ApplyFn, Estimator, LossFn, forward_sequence, num_streams_of
+from uorojax.estimators.windowed import example_buffers, from_window_function
 
 
 def tbptt(
     apply_fn: ApplyFn,
     loss_fn: LossFn,
-    truncation: int,
+    truncation: int = 1,
     *,
     example_x=None,
     example_y=None,
@@ -63,7 +63,7 @@ def tbptt(
         is that of the mean over streams, from one batched backward."""
 
         def total(p):
-            run = functools.partial(unroll, apply_fn, loss_fn, p)
+            run = functools.partial(forward_sequence, apply_fn, loss_fn, p)
             if num_streams is None:
                 final_state, losses, outputs = run(start_state, xs, ys)
                 return scale * jnp.sum(losses), (final_state, losses, outputs)
@@ -77,11 +77,11 @@ def tbptt(
         del key
         return window_gradient(params, start_state, xs, ys, None)
 
-    def batched_window_fn(params, start_states, xs, ys, key):
+    def per_stream_window_fn(params, start_states, xs, ys, key):
         del key
         return window_gradient(params, start_states, xs, ys, num_streams_of(xs))
 
-    return windowed(
+    return from_window_function(
         apply_fn,
         loss_fn,
         truncation,
@@ -89,5 +89,5 @@ def tbptt(
         init_start=lambda params, state0: state0,
         state_of=lambda start: start,
         window_fn=window_fn,
-        batched_window_fn=batched_window_fn,
+        per_stream_window_fn=per_stream_window_fn,
     )

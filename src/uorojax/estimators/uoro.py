@@ -42,21 +42,16 @@ from uorojax.estimators.base import (
     LossFn,
     StepInfo,
     check_streams,
+    forward_sequence,
+    init_per_stream,
     loss_vjp,
     model_step,
     num_streams_of,
     split_per_stream,
     step_loss_and_cotangent,
-    unroll,
     validate,
-    with_fast_paths,
 )
-from uorojax.estimators.windowed import (
-    WindowState,
-    example_buffers,
-    mean_over_streams,
-    windowed,
-)
+from uorojax.estimators.windowed import WindowState, example_buffers, from_window_function
 from uorojax.tree import (
     batched_cotangent_norm,
     rademacher_like,
@@ -304,7 +299,7 @@ def uoro_window(apply_fn, loss_fn, eps, k, params, start: UOROState, xs, ys, key
     """
 
     def run(p, s0):
-        final, losses, outputs = unroll(apply_fn, loss_fn, p, s0, xs, ys)
+        final, losses, outputs = forward_sequence(apply_fn, loss_fn, p, s0, xs, ys)
         return (final, jnp.sum(losses)), (losses, outputs)
 
     (final, total), window_linear, (losses, outputs) = jax.linearize(
@@ -392,7 +387,7 @@ def uoro(
 
     if truncation > 1:
         window = functools.partial(uoro_window, apply_fn, loss_fn, eps, k)
-        return windowed(
+        return from_window_function(
             apply_fn,
             loss_fn,
             truncation,
@@ -400,14 +395,15 @@ def uoro(
             init_start=functools.partial(_init_pair_checked, k=k),
             state_of=lambda start: start.state,
             window_fn=window,
-            batched_window_fn=mean_over_streams(window),
         )
 
-    step = functools.partial(uoro_step, apply_fn, loss_fn, eps, k)
-    per_stream_step = functools.partial(uoro_per_stream_step, apply_fn, loss_fn, eps, k)
+    init_state = functools.partial(_init_pair_checked, k=k)
+    streams = Estimator(
+        init_per_stream(init_state),
+        functools.partial(uoro_per_stream_step, apply_fn, loss_fn, eps, k),
+    )
     return Estimator(
-        functools.partial(_init_pair_checked, k=k),
-        with_fast_paths(step, per_stream_step=per_stream_step),
+        init_state, functools.partial(uoro_step, apply_fn, loss_fn, eps, k), per_stream=streams
     )
 
 

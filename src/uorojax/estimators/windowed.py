@@ -1,19 +1,26 @@
 """The step protocol for estimators that update once per window of T steps.
 
-TBPTT and truncated UORO compute their gradient from a whole window: the model state at
-the window start (and, for UORO, the tangent pair there) and the window's T inputs and
-targets. :func:`windowed` turns such a *window function* into the one-step protocol:
-``step`` runs the model one step (for the step's loss and output), buffers ``(x, y)``,
-and on the step that closes a window calls the window function on the buffer; before
-that it returns zeros with ``info.ready == False``. The whole-window fast path calls the
-window function directly on a window handed over at once (what the trainer uses).
+TBPTT and truncated UORO compute their gradient from a whole window: the estimator's
+carry at the window start (for UORO, the state and tangent pair there) and the window's
+T inputs and targets. A *window function* does that work::
 
-A window function is ``(params, start, xs, ys, key) -> (grads, new_start, losses,
-outputs)``: ``start`` is the estimator's carry at the window start, ``xs``/``ys`` have a
-leading time axis of length T, ``key`` is the key of the window's last step, and
-``new_start`` the carry at the next window start. The batched variant takes ``start``
-and the window with a leading stream axis (``xs``: streams, time, ...), one key for all
-streams, and returns the gradient of the mean loss over streams.
+    window_fn(params, start, xs, ys, key) -> (grads, new_start, losses, outputs)
+
+``xs``/``ys`` have a leading time axis of length T, ``key`` is the key of the window's
+last step and ``new_start`` the carry at the next window start.
+:func:`from_window_function` turns it into an :class:`~uorojax.Estimator` with ``window
+== T``. Its ``step`` runs the model one step (for the step's loss and output), records
+``(x, y)`` in the carry's buffers, and on the step that closes a window calls the window
+function on them; before that it returns zeros with ``info.ready == False``. Its
+``window_step`` calls the window function directly on a window handed over at once
+(what the trainer uses).
+
+The estimator's ``per_stream`` field is the same construction over B streams: the
+recording step mapped over the streams, which move in lockstep (one position serves
+them all, so the window closes under one ``lax.cond``, not a select that would run the
+window function at every step), and a window function of all streams at once, whose
+arguments have a leading stream axis (``xs``: streams, time, ...), with one key for all
+streams, returning the gradient of the mean loss.
 """
 
 from __future__ import annotations
@@ -31,14 +38,14 @@ from uorojax.estimators.base import (
     LossFn,
     StepInfo,
     check_streams,
+    init_per_stream,
     mean_over_stream_axis,
     model_step,
     num_streams_of,
     split_per_stream,
     validate,
-    with_fast_paths,
 )
-from uorojax.tree import first, stack_zeros, swap_leading_axes, zeros_like
+from uorojax.tree import stack_zeros, swap_leading_axes, zeros_like
 
 PyTree = Any
 WindowFn = Callable[..., tuple[PyTree, PyTree, jax.Array, PyTree]]
@@ -76,7 +83,91 @@ def example_buffers(truncation: int, example_x, example_y, who: str):
     return stack_zeros(example_x, truncation), stack_zeros(example_y, truncation)
 
 
-def windowed(
+class _Layout(NamedTuple):
+    """How one variant of a windowed estimator lays out its streams.
+
+    Attributes:
+      map_streams: maps a one-stream function over the streams (identity for one).
+      time_axis: the buffers' time axis (0 for one stream, 1 after the stream axis).
+      check: ``(carry, x, y)`` checks of the step's arguments.
+    """
+
+    map_streams: Callable
+    time_axis: int
+    check: Callable
+
+
+def _single_check(carry, x, y):
+    del carry, x, y
+
+
+def _streams_check(carry, x, y):
+    check_streams(num_streams_of(carry.position), x, y)
+
+
+SINGLE = _Layout(lambda f: f, 0, _single_check)
+STREAMS = _Layout(jax.vmap, 1, _streams_check)
+
+
+def _assemble(apply_fn, loss_fn, truncation, init_state, state_of, window_fn, layout):
+    """The estimator of one layout: recording step, window closing, whole-window path."""
+
+    def transpose_streams(tree):  # time-major <-> the buffers' layout (an involution)
+        return tree if layout.time_axis == 0 else swap_leading_axes(tree)
+
+    def record(params, carry: WindowState, x, y):
+        """One step: the model's loss and output, and ``(x, y)`` at the window position."""
+        new_state, output = layout.map_streams(lambda s, x1: model_step(apply_fn, params, s, x1))(
+            carry.state, x
+        )
+        loss = layout.map_streams(lambda o, y1: checks.call_loss(loss_fn, o, y1))(output, y)
+        position = jnp.reshape(carry.position, (-1,))[0]  # the streams move in lockstep
+
+        def written(buffer, value):
+            if buffer is None:  # T = 1: the window is this step
+                return jax.tree.map(lambda v: jnp.expand_dims(v, layout.time_axis), value)
+            at = (slice(None),) * layout.time_axis + (position,)
+            return jax.tree.map(lambda b, v: b.at[at].set(v), buffer, value)
+
+        return new_state, loss, output, written(carry.xs, x), written(carry.ys, y), position
+
+    def step(params, carry: WindowState, x, y, key):
+        validate(params, key)
+        layout.check(carry, x, y)
+        new_state, loss, output, xs, ys, position = record(params, carry, x, y)
+        ready = position == truncation - 1
+        grads, start = jax.lax.cond(
+            ready,
+            lambda: window_fn(params, carry.start, xs, ys, key)[:2],
+            lambda: (zeros_like(params), carry.start),
+        )
+        if carry.xs is None:  # T = 1: nothing to keep
+            xs = ys = None
+        new_position = (carry.position + 1) % truncation
+        return (
+            grads,
+            WindowState(start, new_state, xs, ys, new_position),
+            StepInfo(loss, output, ready),
+        )
+
+    def window_step(params, carry: WindowState, xs, ys, keys):
+        validate(params, keys[0])
+        layout.check(carry, jax.tree.map(lambda a: a[0], xs), jax.tree.map(lambda a: a[0], ys))
+        xs, ys = transpose_streams(xs), transpose_streams(ys)
+        grads, start, losses, outputs = window_fn(params, carry.start, xs, ys, keys[-1])
+        buffers = (None, None) if carry.xs is None else (xs, ys)
+        new_carry = WindowState(start, state_of(start), *buffers, jnp.zeros_like(carry.position))
+        ready = jnp.arange(truncation) == truncation - 1
+        return (
+            grads,
+            new_carry,
+            StepInfo(transpose_streams(losses), transpose_streams(outputs), ready),
+        )
+
+    return Estimator(init_state, step, truncation, window_step)
+
+
+def from_window_function(
     apply_fn: ApplyFn,
     loss_fn: LossFn,
     truncation: int,
@@ -84,7 +175,7 @@ def windowed(
     init_start: Callable[[PyTree, PyTree], PyTree],
     state_of: Callable[[PyTree], PyTree],
     window_fn: WindowFn,
-    batched_window_fn: WindowFn,
+    per_stream_window_fn: WindowFn | None = None,
 ) -> Estimator:
     """An :class:`Estimator` with ``window == truncation`` from a window function.
 
@@ -95,7 +186,12 @@ def windowed(
       init_start: ``(params, state0) -> start``, the carry at the first window start.
       state_of: ``start -> model state``.
       window_fn: the single-stream window function (see the module docstring).
-      batched_window_fn: its fused version over a leading stream axis.
+      per_stream_window_fn: its fused version over a leading stream axis; None maps
+        ``window_fn`` over the streams (:func:`mean_over_streams`).
+
+    Returns:
+      The single-stream estimator, whose ``per_stream`` field is the estimator of B
+      streams.
     """
     xs0, ys0 = buffers
 
@@ -103,80 +199,17 @@ def windowed(
         checks.check_params(params)
         return WindowState(init_start(params, state0), state0, xs0, ys0, jnp.zeros((), jnp.int32))
 
-    def buffered(buffer, value, pos, batched):
-        if buffer is None:  # T = 1: the window is this step
-            return jax.tree.map(lambda v: jnp.expand_dims(v, 1 if batched else 0), value)
-        at = (slice(None), pos) if batched else (pos,)
-        return jax.tree.map(lambda b, v: b.at[at].set(v), buffer, value)
-
-    def advance(params, carry: WindowState, x, y, key, batched: bool):
-        """One step of the protocol. Batched: every argument has a leading stream axis
-        and the streams move in lockstep, so one position serves them all."""
-        mapped = jax.vmap if batched else (lambda f: f)
-        new_state, output = mapped(lambda s, x1: model_step(apply_fn, params, s, x1))(
-            carry.state, x
-        )
-        loss = mapped(lambda o, y1: checks.call_loss(loss_fn, o, y1))(output, y)
-        pos = carry.position[0] if batched else carry.position
-        xs = buffered(carry.xs, x, pos, batched)
-        ys = buffered(carry.ys, y, pos, batched)
-        ready = pos == truncation - 1
-        fn = batched_window_fn if batched else window_fn
-
-        def close(_):
-            grads, start, _, _ = fn(params, carry.start, xs, ys, key)
-            return grads, start
-
-        grads, start = jax.lax.cond(ready, close, lambda _: (zeros_like(params), carry.start), None)
-        position = (carry.position + 1) % truncation
-        if carry.xs is None:  # T = 1: nothing to keep
-            xs = ys = None
-        new_carry = WindowState(start, new_state, xs, ys, position)
-        return grads, new_carry, StepInfo(loss, output, ready)
-
-    def whole(params, carry: WindowState, xs, ys, keys, batched: bool):
-        """A whole window from a boundary (``xs``: time first, then streams if batched)."""
-        fn = batched_window_fn if batched else window_fn
-        swap = swap_leading_axes if batched else (lambda t: t)
-        grads, start, losses, outputs = fn(params, carry.start, swap(xs), swap(ys), keys[-1])
-        buffers = (None, None) if carry.xs is None else (swap(xs), swap(ys))
-        new_carry = WindowState(start, state_of(start), *buffers, jnp.zeros_like(carry.position))
-        ready = jnp.arange(truncation) == truncation - 1
-        return grads, new_carry, StepInfo(swap(losses), swap(outputs), ready)
-
-    def step(params, carry, x, y, key):
-        validate(params, key)
-        return advance(params, carry, x, y, key, False)
-
-    def step_window(params, carry, xs, ys, keys):
-        validate(params, keys[0])
-        return whole(params, carry, xs, ys, keys, False)
-
-    def per_stream_step(params, carry, xs, ys, key):
-        validate(params, key)
-        check_streams(num_streams_of(carry.position), xs, ys)
-        return advance(params, carry, xs, ys, key, True)
-
-    def per_stream_step_window(params, carry, xs, ys, keys):
-        validate(params, keys[0])
-        check_streams(num_streams_of(carry.position), first(xs), first(ys))
-        return whole(params, carry, xs, ys, keys, True)
-
-    return Estimator(
-        init_state,
-        with_fast_paths(
-            step,
-            step_window=step_window,
-            per_stream_step=per_stream_step,
-            per_stream_step_window=per_stream_step_window,
-        ),
-        window=truncation,
-    )
+    init_streams = init_per_stream(init_state)
+    per_stream_window_fn = per_stream_window_fn or mean_over_streams(window_fn)
+    common = (apply_fn, loss_fn, truncation)
+    streams = _assemble(*common, init_streams, state_of, per_stream_window_fn, STREAMS)
+    single = _assemble(*common, init_state, state_of, window_fn, SINGLE)
+    return single._replace(per_stream=streams)
 
 
 def mean_over_streams(window_fn: WindowFn) -> WindowFn:
-    """The batched window function of a single-stream one: vmapped over streams (each
-    with its own key, split from the one given), gradients averaged."""
+    """The window function of B streams from a single-stream one: vmapped over streams
+    (each with its own key, split from the one given), gradients averaged."""
 
     def batched(params, start, xs, ys, key):
         keys = split_per_stream(key, num_streams_of(xs))
