@@ -183,8 +183,8 @@ def init_pair(params, state0, k: int) -> UOROState:
 # ----------------------------------------------------------------------------- one step
 
 
-def tangent_update(apply_fn, eps, k, params, state, x, s_tilde, theta_tilde, nu, d_output, batched):
-    """The new tangent pair of one stream, in the carry layout, and ``δs · s̃``.
+def tangent_push(apply_fn, k, params, state, x, s_tilde, nu, d_output, batched):
+    """One stream's step of the tangent pair before its rescaling, and ``δs · s̃``.
 
     ``θ' = νᵀ B_t`` and ``‖θ'‖`` come from :func:`~uorojax.pullback_and_norm`, a
     params-only VJP (XLA shares its forward pass with the loss VJP) that takes a dense
@@ -192,25 +192,48 @@ def tangent_update(apply_fn, eps, k, params, state, x, s_tilde, theta_tilde, nu,
     stream's ``θ'`` is written out: XLA fuses it into the update of ``θ̃``. One JVP
     along the old ``s̃`` gives both ``s̃' = A_t s̃`` and the output's tangent, whose
     inner product with ``d_output = ∂L_t/∂o_t`` is ``δs · s̃``: the state cotangent
-    ``δs`` is never formed, which saves a backward pass through the state path. Then
-    :func:`rescale` with its certificate. Returns ``(s_tilde, theta_tilde, finite,
-    coeff)``, ``coeff`` with one entry per sample (none when k = 1). ``batched``: the
-    caller vmaps this over streams.
+    ``δs`` is never formed, which saves a backward pass through the state path. Returns
+    ``(s_tilde_prime, theta_prime, theta_prime_norm, coeff)``, each with a leading
+    samples axis when k > 1. ``batched``: the caller vmaps this over streams.
     """
 
-    def one_sample(s_tilde, theta_tilde, nu):
+    def one_sample(s_tilde, nu):
         theta_prime, theta_prime_norm = pullback_and_norm(
             lambda p: apply_fn(p, state, x)[0], params, nu, batched=batched or k > 1
         )
         s_tilde_prime, output_tangent = jax.jvp(
             lambda s: apply_fn(params, s, x), (state,), (s_tilde,)
         )[1]
-        coeff = tree_vdot(d_output, output_tangent)
-        rescaled = rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps, theta_prime_norm)
-        return *rescaled, coeff
+        return s_tilde_prime, theta_prime, theta_prime_norm, tree_vdot(d_output, output_tangent)
 
-    s_tilde, theta_tilde, finite, coeff = over_samples(one_sample, k)(s_tilde, theta_tilde, nu)
-    return s_tilde, theta_tilde, jnp.all(finite), coeff
+    return over_samples(one_sample, k)(s_tilde, nu)
+
+
+def kept_unless_finite(grads, new_pair, old_pair):
+    """The new tangent pair where the gradient is finite, the old one elsewhere.
+
+    A step whose gradient is not finite leaves the pair as it was (the trainer and
+    ``as_optax`` drop such a step anyway). The select also orders the gradient's reading
+    of the old ``θ̃`` before the update that overwrites it, so that XLA writes the new
+    ``θ̃`` in place of the old one in whatever loop runs the step, the trainer's or the
+    caller's own, instead of into a copy: B·|Θ| floats a step saved for per-stream
+    tangents (an optimisation barrier with the gradient does not get XLA there).
+    """
+    finite = tree_finite(grads)
+    return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new_pair, old_pair)
+
+
+def tangent_rescale(eps, k, pushed, theta_tilde, nu):
+    """:func:`rescale` of each sample's pair; returns ``(s_tilde, theta_tilde, finite)``."""
+    s_tilde_prime, theta_prime, theta_prime_norm, _ = pushed
+
+    def one_sample(s_tilde_prime, theta_tilde, nu, theta_prime, theta_prime_norm):
+        return rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps, theta_prime_norm)
+
+    s_tilde, theta_tilde, finite = over_samples(one_sample, k)(
+        s_tilde_prime, theta_tilde, nu, theta_prime, theta_prime_norm
+    )
+    return s_tilde, theta_tilde, jnp.all(finite)
 
 
 def uoro_step(apply_fn, loss_fn, eps, k, params, carry: UOROState, x, y, key):
@@ -221,12 +244,14 @@ def uoro_step(apply_fn, loss_fn, eps, k, params, carry: UOROState, x, y, key):
         lambda p: model_step(apply_fn, p, state, x), step_loss_and_cotangent(loss_fn, y), params
     )
     nu = without_unit_samples_axis(rademacher_like(key, new_state, k), k)
-    s_tilde, theta_tilde, finite, coeff = tangent_update(
-        apply_fn, eps, k, params, state, x, carry.s_tilde, carry.theta_tilde, nu, d_output, False
-    )
+    pushed = tangent_push(apply_fn, k, params, state, x, carry.s_tilde, nu, d_output, False)
     # g = (δs · s̃) θ̃ + δθ with the *old* tildes, averaged over the k samples.
     grads = gradient_with_history(
-        jnp.reshape(coeff, (k,)) / k, with_samples_axis(carry.theta_tilde, k), delta_theta, 1
+        jnp.reshape(pushed[3], (k,)) / k, with_samples_axis(carry.theta_tilde, k), delta_theta, 1
+    )
+    s_tilde, theta_tilde, finite = tangent_rescale(eps, k, pushed, carry.theta_tilde, nu)
+    s_tilde, theta_tilde = kept_unless_finite(
+        grads, (s_tilde, theta_tilde), (carry.s_tilde, carry.theta_tilde)
     )
     carry_finite = finite & tree_finite(new_state)
     return (
@@ -242,7 +267,7 @@ def uoro_per_stream_step(apply_fn, loss_fn, eps, k, params, carry: UOROState, xs
     The averaged direct gradient comes from one batched backward of the mean loss (no
     per-stream direct gradients materialised), the history term from one contraction of
     ``θ̃`` over streams, and each stream's tangent pair and ``δs · s̃`` from the same
-    :func:`tangent_update` as the single-stream step, vmapped.
+    :func:`tangent_push` and :func:`tangent_rescale` as the single-stream step, vmapped.
     """
     validate(params, key)
     num_streams = num_streams_of(carry.state)
@@ -265,16 +290,21 @@ def uoro_per_stream_step(apply_fn, loss_fn, eps, k, params, carry: UOROState, xs
     nu = jax.vmap(lambda kb, s1: without_unit_samples_axis(rademacher_like(kb, s1, k), k))(
         stream_keys, new_states
     )
-    update = functools.partial(tangent_update, apply_fn, eps, k, batched=True)
-    s_tilde, theta_tilde, finite, coeff = jax.vmap(update, in_axes=(None, 0, 0, 0, 0, 0, 0))(
-        params, states, xs, carry.s_tilde, carry.theta_tilde, nu, d_outputs
+    push = functools.partial(tangent_push, apply_fn, k, batched=True)
+    pushed = jax.vmap(push, in_axes=(None, 0, 0, 0, 0, 0))(
+        params, states, xs, carry.s_tilde, nu, d_outputs
     )
     # coeff already carries the 1/B of the mean through d_outputs.
     grads = gradient_with_history(
-        jnp.reshape(coeff, (num_streams, k)) / k,
+        jnp.reshape(pushed[3], (num_streams, k)) / k,
         with_samples_axis(carry.theta_tilde, k, 1),
         mean_delta_theta,
         2,
+    )
+    rescale_one = functools.partial(tangent_rescale, eps, k)
+    s_tilde, theta_tilde, finite = jax.vmap(rescale_one)(pushed, carry.theta_tilde, nu)
+    s_tilde, theta_tilde = kept_unless_finite(
+        grads, (s_tilde, theta_tilde), (carry.s_tilde, carry.theta_tilde)
     )
     carry_finite = jnp.all(finite) & tree_finite(new_states)
     return (
