@@ -28,6 +28,7 @@ from uorojax.estimators import (
     uoro,
     uoro_rescale,
 )
+from uorojax.lru import LRUCell, lru_stack
 from uorojax.models import (
     ElementwiseMGUCell,
     Model,
@@ -59,6 +60,7 @@ __all__ = [
     "ElementwiseMGUCell",
     "Estimator",
     "KFRTRLState",
+    "LRUCell",
     "Model",
     "ModelError",
     "NonFiniteError",
@@ -82,6 +84,7 @@ __all__ = [
     "jacobian_matrix",
     "kf_rtrl",
     "linen_model",
+    "lru_stack",
     "make_trainer",
     "paper_schedule",
     "per_stream",
