@@ -219,7 +219,7 @@ def test_snap1_on_a_stack_is_per_layer_rtrl_and_not_exact_rtrl():
     "name, kwargs",
     [
         ("glu_layer_norm", {}),
-        ("tokens_three_layers_mlp_no_norm", {"tokens": True, "num_layers": 3, "d_state": 2, "mlp": "mlp", "norm": "none"}),
+        ("tokens_three_layers_mlp_no_norm", {"tokens": True, "num_layers": 3, "mlp": "mlp", "norm": "none"}),
     ],
 )  # fmt: skip
 def test_stack_structures_match_their_jacobians(name, kwargs):
@@ -228,8 +228,8 @@ def test_stack_structures_match_their_jacobians(name, kwargs):
 
 
 def test_linen_lru_structures_match_their_jacobians():
-    """One layer with token input, and two layers (vector input, one layer: in
-    test_family's sweep of every cell)."""
+    """A one-layer LRU with token input and a two-layer linen LRU stack (the one-layer
+    vector case is in test_family's sweep of every cell)."""
     model, params, state0, xs, _ = one_layer(tokens=True)
     check_structure(model.apply, model.structure, params, state0, xs[0], rtol=1e-10)
     model = uorojax.linen_model("lru", 2, 3, num_layers=2, vocab_size=3)
