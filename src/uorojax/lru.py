@@ -249,8 +249,8 @@ def lru_param_units(name: str, layer: int, feeds: int | None) -> Units | Feedfor
         return Units(layer, 0)
     if name in OUTPUT_PARAMS:
         return None if feeds is None else Feedforward(feeds)
-    raise checks.ConfigError(f"unknown LRU parameter {name!r}; expected one of "
-                             f"{RECURRENT_PARAMS + OUTPUT_PARAMS}")  # fmt: skip
+    known = RECURRENT_PARAMS + OUTPUT_PARAMS
+    raise checks.ConfigError(f"unknown LRU parameter {name!r}; expected one of {known}")
 
 
 # ----------------------------------------------------------------------------- stack
