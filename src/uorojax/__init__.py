@@ -16,6 +16,7 @@ from uorojax.estimators.snap import SnApState, snap1
 from uorojax.estimators.tbptt import tbptt
 from uorojax.estimators.uoro import UOROState, tangent_outer, uoro, uoro_rescale
 from uorojax.estimators.windowed import WindowState
+from uorojax.lru import LRUCell, lru_stack
 from uorojax.models import (
     ElementwiseMGUCell,
     Model,
@@ -47,6 +48,7 @@ __all__ = [
     "ElementwiseMGUCell",
     "Estimator",
     "KFRTRLState",
+    "LRUCell",
     "Model",
     "ModelError",
     "NonFiniteError",
@@ -71,6 +73,7 @@ __all__ = [
     "jacobian_matrix",
     "kf_rtrl",
     "linen_model",
+    "lru_stack",
     "make_trainer",
     "paper_schedule",
     "per_stream",

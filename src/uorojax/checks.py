@@ -80,13 +80,34 @@ def check_callable(name: str, fn: Any) -> Callable:
 
 
 def check_params(params: Any) -> None:
-    """Raises TypeError if a parameter leaf is not floating point (it cannot be differentiated)."""
+    """Raises TypeError if a parameter leaf is not floating point (it cannot be
+    differentiated), ConfigError if one is complex (:func:`check_real`)."""
     for path, leaf in jax.tree_util.tree_leaves_with_path(params):
         dtype = jnp.result_type(leaf)
         if not jnp.issubdtype(dtype, jnp.inexact):
             raise TypeError(
                 f"params leaf {jax.tree_util.keystr(path)} has dtype {dtype}; "
                 "parameters must be floating point to be differentiated"
+            )
+    check_real("params", params)
+
+
+def check_real(name: str, tree: Any, who: str = "") -> None:
+    """Raises ConfigError if a leaf of ``tree`` is complex.
+
+    The estimators' Jacobians, tangents, norms and random signs are real: a complex leaf
+    would have its derivatives conjugated or its imaginary part dropped somewhere. A
+    complex quantity is held as two real leaves, its real and imaginary parts, as
+    :class:`~uorojax.LRUCell` holds its state and parameters.
+    """
+    for path, leaf in jax.tree_util.tree_leaves_with_path(tree):
+        dtype = jnp.result_type(leaf)
+        if jnp.issubdtype(dtype, jnp.complexfloating):
+            prefix = f"{who}: " if who else ""
+            raise ConfigError(
+                f"{prefix}{name}{_leaf(path)} is complex ({dtype}); the estimators work on "
+                "real arrays: keep its real and imaginary parts as two real leaves (as "
+                "uorojax.LRUCell does)"
             )
 
 

@@ -19,6 +19,7 @@ import jax.numpy as jnp
 import optax
 
 from uorojax import checks
+from uorojax.lru import LRUCell, lru_param_units
 from uorojax.structure import RecurrentKernel, Structure, Units, plain_path
 
 PyTree = Any
@@ -43,8 +44,19 @@ class Model(NamedTuple):
 
 
 def softmax_cross_entropy(logits: jax.Array, label: jax.Array) -> jax.Array:
-    """Cross-entropy in nats of integer ``label`` under ``logits`` (one step)."""
-    return optax.softmax_cross_entropy_with_integer_labels(logits, label)
+    """Cross-entropy in nats of integer ``label`` under ``logits`` (one step).
+
+    A negative label is an ignored target (``uorojax.tasks.IGNORE_LABEL``, the copy
+    task's steps outside recall): its loss is 0 and so is its gradient. For a label in
+    ``[0, num_classes)`` this is optax's ``softmax_cross_entropy_with_integer_labels``.
+
+    Example::
+
+      uorojax.softmax_cross_entropy(jnp.zeros(4), -1)  # 0.0
+    """
+    ignored = label < 0
+    loss = optax.softmax_cross_entropy_with_integer_labels(logits, jnp.where(ignored, 0, label))
+    return jnp.where(ignored, jnp.zeros_like(loss), loss)
 
 
 def squared_error(output: jax.Array, target: jax.Array) -> jax.Array:
@@ -189,6 +201,7 @@ LINEN_CELLS = {
     "simple": nn.SimpleCell,
     "mgu": nn.MGUCell,
     "elementwise_mgu": ElementwiseMGUCell,
+    "lru": LRUCell,
 }
 
 
@@ -242,7 +255,7 @@ def _cell_kernels(cell: nn.RNNCellBase, layer: int) -> tuple[RecurrentKernel, ..
         return (kernel("h", "i"),)
     if isinstance(cell, nn.MGUCell):
         return (kernel("hf", "if"), kernel("hn", "hn" if cell.reset_gate else "in"))
-    if isinstance(cell, ElementwiseMGUCell):
+    if isinstance(cell, (ElementwiseMGUCell, LRUCell)):
         return ()
     return None
 
@@ -255,7 +268,12 @@ def _stack_structure(cells, vocab_size, embed_dim) -> Structure | None:
 
     def param_units(path, leaf):
         if len(path) > 1 and str(path[1]).startswith("cells_"):
-            return Units(int(path[1][len("cells_") :]), jnp.ndim(leaf) - 1)
+            layer = int(path[1][len("cells_") :])
+            if isinstance(cells[layer], LRUCell):  # C, D feed the layer above, if any
+                return lru_param_units(
+                    path[2], layer, layer + 1 if layer + 1 < len(cells) else None
+                )
+            return Units(layer, jnp.ndim(leaf) - 1)
         if len(path) > 1 and path[1] == "embed":
             return Units(0, None)  # the embedding row of a token reaches every unit
         return None
@@ -341,7 +359,7 @@ def from_linen_cells(
     Args:
       cells: an unbound linen cell such as ``nn.GRUCell(features=64)``, or a sequence of
         them for a stack (LSTMCell, OptimizedLSTMCell, GRUCell, SimpleCell, MGUCell,
-        ElementwiseMGUCell, or any other linen cell, without a structure).
+        ElementwiseMGUCell, LRUCell, or any other linen cell, without a structure).
       num_outputs: width of the dense readout (the vocabulary size for next-token
         prediction).
       vocab_size: number of input tokens, if inputs are integer tokens.
@@ -406,7 +424,9 @@ def linen_model(
     """A stack of ``num_layers`` linen cells named by ``cell`` (see ``LINEN_CELLS``).
 
     Convenience over :func:`from_linen_cells` for configs: ``linen_model("gru", 64, 10,
-    vocab_size=10)``.
+    vocab_size=10)``. For ``"lru"`` (:class:`~uorojax.LRUCell`) ``hidden_size`` is the
+    number of complex units ``d_state``, and each layer's output keeps the width of the
+    input (one-hot: ``vocab_size``).
     """
     checks.one_of("cell", cell, tuple(LINEN_CELLS))
     hidden_size = checks.positive_int("hidden_size", hidden_size)

@@ -8,10 +8,18 @@ units that update together; every state leaf is a vector over the units of one l
   such as ``("params", "cells_0", "hr", "kernel")``), the layer whose units it moves in
   one step and the leaf's axis that indexes those units (``Units(layer, axis)``): entry
   ``p`` of a dense kernel moves only unit ``p[axis]`` of its layer, in every state leaf
-  of that layer (for an LSTM, both ``c`` and ``h``). ``None`` for a parameter that
-  moves no state in one step (a readout). ``Units(layer, None)`` for a parameter that
-  moves every unit of its layer (a learned input embedding): SnAp-1 and KF-RTRL refuse
-  it.
+  of that layer (for an LSTM, both ``c`` and ``h``), and possibly any unit of the layers
+  above it within the same step. ``None`` for a parameter that moves no state in one
+  step (a readout). ``Units(layer, None)`` for a parameter that moves every unit of its
+  layer (a learned input embedding): SnAp-1 and KF-RTRL refuse it.
+  ``Feedforward(feeds)`` for a parameter between layers (an encoder, a norm, a layer's
+  output map or MLP in a deep stack): within one step it may move any unit of layer
+  ``feeds`` and of the layers above, and no state of a layer below ``feeds``; and it is
+  declared to carry *no* influence from step to step. SnAp-1 accepts it and gives it
+  its direct gradient at the step, ``δθ`` (spatial backpropagation within the step, no
+  temporal trace), which is the online rule of Zucchet et al. (2023) for such
+  parameters; KF-RTRL refuses it. :func:`leaf_units` reads it as None (no influence),
+  :func:`declared_units` keeps it.
 * ``state_units(path, leaf)``: the layer of a state leaf (a vector over its units).
 * ``recurrent_kernels``: every dense map from a layer's own state into the
   pre-activations of its units (:class:`RecurrentKernel`), each with the bias added to
@@ -25,8 +33,12 @@ units that update together; every state leaf is a vector over the units of one l
   other leaves (flattened order).
 
 :func:`check_structure` verifies a description against dense autodiff Jacobians on one
-step; ``uorojax.tanh_rnn``, ``uorojax.linen_model`` and ``uorojax.from_linen_cells``
-provide theirs, and the tests check each. A model without one gets a
+step (for a ``Feedforward(feeds)`` leaf: that it moves no layer below ``feeds``, that it
+moves layer ``feeds``, and that its influence on layer ``feeds`` is not confined to one
+unit per entry, which would make it a parameter of that layer's own recurrence whose
+trace SnAp-1 carries exactly); ``uorojax.tanh_rnn``, ``uorojax.linen_model``,
+``uorojax.from_linen_cells`` and ``uorojax.lru_stack`` provide theirs, and the tests
+check each. A model without one gets a
 :class:`~uorojax.ConfigError` from :func:`~uorojax.snap1` and
 :func:`~uorojax.kf_rtrl` saying what is missing.
 """
@@ -55,6 +67,26 @@ class Units(NamedTuple):
     axis: int | None
 
 
+class Feedforward(NamedTuple):
+    """A parameter that feeds layer ``feeds`` within one step, and carries no influence.
+
+    Within one step it may move any unit of layer ``feeds`` and of the layers above (an
+    encoder feeds layer 0; layer l's norm feeds layer l; layer l's output map and MLP
+    feed layer l + 1), never a state of a layer below ``feeds``. Estimators that carry an
+    influence keep none for it: SnAp-1's gradient for it is its direct gradient ``δθ``
+    at the step (exact spatial backpropagation within the step, no temporal trace).
+
+    Example::
+
+      def param_units(path, leaf):  # a dense encoder below one element-wise layer
+          if path[1] == "encoder":
+              return Feedforward(0)
+          return Units(0, 0) if path[1] == "cell" else None
+    """
+
+    feeds: int
+
+
 class RecurrentKernel(NamedTuple):
     """A dense map of a layer's own state into its units' pre-activations.
 
@@ -75,7 +107,7 @@ class RecurrentKernel(NamedTuple):
 class Structure(NamedTuple):
     """The recurrent units of a model (see the module docstring)."""
 
-    param_units: Callable[[Path, Any], Units | None]
+    param_units: Callable[[Path, Any], Units | Feedforward | None]
     state_units: Callable[[Path, Any], int]
     recurrent_kernels: tuple[RecurrentKernel, ...] = ()
     layer_inputs: Callable[[PyTree, PyTree, Any], list] | None = None
@@ -114,12 +146,18 @@ def plain_path(path) -> Path:
     return tuple(keys)
 
 
-def leaf_units(structure: Structure, params: PyTree) -> list[Units | None]:
-    """The :class:`Units` of every parameter leaf, in the order of ``jax.tree.leaves``."""
+def declared_units(structure: Structure, params: PyTree) -> list[Units | Feedforward | None]:
+    """What ``param_units`` declares for every parameter leaf (``jax.tree.leaves`` order)."""
     return [
         structure.param_units(plain_path(path), leaf)
         for path, leaf in jax.tree_util.tree_leaves_with_path(params)
     ]
+
+
+def leaf_units(structure: Structure, params: PyTree) -> list[Units | None]:
+    """The :class:`Units` of every parameter leaf that carries an influence, in the order
+    of ``jax.tree.leaves``: None for a readout and for a :class:`Feedforward` leaf."""
+    return [u if isinstance(u, Units) else None for u in declared_units(structure, params)]
 
 
 def state_layers(structure: Structure, state: PyTree) -> list[int]:
@@ -197,10 +235,16 @@ def require(structure: Structure | None, who: str, model_hint: str) -> Structure
     return structure
 
 
-def check_single_stream(structure: Structure, params: PyTree, state: PyTree, who: str) -> None:
-    """Leaves agree with the structure: vector states, unit axes within range, and no
-    parameter that moves every unit. Raises ConfigError naming the leaf."""
+def check_single_stream(
+    structure: Structure, params: PyTree, state: PyTree, who: str, *, feedforward: bool = False
+) -> None:
+    """Leaves agree with the structure: real vector states, unit axes within range, no
+    parameter that moves every unit, and :class:`Feedforward` leaves only where the
+    caller takes them (``feedforward=True``: SnAp-1 does, KF-RTRL does not), each feeding
+    a layer that has state. Raises ConfigError naming the leaf."""
+    checks.check_real("state", state, who)
     try:
+        declared = declared_units(structure, params)
         units = leaf_units(structure, params)
         layers = state_layers(structure, state)
     except (ValueError, TypeError) as err:
@@ -233,6 +277,20 @@ def check_single_stream(structure: Structure, params: PyTree, state: PyTree, who
                 "stream for every parameter anyway)."
             )
         sizes.setdefault(layer, jnp.shape(leaf)[0])
+    for (path, _), d in zip(jax.tree_util.tree_leaves_with_path(params), declared):
+        if not isinstance(d, Feedforward):
+            continue
+        name = jax.tree_util.keystr(path)
+        if not feedforward:
+            raise checks.ConfigError(
+                f"{who}: params leaf {name} is declared Feedforward({d.feeds}) (no influence "
+                f"carried from step to step); {who} has no rule for such a parameter. "
+                "SnAp-1 takes it (its direct gradient at each step)."
+            )
+        if d.feeds not in sizes:
+            raise checks.ConfigError(
+                f"{who}: params leaf {name} is declared to feed layer {d.feeds}, which has no state"
+            )
     for (path, leaf), u in zip(jax.tree_util.tree_leaves_with_path(params), units):
         if u is None:
             continue
@@ -266,10 +324,14 @@ def check_structure(
     """Verifies a :class:`Structure` against dense Jacobians of one step (small models).
 
     Checks that every parameter moves, in one step, only its declared unit of its own
-    layer (and nothing in earlier layers; readouts nothing at all); that
-    :func:`diagonalised_params` keeps every value and gives exactly the unit-diagonal
-    blocks of ``A_t``; and, when ``layer_inputs`` is given, that ``B_t`` of the layer is
-    the Kronecker product ``D_t ⊗ a_t`` KF-RTRL assumes.
+    layer (and nothing in earlier layers; readouts nothing at all); that a
+    ``Feedforward(feeds)`` parameter moves no layer below ``feeds``, does move layer
+    ``feeds``, and moves it otherwise than one unit per entry along an axis (that would
+    be a parameter of the layer's own recurrence, to be declared ``Units``; checked for
+    layers of more than one unit); that :func:`diagonalised_params` keeps every value
+    and gives exactly the unit-diagonal blocks of ``A_t``; and, when ``layer_inputs`` is
+    given, that ``B_t`` of the layer is the Kronecker product ``D_t ⊗ a_t`` KF-RTRL
+    assumes.
 
     Raises:
       ModelError: naming the first leaf that disagrees.
@@ -278,8 +340,9 @@ def check_structure(
 
       uorojax.structure.check_structure(model.apply, model.structure, params, h0, x)
     """
-    check_single_stream(structure, params, state, "check_structure")
+    check_single_stream(structure, params, state, "check_structure", feedforward=True)
     units = leaf_units(structure, params)
+    declared = declared_units(structure, params)
     layers = state_layers(structure, state)
     p_leaves = jax.tree_util.tree_leaves_with_path(params)
     s_leaves = jax.tree.leaves(state)
@@ -298,9 +361,17 @@ def check_structure(
 
     for j, ((path, leaf), u) in enumerate(zip(p_leaves, units)):
         name = jax.tree_util.keystr(path)
+        blocks_of = [
+            b_dense[s_offsets[k] : s_offsets[k + 1], p_offsets[j] : p_offsets[j + 1]].reshape(
+                s_leaf.shape[0], *np.shape(leaf)
+            )
+            for k, s_leaf in enumerate(s_leaves)
+        ]
+        if isinstance(declared[j], Feedforward):
+            check_feedforward_leaf(name, np.shape(leaf), declared[j].feeds, blocks_of, layers, tol)
+            continue
         for k, s_leaf in enumerate(s_leaves):
-            block = b_dense[s_offsets[k] : s_offsets[k + 1], p_offsets[j] : p_offsets[j + 1]]
-            block = block.reshape(s_leaf.shape[0], *np.shape(leaf))
+            block = blocks_of[k]
             if u is None or layers[k] < u.layer:
                 allowed = np.zeros_like(block, bool)
             elif layers[k] > u.layer:
@@ -366,6 +437,45 @@ def check_structure(
                 )
 
 
+def check_feedforward_leaf(
+    name: str, shape: tuple, feeds: int, blocks: list, layers: list[int], tol: float
+) -> None:
+    """A ``Feedforward(feeds)`` leaf's one-step influence ``blocks[k]`` on state leaf k
+    (``(units of k, *shape)``): none on a layer below ``feeds``, some on layer ``feeds``,
+    and not confined to one unit per entry along an axis. Raises ModelError naming it."""
+    on_feeds = []
+    for k, block in enumerate(blocks):
+        if layers[k] < feeds and (np.abs(block) > tol).any():
+            raise checks.ModelError(
+                f"structure: params leaf {name} is declared Feedforward({feeds}), but in one "
+                f"step it moves state leaf {k} of layer {layers[k]}, below the layer it "
+                f"feeds (|dB| up to {np.abs(block).max():.3g})"
+            )
+        if layers[k] == feeds:
+            on_feeds.append(block)
+    if not any((np.abs(b) > tol).any() for b in on_feeds):
+        raise checks.ModelError(
+            f"structure: params leaf {name} is declared Feedforward({feeds}), but it moves "
+            f"no state of layer {feeds} in one step: declare the lowest layer it moves, or "
+            "None for a readout"
+        )
+    n = on_feeds[0].shape[0]
+    if n < 2:
+        return
+    for axis, size in enumerate(shape):
+        if size != n:
+            continue
+        unit_of = np.indices(shape)[axis][None]
+        off_unit = np.arange(n).reshape(-1, *([1] * len(shape))) != unit_of
+        if all(not (np.abs(np.where(off_unit, b, 0.0)) > tol).any() for b in on_feeds):
+            raise checks.ModelError(
+                f"structure: params leaf {name} is declared Feedforward({feeds}), but each "
+                f"of its entries moves only its own unit (axis {axis}) of layer {feeds}: a "
+                f"parameter of that layer's own recurrence, whose trace SnAp-1 carries "
+                f"exactly; declare it Units({feeds}, {axis})"
+            )
+
+
 def check_layer_inputs(structure: Structure, params, inputs: list, who: str) -> None:
     """``layer_inputs`` lines up with the params: an input for every leaf of the dense
     layer (a scalar for a bias, a vector as long as the kernel's input axis), None for
@@ -426,10 +536,12 @@ def layer_derivative(apply_fn, structure: Structure, params, state, x, inputs) -
 
 
 __all__ = [
+    "Feedforward",
     "RecurrentKernel",
     "Structure",
     "Units",
     "check_structure",
+    "declared_units",
     "diagonalised_params",
     "unit_jacobian",
 ]

@@ -22,7 +22,12 @@ readouts included, is exact). SnAp-1 is biased for dense recurrences, and **exac
 (:class:`~uorojax.models.ElementwiseMGUCell`), where :math:`A_t` is diagonal and
 :math:`B_t` already lies on the pattern. In a stack, a parameter's influence on the
 layers above it within the same step enters the direct gradient exactly, but is not
-carried to later steps.
+carried to later steps. A :class:`~uorojax.structure.Feedforward` parameter (an encoder,
+a norm, a layer's output map in a deep stack) carries no influence: its gradient is
+its direct gradient :math:`\delta\theta` at the step. On a stack of element-wise layers
+(:func:`~uorojax.lru_stack`) SnAp-1 is then exact per-layer RTRL for each layer's
+recurrent parameters, spatial backpropagation within the step for every parameter, and
+no temporal trace for the feedforward ones: the online rule of Zucchet et al. (2023).
 """
 
 from __future__ import annotations
@@ -60,7 +65,8 @@ PyTree = Any
 
 MODEL_HINT = (
     "uorojax.tanh_rnn, uorojax.linen_model and uorojax.from_linen_cells (LSTM, "
-    "OptimizedLSTM, GRU, Simple, MGU and ElementwiseMGU cells) provide model.structure."
+    "OptimizedLSTM, GRU, Simple, MGU, ElementwiseMGU and LRU cells) and uorojax.lru_stack "
+    "provide model.structure."
 )
 
 
@@ -79,7 +85,7 @@ class SnApState(NamedTuple):
 def snap1_init(structure: Structure, params, state0) -> SnApState:
     """A zero influence on the pattern of ``structure``."""
     checks.check_params(params)
-    check_single_stream(structure, params, state0, "snap1")
+    check_single_stream(structure, params, state0, "snap1", feedforward=True)
     units = leaf_units(structure, params)
     influence = tuple(
         tuple(
