@@ -65,7 +65,13 @@ _SIZES = flags.DEFINE_string("sizes", None, "Override sizes, e.g. '128x32,256x64
 
 
 def build_model(hidden, vocab, cell="lstm"):
-    model = uorojax.linen_model(cell, hidden, vocab, vocab_size=vocab)
+    """The benchmark's model: a linen cell of ``hidden`` units, or ``lru_stack``, a deep
+    LRU network (4 layers of width ``hidden`` and state ``hidden / 2``, the proportions
+    of Zucchet et al.'s copy setting), with one-hot input and a dense readout."""
+    if cell == "lru_stack":
+        model = uorojax.lru_stack(4, hidden, hidden // 2, vocab, vocab_size=vocab)
+    else:
+        model = uorojax.linen_model(cell, hidden, vocab, vocab_size=vocab)
     params, state0 = model.init(jax.random.key(0), jnp.zeros((), jnp.int32))
     return model, params, state0
 

@@ -90,6 +90,12 @@ class ProtocolTest(chex.TestCase):
         chex.assert_tree_all_finite((grads, carry))
 
     @parameterized.named_parameters(*CASES)
+    def test_a_complex_state_is_refused_by_name(self, algorithm, options):
+        est, _, params, h0, _, _ = _build(algorithm, options)
+        with self.assertRaisesRegex(uorojax.ConfigError, r"state.* is complex"):
+            est.init_state(params, h0.astype(jnp.complex128))
+
+    @parameterized.named_parameters(*CASES)
     def test_ready_on_the_last_step_of_every_window(self, algorithm, options):
         est, _, params, h0, xs, ys = _build(algorithm, options)
         keys = jax.random.split(jax.random.key(1), 12)

@@ -111,6 +111,12 @@ def check_real(name: str, tree: Any, who: str = "") -> None:
             )
 
 
+def check_init(params: Any, state0: Any) -> None:
+    """What every estimator's ``init_state`` checks: float, real params and a real state."""
+    check_params(params)
+    check_real("state", state0)
+
+
 def check_key(key: Any) -> None:
     """Raises TypeError unless ``key`` is a JAX PRNG key (typed, or a raw uint32[2])."""
     dtype = getattr(key, "dtype", None)

@@ -186,26 +186,31 @@ def gradient_statistics(
 
 
 def summarise(stats: GradientStatistics, estimator: Estimator) -> dict:
-    """A segment's statistics as one row: their means over the steps where the estimator
-    emits a gradient, after the first (where every estimator starting from zero history
-    is exact), their values at the last step, and the first step's cosine.
+    """A segment's statistics as one row, over the steps where the estimator emits a
+    gradient and the exact gradient is not zero (a step without a target, such as the
+    copy task's storing steps, has nothing to compare): their means after the first such
+    step (where every estimator starting from zero history is exact), their values at
+    the last one, and the first one's cosine.
 
     Returns:
       ``target`` (``"step"``, or ``"window sum"`` for a windowed estimator), then
       ``relative_bias``, ``relative_variance``, ``mean_cosine``, ``mean_norm_ratio``
-      (means), the same four prefixed ``last_``, and ``first_mean_cosine``.
+      (means), the same four prefixed ``last_``, and ``first_mean_cosine`` (NaN where
+      no step qualifies).
 
     Example::
 
       row = uorojax.diagnostics.summarise(stats, est)
     """
-    length = stats.exact_norm.shape[0]
-    emitted = emitted_steps(estimator, length)
-    later = emitted[1:] if len(emitted) > 1 else emitted
+    exact_norm = np.asarray(stats.exact_norm)
+    emitted = emitted_steps(estimator, exact_norm.shape[0])
+    compared = emitted[exact_norm[emitted] > 0]
+    later = compared[1:] if len(compared) > 1 else compared
     row = {"target": "window sum" if estimator.window > 1 else "step"}
     for field in ("relative_bias", "relative_variance", "mean_cosine", "mean_norm_ratio"):
         values = np.asarray(getattr(stats, field), np.float64)
-        row[field] = float(np.mean(values[later]))
-        row[f"last_{field}"] = float(values[-1])
-    row["first_mean_cosine"] = float(np.asarray(stats.mean_cosine)[0])
+        row[field] = float(np.mean(values[later])) if len(later) else math.nan
+        row[f"last_{field}"] = float(values[compared[-1]]) if len(compared) else math.nan
+    cosine = np.asarray(stats.mean_cosine, np.float64)
+    row["first_mean_cosine"] = float(cosine[compared[0]]) if len(compared) else math.nan
     return row

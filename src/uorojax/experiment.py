@@ -57,6 +57,7 @@ from absl import logging
 
 from uorojax import checks, diagnostics, models, registry, tasks
 from uorojax.checkpoints import checkpoint_manager, restore_checkpoint, save_checkpoint
+from uorojax.lru import lru_stack
 from uorojax.metric_log import MetricLogger, read_rows, write_rows
 from uorojax.sharding import carry_stream_axes, shard_chunk, shard_train_state, stream_mesh
 from uorojax.structure import Structure
@@ -87,9 +88,10 @@ def default_config() -> ml_collections.ConfigDict:
     for name, default in registry.hyperparameter_defaults().items():
         c[name] = default
     # Model (ignored by influence_balancing).
-    c.model = "gru"  # a key of uorojax.models.LINEN_CELLS
-    c.hidden_size = 64
+    c.model = "gru"  # a key of uorojax.models.LINEN_CELLS, or "lru_stack" (uorojax.lru_stack)
+    c.hidden_size = 64  # units per layer (for the LRU, complex state units)
     c.num_layers = 1
+    c.model_dim = 0  # lru_stack's d_model (0: hidden_size)
     c.embed_dim = 0  # 0: one-hot input
     c.init = "flax"  # flax | torch7 (the UORO authors' convention)
     # Optimisation.
@@ -187,7 +189,7 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     c = _merge_with_defaults(config)
     checks.one_of("task", c.task, tuple(registry.TASKS))
     checks.one_of("algorithm", c.algorithm, tuple(registry.ESTIMATORS))
-    checks.one_of("model", c.model, tuple(models.LINEN_CELLS))
+    checks.one_of("model", c.model, (*models.LINEN_CELLS, "lru_stack"))
     checks.one_of("init", c.init, models.INITS)
     checks.one_of("optimizer", c.optimizer, ("adam", "sgd"))
     checks.one_of("schedule", c.schedule, ("constant", "paper"))
@@ -201,7 +203,11 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
         checks.positive_int(name, c[name])
     for name in ("learning_rate", "schedule_alpha", "clip_norm"):
         checks.non_negative_float(name, c[name])
-    for name in ("embed_dim", "quality_every"):
+    if c.model == "lru_stack" and (c.embed_dim or c.init != "flax"):
+        raise checks.ConfigError(
+            "lru_stack has its own encoder and init: set embed_dim=0, init='flax'"
+        )
+    for name in ("embed_dim", "quality_every", "model_dim"):
         if c[name] < 0:
             raise checks.ConfigError(f"{name} must be >= 0, got {c[name]}")
     for spec in c.quality_estimators:
@@ -290,6 +296,23 @@ class Experiment(NamedTuple):
     plan: ChunkPlan
 
 
+def build_model(c: ml_collections.ConfigDict, vocab: int) -> models.Model:
+    """The model a config names, reading tokens over ``vocab`` symbols and predicting
+    the next one."""
+    if c.model == "lru_stack":
+        d_model = c.model_dim or c.hidden_size
+        return lru_stack(c.num_layers, d_model, c.hidden_size, vocab, vocab_size=vocab)
+    return models.linen_model(
+        c.model,
+        c.hidden_size,
+        vocab,
+        num_layers=c.num_layers,
+        vocab_size=vocab,
+        embed_dim=c.embed_dim or None,
+        init=c.init,
+    )
+
+
 def build(config: ml_collections.ConfigDict) -> Experiment:
     """Builds the streams, model, estimator, optimizer and trainer a config names.
 
@@ -317,15 +340,7 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
         streams = [make(s, num_streams) for s in seeds]
         held_out = make
         vocab = streams[0].vocab_size
-        model = models.linen_model(
-            c.model,
-            c.hidden_size,
-            vocab,
-            num_layers=c.num_layers,
-            vocab_size=vocab,
-            embed_dim=c.embed_dim or None,
-            init=c.init,
-        )
+        model = build_model(c, vocab)
         apply_fn, loss_fn, structure = model.apply, models.softmax_cross_entropy, model.structure
         init_single = lambda seed: model.init(jax.random.key(seed), jnp.zeros((), jnp.int32))  # noqa: E731
         cross_entropy, best = True, streams[0].best_bits_per_char

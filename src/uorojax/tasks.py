@@ -313,6 +313,18 @@ def recall_mean(values, ys) -> jax.Array:
     return total / jnp.maximum(jnp.sum(mask), 1)
 
 
+def recall_fraction(output, y) -> jax.Array:
+    """The fraction of a step's targets that are recall targets (over its streams)."""
+    del output
+    return jnp.mean(recall_mask(y).astype(jnp.float32))
+
+
+def recall_correct(output, y) -> jax.Array:
+    """The fraction of a step's targets that are recall targets predicted right (the
+    output's most likely symbol), over its streams."""
+    return jnp.mean((jnp.argmax(output, axis=-1) == y) & recall_mask(y))
+
+
 class Copy(SymbolStream):
     r"""The copy task: store ``length`` random symbols, then recall them in order.
 
@@ -354,6 +366,14 @@ class Copy(SymbolStream):
     SYMBOLS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
     recall_mask = staticmethod(recall_mask)
     best_recall_bits = 0.0
+    # What the runner logs besides the loss: per step, the share of recall targets and
+    # of recall targets predicted right; per row, the loss per recall symbol in bits and
+    # the recall accuracy (ratios of the rows' means).
+    target_metrics = {"recall": recall_fraction, "recall_correct": recall_correct}
+    ratio_metrics = {
+        "recall_bits_per_char": ("bits_per_char", "recall"),
+        "recall_accuracy": ("recall_correct", "recall"),
+    }
 
     def __init__(
         self,
@@ -432,6 +452,23 @@ class Copy(SymbolStream):
             return False
         self.length += 1
         return True
+
+    def curriculum_metrics(self, metrics: dict) -> dict:
+        """After a chunk the runner trained on: the chunk's recall loss (bits per recall
+        step, over the steps applied) steps the curriculum (:meth:`advance_curriculum`);
+        returns the ``length`` new episodes had during the chunk, per step.
+
+        Args:
+          metrics: the chunk's per-step ``loss`` (nats, mean over streams), ``recall``
+            (share of recall targets) and ``skipped`` (the trainer's).
+        """
+        applied = ~np.asarray(metrics["skipped"], bool)
+        recall = float(np.sum(np.asarray(metrics["recall"], np.float64)[applied]))
+        length = self.length
+        if recall > 0:
+            nats = float(np.sum(np.asarray(metrics["loss"], np.float64)[applied])) / recall
+            self.advance_curriculum(nats / math.log(2.0))
+        return {"length": np.full(len(applied), float(length))}
 
     def get_state(self) -> dict:
         return {

@@ -396,7 +396,7 @@ def make_trainer(
     jit = functools.partial(jax.jit, donate_argnums=0 if donate else ())
 
     def init(params, state0, key) -> TrainState:
-        checks.check_params(params)
+        checks.check_init(params, state0)
         checks.check_key(key)
         if donate:  # the train state owns its buffers: donating it leaves the caller's alone
             params, state0 = jax.tree.map(lambda a: jnp.array(a, copy=True), (params, state0))

@@ -84,7 +84,7 @@ class SnApState(NamedTuple):
 
 def snap1_init(structure: Structure, params, state0) -> SnApState:
     """A zero influence on the pattern of ``structure``."""
-    checks.check_params(params)
+    checks.check_init(params, state0)
     check_single_stream(structure, params, state0, "snap1", feedforward=True)
     units = leaf_units(structure, params)
     influence = tuple(

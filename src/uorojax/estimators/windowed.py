@@ -196,7 +196,7 @@ def from_window_function(
     xs0, ys0 = buffers
 
     def init_state(params, state0) -> WindowState:
-        checks.check_params(params)
+        checks.check_init(params, state0)
         return WindowState(init_start(params, state0), state0, xs0, ys0, jnp.zeros((), jnp.int32))
 
     init_streams = init_per_stream(init_state)
