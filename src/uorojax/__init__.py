@@ -9,6 +9,8 @@ from uorojax import diagnostics, estimators, registry, structure, tasks, tree
 from uorojax.checks import ConfigError, ModelError, NonFiniteError
 from uorojax.cotangent_norm import pullback_and_norm
 from uorojax.estimators import (
+    EPropState,
+    ESDRTRLState,
     Estimator,
     KFRTRLState,
     RTRLState,
@@ -17,9 +19,12 @@ from uorojax.estimators import (
     UOROState,
     WindowState,
     as_one_system,
+    eprop,
+    es_d_rtrl,
     jacobian_matrix,
     kf_rtrl,
     per_stream,
+    rflo,
     rtrl,
     snap1,
     tangent_outer,
@@ -34,6 +39,7 @@ from uorojax.models import (
     from_equinox,
     from_linen_cells,
     from_nnx,
+    leaky_rnn,
     linen_model,
     ravel_params,
     softmax_cross_entropy,
@@ -56,6 +62,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "EPropState",
+    "ESDRTRLState",
     "ElementwiseMGUCell",
     "Estimator",
     "KFRTRLState",
@@ -74,6 +82,8 @@ __all__ = [
     "as_optax",
     "carry_stream_axes",
     "diagnostics",
+    "eprop",
+    "es_d_rtrl",
     "estimators",
     "from_equinox",
     "from_linen_cells",
@@ -81,6 +91,7 @@ __all__ = [
     "gradient_agreement",
     "jacobian_matrix",
     "kf_rtrl",
+    "leaky_rnn",
     "linen_model",
     "make_trainer",
     "paper_schedule",
@@ -88,6 +99,7 @@ __all__ = [
     "pullback_and_norm",
     "ravel_params",
     "registry",
+    "rflo",
     "rtrl",
     "shard_chunk",
     "shard_train_state",

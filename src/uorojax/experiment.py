@@ -77,6 +77,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.truncation = 1  # window of TBPTT and truncated UORO
     c.num_samples = 1  # UORO tangent pairs
     c.eps = 1e-7  # UORO / KF-RTRL stabiliser (the UORO authors' code: 1e-5)
+    c.decay = 0.9  # ES-D-RTRL's trace smoothing factor, in [0, 1)
     # Model (ignored by influence_balancing).
     c.model = "gru"  # a key of uorojax.models.LINEN_CELLS
     c.hidden_size = 64
@@ -308,6 +309,7 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
         truncation=c.truncation,
         eps=c.eps,
         num_samples=c.num_samples,
+        decay=c.decay,
         structure=structure,
         example_x=example_x,
         example_y=example_y,

@@ -14,7 +14,10 @@ from typing import Any, NamedTuple
 
 from uorojax import checks, tasks
 from uorojax.estimators import Estimator, as_one_system, per_stream, rtrl, tbptt, uoro
+from uorojax.estimators.eprop import eprop
+from uorojax.estimators.es_d_rtrl import es_d_rtrl
 from uorojax.estimators.kf_rtrl import kf_rtrl
+from uorojax.estimators.rflo import rflo
 from uorojax.estimators.snap import snap1
 from uorojax.structure import Structure
 from uorojax.tree import repeat_streams
@@ -27,13 +30,16 @@ class Options(NamedTuple):
       truncation: window length (TBPTT, truncated UORO).
       eps: stabiliser of UORO's and KF-RTRL's rescaling.
       num_samples: UORO's independent tangent pairs.
-      structure: the model's :class:`~uorojax.structure.Structure` (SnAp-1, KF-RTRL).
+      decay: the traces' smoothing factor α of ES-D-RTRL.
+      structure: the model's :class:`~uorojax.structure.Structure` (SnAp-1, KF-RTRL,
+        e-prop, RFLO, ES-D-RTRL).
       example_x, example_y: one step's input and target (window buffers).
     """
 
     truncation: int = 1
     eps: float = 1e-7
     num_samples: int = 1
+    decay: float = 0.9
     structure: Structure | None = None
     example_x: Any = None
     example_y: Any = None
@@ -65,6 +71,9 @@ ESTIMATORS: dict[str, EstimatorEntry] = {
     "tbptt": EstimatorEntry(lambda apply, loss, o: tbptt(apply, loss, o.truncation, **_windowed(o)), ("per_stream", "shared"), ("truncation",)),
     "kf_rtrl": EstimatorEntry(lambda apply, loss, o: kf_rtrl(apply, loss, structure=o.structure, eps=o.eps), ("per_stream",), ("eps",)),
     "snap1": EstimatorEntry(lambda apply, loss, o: snap1(apply, loss, structure=o.structure), ("per_stream",), ()),
+    "eprop": EstimatorEntry(lambda apply, loss, o: eprop(apply, loss, structure=o.structure), ("per_stream",), ()),
+    "rflo": EstimatorEntry(lambda apply, loss, o: rflo(apply, loss, structure=o.structure), ("per_stream",), ()),
+    "es_d_rtrl": EstimatorEntry(lambda apply, loss, o: es_d_rtrl(apply, loss, structure=o.structure, decay=o.decay), ("per_stream",), ("decay",)),
 }  # fmt: skip
 
 TASKS: dict[str, Callable[..., Any]] = {
@@ -104,7 +113,7 @@ def build_estimator(
     options = Options() if options is None else options
     entry = ESTIMATORS[algorithm]
     defaults = Options()
-    for name in ("truncation", "eps", "num_samples"):
+    for name in ("truncation", "eps", "num_samples", "decay"):
         if name not in entry.uses and getattr(options, name) != getattr(defaults, name):
             raise checks.ConfigError(
                 f"{algorithm} does not use {name} (got {getattr(options, name)!r}); "

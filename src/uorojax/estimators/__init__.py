@@ -12,7 +12,10 @@ from uorojax.estimators.base import (
     with_fast_paths,
 )
 from uorojax.estimators.batching import as_one_system, per_stream
+from uorojax.estimators.eprop import EPropState, eprop
+from uorojax.estimators.es_d_rtrl import ESDRTRLState, es_d_rtrl
 from uorojax.estimators.kf_rtrl import KFRTRLState, kf_rtrl
+from uorojax.estimators.rflo import rflo
 from uorojax.estimators.rtrl import RTRLState, jacobian_matrix, rtrl
 from uorojax.estimators.snap import SnApState, snap1
 from uorojax.estimators.tbptt import tbptt
@@ -21,6 +24,8 @@ from uorojax.estimators.windowed import WindowState
 
 __all__ = [
     "ApplyFn",
+    "EPropState",
+    "ESDRTRLState",
     "Estimator",
     "FastPaths",
     "KFRTRLState",
@@ -31,10 +36,13 @@ __all__ = [
     "UOROState",
     "WindowState",
     "as_one_system",
+    "eprop",
+    "es_d_rtrl",
     "fast_paths",
     "jacobian_matrix",
     "kf_rtrl",
     "per_stream",
+    "rflo",
     "rtrl",
     "snap1",
     "tangent_outer",
