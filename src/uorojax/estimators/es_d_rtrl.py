@@ -232,9 +232,9 @@ def es_d_rtrl_step(apply_fn, loss_fn, structure, decay, params, carry: ESDRTRLSt
         signal = decay * sum(d_state[k] * f for k, f in enumerate(old_f) if f is not None)
         signal = (signal + (1 - decay) * d_z[g]) / scale
         leaf = d_theta[j]
-        if leaf.ndim == 1:
+        if leaf.ndim == 1:  # a bias: no input trace, its input (1) as it is
             new_x = None
-            grads.append(signal.astype(leaf.dtype))
+            grads.append((signal * dense.vector).astype(leaf.dtype))
         else:
             new_x = decay * carry.input_trace[j] + dense.vector.astype(leaf.dtype)
             grads.append(kronecker_leaf(signal, new_x, leaf.ndim, u.axis).astype(leaf.dtype))
