@@ -17,6 +17,14 @@ def tiny_rnn(hidden=3, inputs=2, outputs=2, seed=0):
     return model, params, h0
 
 
+def float64_model(model, seed=0, state_value=0.2):
+    """A linen model's params and initial state in float64, the state offset from zero."""
+    params, state0 = model.init(jax.random.key(seed), jnp.zeros(2))
+    params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
+    state0 = jax.tree.map(lambda a: state_value + a.astype(jnp.float64), state0)
+    return params, state0
+
+
 def regression_stream(length, inputs=2, outputs=2, seed=1):
     kx, ky = jax.random.split(jax.random.key(seed))
     return (

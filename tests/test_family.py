@@ -8,6 +8,7 @@ import pytest
 from helpers import (
     bptt_grad,
     flat,
+    float64_model,
     normalized_squared_error,
     regression_stream,
     rel_err,
@@ -29,13 +30,6 @@ from uorojax.structure import (
 )
 
 LOSS = uorojax.squared_error
-
-
-def float64_model(model, seed=0, state_value=0.2):
-    params, state0 = model.init(jax.random.key(seed), jnp.zeros(2))
-    params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
-    state0 = jax.tree.map(lambda a: state_value + a.astype(jnp.float64), state0)
-    return params, state0
 
 
 CELLS = {

@@ -10,7 +10,10 @@ from uorojax.checks import ConfigError, ModelError, NonFiniteError
 from uorojax.cotangent_norm import pullback_and_norm
 from uorojax.estimators.base import Estimator, StepInfo, forward_sequence, run_window
 from uorojax.estimators.batching import as_one_system, per_stream
+from uorojax.estimators.eprop import EPropState, eprop
+from uorojax.estimators.es_d_rtrl import ESDRTRLState, es_d_rtrl
 from uorojax.estimators.kf_rtrl import KFRTRLState, kf_rtrl
+from uorojax.estimators.rflo import rflo
 from uorojax.estimators.rtrl import RTRLState, jacobian_matrix, rtrl
 from uorojax.estimators.snap import SnApState, snap1
 from uorojax.estimators.tbptt import tbptt
@@ -23,6 +26,7 @@ from uorojax.models import (
     from_equinox,
     from_linen_cells,
     from_nnx,
+    leaky_rnn,
     linen_model,
     ravel_params,
     softmax_cross_entropy,
@@ -45,6 +49,8 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ConfigError",
+    "EPropState",
+    "ESDRTRLState",
     "ElementwiseMGUCell",
     "Estimator",
     "KFRTRLState",
@@ -64,6 +70,8 @@ __all__ = [
     "as_optax",
     "carry_stream_axes",
     "diagnostics",
+    "eprop",
+    "es_d_rtrl",
     "estimators",
     "forward_sequence",
     "from_equinox",
@@ -72,6 +80,7 @@ __all__ = [
     "gradient_agreement",
     "jacobian_matrix",
     "kf_rtrl",
+    "leaky_rnn",
     "linen_model",
     "lru_stack",
     "make_trainer",
@@ -80,6 +89,7 @@ __all__ = [
     "pullback_and_norm",
     "ravel_params",
     "registry",
+    "rflo",
     "rtrl",
     "run_window",
     "shard_chunk",

@@ -20,7 +20,7 @@ import optax
 
 from uorojax import checks
 from uorojax.lru import LRUCell, lru_param_units
-from uorojax.structure import RecurrentKernel, Structure, Units, plain_path
+from uorojax.structure import DenseInput, RecurrentKernel, Structure, Units, plain_path
 
 PyTree = Any
 
@@ -81,6 +81,60 @@ def tanh_rnn(
       params, h0 = model.init(jax.random.key(0), jnp.zeros(3))
       h1, out = model.apply(params, h0, jnp.ones(3))
     """
+
+    def apply(params, h, x):
+        h = jnp.tanh(params["W"] @ h + params["U"] @ x + params["b"])
+        return h, params["V"] @ h + params["c"]
+
+    return _dense_rnn(hidden_size, input_size, output_size, dtype, apply)
+
+
+def leaky_rnn(
+    hidden_size: int, input_size: int, output_size: int, *, tau: float, dtype: Any = jnp.float32
+) -> Model:
+    r"""Murray's leaky RNN (Murray 2019, "Local online learning in recurrent networks with
+    random feedback", eLife).
+
+    .. math::
+        u_t = W h_{t-1} + U x_t + b, \qquad
+        h_t = (1 - 1/\tau)\, h_{t-1} + (1/\tau) \tanh(u_t), \qquad
+        o_t = V h_t + c
+
+    (Murray's readout ``C`` is ``V`` here.) Params, state and structure are those of
+    :func:`tanh_rnn`, which is the case ``τ = 1``. RFLO (:func:`~uorojax.rflo`) is
+    e-prop on this model.
+
+    Args:
+      hidden_size, input_size, output_size: the widths.
+      tau: the time constant ``τ >= 1`` in steps.
+      dtype: of the params and state.
+
+    Returns:
+      A :class:`Model` with its :class:`~uorojax.structure.Structure` (the recurrent
+      kernel ``W``, ``layer_inputs``).
+
+    Example::
+
+      model = uorojax.leaky_rnn(16, 3, 2, tau=5.0)
+      params, h0 = model.init(jax.random.key(0))
+    """
+    tau = checks.non_negative_float("tau", tau)
+    if tau < 1:
+        raise checks.ConfigError(f"tau must be >= 1 (a time constant in steps), got {tau}")
+    leak = 1.0 - 1.0 / tau
+
+    def apply(params, h, x):
+        u = params["W"] @ h + params["U"] @ x + params["b"]
+        h = leak * h + jnp.tanh(u) / tau
+        return h, params["V"] @ h + params["c"]
+
+    return _dense_rnn(hidden_size, input_size, output_size, dtype, apply)
+
+
+def _dense_rnn(hidden_size, input_size, output_size, dtype, apply) -> Model:
+    """The params ``{"W", "U", "b", "V", "c"}``, zero state and structure shared by
+    :func:`tanh_rnn` and :func:`leaky_rnn` (one dense recurrent layer, ``W h + U x + b``),
+    with the given step."""
     hidden_size = checks.positive_int("hidden_size", hidden_size)
     input_size = checks.positive_int("input_size", input_size)
     output_size = checks.positive_int("output_size", output_size)
@@ -101,16 +155,14 @@ def tanh_rnn(
         }
         return params, jnp.zeros((hidden_size,), dtype)
 
-    def apply(params, h, x):
-        h = jnp.tanh(params["W"] @ h + params["U"] @ x + params["b"])
-        return h, params["V"] @ h + params["c"]
-
     def layer_inputs(params, h, x):
         inputs = {"W": h, "U": x, "b": jnp.ones((), h.dtype), "V": None, "c": None}
         return [inputs[name] for name in sorted(params)]
 
     structure = Structure(
-        param_units=lambda path, leaf: Units(0, 0) if path[0] in ("W", "U", "b") else None,
+        param_units=lambda path, leaf: (
+            Units(0, 0) if path[:1] in (("W",), ("U",), ("b",)) else None
+        ),
         state_units=lambda path, leaf: 0,
         recurrent_kernels=(RecurrentKernel(("W",), ("b",), (), "out_in"),),
         layer_inputs=layer_inputs,
@@ -260,6 +312,20 @@ def _cell_kernels(cell: nn.RNNCellBase, layer: int) -> tuple[RecurrentKernel, ..
     return None
 
 
+def _cell_preactivations(cell: nn.RNNCellBase) -> dict[str, str] | None:
+    """For each dense module of one supported linen cell, the pre-activation it adds
+    into (None for another cell, or one whose recurrence is not a dense kernel)."""
+    if isinstance(cell, (nn.LSTMCell, nn.OptimizedLSTMCell)):
+        return {f"{side}{gate}": gate for side in "ih" for gate in "ifgo"}
+    if isinstance(cell, nn.GRUCell):  # n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
+        return {"ir": "r", "hr": "r", "iz": "z", "hz": "z", "in": "in", "hn": "hn"}
+    if isinstance(cell, nn.SimpleCell):
+        return {"i": "z", "h": "z"}
+    if isinstance(cell, nn.MGUCell):
+        return {"if": "f", "hf": "f", "in": "n", "hn": "hn" if cell.reset_gate else "n"}
+    return None
+
+
 def _stack_structure(cells, vocab_size, embed_dim) -> Structure | None:
     """The recurrent units of a :class:`RecurrentStack` (None if a cell is unknown)."""
     kernels = [_cell_kernels(cell, layer) for layer, cell in enumerate(cells)]
@@ -298,11 +364,29 @@ def _stack_structure(cells, vocab_size, embed_dim) -> Structure | None:
                     out.append(vectors[keys[2]])
             return out
 
+    leaf_inputs = None
+    preactivations = _cell_preactivations(cells[0])
+    if len(cells) == 1 and preactivations is not None and embed_dim is None:
+
+        def leaf_inputs(params, state, x):  # dense module "i…" reads x, "h…" reads h
+            h = jax.tree.leaves(state[0])[-1]  # an LSTM's carry is (c, h)
+            vectors = {"h": h, "i": encode(x).astype(h.dtype)}
+            out = []
+            for path, _ in jax.tree_util.tree_leaves_with_path(params):
+                keys = plain_path(path)
+                if keys[1] != "cells_0":
+                    out.append(None)
+                    continue
+                vector = jnp.ones((), h.dtype) if keys[-1] == "bias" else vectors[keys[2][0]]
+                out.append(DenseInput(preactivations[keys[2]], vector))
+            return out
+
     return Structure(
         param_units=param_units,
         state_units=lambda path, leaf: path[0],
         recurrent_kernels=tuple(k for layer in kernels for k in layer),
         layer_inputs=layer_inputs,
+        leaf_inputs=leaf_inputs,
     )
 
 

@@ -24,7 +24,10 @@ from typing import Any, NamedTuple
 from uorojax import checks, tasks
 from uorojax.estimators.base import Estimator
 from uorojax.estimators.batching import as_one_system, per_stream
+from uorojax.estimators.eprop import eprop
+from uorojax.estimators.es_d_rtrl import es_d_rtrl
 from uorojax.estimators.kf_rtrl import kf_rtrl
+from uorojax.estimators.rflo import rflo
 from uorojax.estimators.rtrl import rtrl
 from uorojax.estimators.snap import snap1
 from uorojax.estimators.tbptt import tbptt
@@ -58,6 +61,9 @@ ESTIMATORS: dict[str, EstimatorEntry] = {
     "tbptt": EstimatorEntry(tbptt, ("per_stream", "shared")),
     "kf_rtrl": EstimatorEntry(kf_rtrl, ("per_stream",)),
     "snap1": EstimatorEntry(snap1, ("per_stream",)),
+    "eprop": EstimatorEntry(eprop, ("per_stream",)),
+    "rflo": EstimatorEntry(rflo, ("per_stream",)),
+    "es_d_rtrl": EstimatorEntry(es_d_rtrl, ("per_stream",)),
 }
 
 TASKS: dict[str, Callable[..., Any]] = {

@@ -26,11 +26,20 @@ units that update together; every state leaf is a vector over the units of one l
   the same pre-activation. Replacing each kernel by its diagonal, and moving the
   off-diagonal part of its product into the bias as a constant, keeps every value and
   makes the state Jacobian ``A_t = ∂s_t/∂s_{t-1}`` equal to its own unit-diagonal
-  blocks (:func:`diagonalised_params`), which SnAp-1 needs.
+  blocks (:func:`diagonalised_params`), which SnAp-1 needs. Moving the whole product
+  (the kernel replaced by zero) gives the Jacobian of each unit's internal dynamics
+  alone, which e-prop, RFLO and ES-D-RTRL need.
 * ``layer_inputs`` (KF-RTRL): for a single dense layer ``h = σ(W a)``, a function
   ``(params, state, x) -> list`` giving, for every parameter leaf of the layer, the
   vector it multiplies (``x``, ``h_{t-1}``), a scalar 1 for a bias, and None for the
   other leaves (flattened order).
+* ``leaf_inputs`` (ES-D-RTRL): the same for a layer whose leaves feed several
+  pre-activations (the gates of a GRU or an LSTM): for every parameter leaf of the
+  layer a :class:`DenseInput` ``(preactivation, vector)``, where leaves with the same
+  ``preactivation`` name add into one pre-activation ``z`` of the layer's units
+  (``z = x W_ir + b_ir + h W_hr``: ``"r"`` for all three). Then ``B_t`` of each leaf is
+  ``D_z ⊗ a`` with ``D_z = ∂s_t/∂z`` (:func:`preactivation_derivatives`). Without it,
+  ``layer_inputs`` counts as one pre-activation (:func:`dense_inputs`).
 
 :func:`check_structure` verifies a description against dense autodiff Jacobians on one
 step (for a ``Feedforward(feeds)`` leaf: that it moves no layer below ``feeds``, that it
@@ -104,6 +113,19 @@ class RecurrentKernel(NamedTuple):
     layout: str = "in_out"
 
 
+class DenseInput(NamedTuple):
+    """What a params leaf of a layer multiplies, and the pre-activation it feeds.
+
+    Attributes:
+      preactivation: a name shared by the leaves that add into the same pre-activation
+        of the layer's units (its kernels and its bias).
+      vector: the vector the leaf multiplies (its input axis), a scalar 1 for a bias.
+    """
+
+    preactivation: str
+    vector: Any
+
+
 class Structure(NamedTuple):
     """The recurrent units of a model (see the module docstring)."""
 
@@ -111,6 +133,7 @@ class Structure(NamedTuple):
     state_units: Callable[[Path, Any], int]
     recurrent_kernels: tuple[RecurrentKernel, ...] = ()
     layer_inputs: Callable[[PyTree, PyTree, Any], list] | None = None
+    leaf_inputs: Callable[[PyTree, PyTree, Any], list] | None = None
 
 
 # ----------------------------------------------------------------------------- paths
@@ -175,31 +198,50 @@ def along(vector: jax.Array, ndim: int, axis: int) -> jax.Array:
     return jnp.reshape(vector, shape)
 
 
-def diagonalised_params(structure: Structure, params: PyTree, state: PyTree) -> PyTree:
+def diagonalised_params(
+    structure: Structure, params: PyTree, state: PyTree, *, keep_diagonal: bool = True
+) -> PyTree:
     """Params whose one-step state Jacobian at ``state`` is the unit-diagonal blocks of
     the true one, with the same values.
 
     Each recurrent kernel ``K`` becomes ``diag(K)`` and its off-diagonal product with
     the state, held constant, moves into the paired bias: the pre-activation keeps its
-    value and its derivative in the state keeps only ``∂z_i/∂s_i = K_ii``.
+    value and its derivative in the state keeps only ``∂z_i/∂s_i = K_ii``. With
+    ``keep_diagonal=False`` the kernel becomes zero and its whole product moves into the
+    bias: the state Jacobian is then that of each unit's internal dynamics alone (a
+    leak, an LSTM's forget gate), with the recurrent kernels taken out.
+
+    Only the state is held constant in the moved product, so the derivatives in the
+    params are those of the true step: a VJP through these params gives the exact
+    parameter gradient together with the state cotangent of the reduced Jacobian.
+
+    Example::
+
+      local = diagonalised_params(model.structure, params, h, keep_diagonal=False)
+      model.apply(local, h, x)  # the same values as model.apply(params, h, x)
     """
     for rk in structure.recurrent_kernels:
         kernel = get_path(params, rk.kernel)
         s = jax.lax.stop_gradient(get_path(state, rk.state))
-        diagonal = jnp.diagonal(kernel)
+        diagonal = (
+            jnp.diagonal(kernel) if keep_diagonal else jnp.zeros(kernel.shape[0], kernel.dtype)
+        )
         full = s @ kernel if rk.layout == "in_out" else kernel @ s
-        off_diagonal = jax.lax.stop_gradient(full - s * diagonal)
+        moved = full - s * diagonal
         params = set_path(params, rk.kernel, jnp.diag(diagonal))
-        params = set_path(params, rk.bias, get_path(params, rk.bias) + off_diagonal)
+        params = set_path(params, rk.bias, get_path(params, rk.bias) + moved)
     return params
 
 
-def unit_jacobian(apply_fn, structure: Structure, params, state, x) -> list[list]:
+def unit_jacobian(
+    apply_fn, structure: Structure, params, state, x, *, keep_diagonal: bool = True
+) -> list[list]:
     """``blocks[k][k2][i] = ∂s_k[i] / ∂s_k2[i]`` for state leaves k, k2 of one layer
     (None across layers): the unit-diagonal blocks of ``A_t``, from one JVP per state
-    leaf of the diagonalised model."""
+    leaf of the diagonalised model (:func:`diagonalised_params`; with
+    ``keep_diagonal=False``, of the model without its recurrent kernels)."""
     layers = state_layers(structure, state)
-    diag_params = diagonalised_params(structure, params, state)
+    diag_params = diagonalised_params(structure, params, state, keep_diagonal=keep_diagonal)
     leaves, treedef = jax.tree.flatten(state)
     q = len(leaves)
     tangents = [
@@ -329,9 +371,9 @@ def check_structure(
     ``feeds``, and moves it otherwise than one unit per entry along an axis (that would
     be a parameter of the layer's own recurrence, to be declared ``Units``; checked for
     layers of more than one unit); that :func:`diagonalised_params` keeps every value
-    and gives exactly the unit-diagonal blocks of ``A_t``; and, when ``layer_inputs`` is
-    given, that ``B_t`` of the layer is the Kronecker product ``D_t ⊗ a_t`` KF-RTRL
-    assumes.
+    and gives exactly the unit-diagonal blocks of ``A_t``; and, when ``layer_inputs``
+    (``leaf_inputs``) is given, that ``B_t`` of the layer (of each leaf) is the Kronecker
+    product ``D_t ⊗ a_t`` KF-RTRL (ES-D-RTRL) assumes.
 
     Raises:
       ModelError: naming the first leaf that disagrees.
@@ -415,26 +457,40 @@ def check_structure(
                     "recurrent_kernels, or its layout or bias is wrong"
                 )
 
+    def check_kronecker(inputs, derivative, field):
+        """``B_t`` of every leaf with an input is ``D ⊗ a`` on each state leaf of its layer."""
+        for j, ((path, leaf), a_j) in enumerate(zip(p_leaves, inputs)):
+            if a_j is None:
+                continue
+            for k, s_leaf in enumerate(s_leaves):
+                if layers[k] != units[j].layer:
+                    continue
+                rows = slice(s_offsets[k], s_offsets[k + 1])
+                block = b_dense[rows, p_offsets[j] : p_offsets[j + 1]]
+                block = block.reshape(s_leaf.shape[0], *np.shape(leaf))
+                d = np.asarray(derivative(j, k))
+                kron = kronecker_leaf(d, np.asarray(a_j), np.ndim(leaf), units[j].axis)
+                idx = np.arange(d.shape[0]).reshape(-1, *([1] * leaf.ndim))
+                unit_of = np.indices(np.shape(leaf))[units[j].axis]
+                expected = np.where(idx == unit_of[None], kron[None], 0.0)
+                if not np.allclose(block, expected, rtol=rtol, atol=tol):
+                    raise checks.ModelError(
+                        f"structure: B_t of params leaf {jax.tree_util.keystr(path)} is not "
+                        f"D_t ⊗ a_t with the layer input {field} gives"
+                    )
+
     if structure.layer_inputs is not None:
         inputs = structure.layer_inputs(params, state, x)
         check_layer_inputs(structure, params, inputs, "check_structure")
         d = layer_derivative(apply_fn, structure, params, state, x, inputs)
-        for j, ((path, leaf), a_j) in enumerate(zip(p_leaves, inputs)):
-            if a_j is None:
-                continue
-            block = b_dense[:, p_offsets[j] : p_offsets[j + 1]].reshape(-1, *np.shape(leaf))
-            kron = kronecker_leaf(np.asarray(d), np.asarray(a_j), np.ndim(leaf), units[j].axis)
-            expected = np.zeros_like(block)
-            idx = np.arange(d.shape[0])
-            unit_of = np.indices(np.shape(leaf))[units[j].axis]
-            expected[:] = np.where(
-                idx.reshape(-1, *([1] * leaf.ndim)) == unit_of[None], kron[None], 0.0
-            )
-            if not np.allclose(block, expected, rtol=rtol, atol=tol):
-                raise checks.ModelError(
-                    f"structure: B_t of params leaf {jax.tree_util.keystr(path)} is not "
-                    "D_t ⊗ a_t with the layer input layer_inputs gives"
-                )
+        check_kronecker(inputs, lambda j, k: d, "layer_inputs")
+    if structure.leaf_inputs is not None:
+        dense = dense_inputs(structure, params, state, x)
+        check_dense_inputs(structure, params, dense, "check_structure")
+        names, derivatives = preactivation_derivatives(apply_fn, structure, params, state, x, dense)
+        vectors = [None if d is None else d.vector for d in dense]
+        group = [None if d is None else names.index(d.preactivation) for d in dense]
+        check_kronecker(vectors, lambda j, k: derivatives[k][group[j]], "leaf_inputs")
 
 
 def check_feedforward_leaf(
@@ -476,27 +532,30 @@ def check_feedforward_leaf(
             )
 
 
-def check_layer_inputs(structure: Structure, params, inputs: list, who: str) -> None:
-    """``layer_inputs`` lines up with the params: an input for every leaf of the dense
-    layer (a scalar for a bias, a vector as long as the kernel's input axis), None for
-    every other leaf. Raises ConfigError naming the leaf. Shapes only: works on tracers."""
+def check_layer_inputs(
+    structure: Structure, params, inputs: list, who: str, field: str = "layer_inputs"
+) -> None:
+    """``layer_inputs`` (or the vectors of ``leaf_inputs``, named by ``field``) lines up
+    with the params: an input for every leaf of the dense layer (a scalar for a bias, a
+    vector as long as the kernel's input axis), None for every other leaf. Raises
+    ConfigError naming the leaf. Shapes only: works on tracers."""
     leaves = jax.tree_util.tree_leaves_with_path(params)
     if len(inputs) != len(leaves):
         raise checks.ConfigError(
-            f"{who}: layer_inputs gave {len(inputs)} entries for {len(leaves)} params leaves"
+            f"{who}: {field} gave {len(inputs)} entries for {len(leaves)} params leaves"
         )
     for (path, leaf), a, u in zip(leaves, inputs, leaf_units(structure, params)):
         name = jax.tree_util.keystr(path)
         if (a is None) != (u is None):
             what = "an input for" if a is not None else "no input for"
             role = "which moves no state" if u is None else "a leaf of the layer"
-            raise checks.ConfigError(f"{who}: layer_inputs gives {what} params leaf {name}, {role}")
+            raise checks.ConfigError(f"{who}: {field} gives {what} params leaf {name}, {role}")
         if a is None:
             continue
         expected = input_shape(leaf, u)
         if jnp.shape(a) != expected:
             raise checks.ConfigError(
-                f"{who}: layer_inputs gives params leaf {name} an input of shape "
+                f"{who}: {field} gives params leaf {name} an input of shape "
                 f"{list(jnp.shape(a))}; its input axis needs {list(expected)}"
             )
 
@@ -515,13 +574,13 @@ def kronecker_leaf(d: jax.Array, a: jax.Array, ndim: int, axis: int):
     return along(d, 2, axis) * along(a, 2, other)
 
 
-def layer_derivative(apply_fn, structure: Structure, params, state, x, inputs) -> jax.Array:
-    """``D_t = σ'(z_t)`` of a dense layer ``h = σ(W a)`` (as an ``(n,)`` vector), from one
-    JVP along the params direction ``1 ⊗ a/‖a‖²``, which moves every pre-activation by
-    exactly 1."""
-    units = leaf_units(structure, params)
+def input_direction(params, units: list, inputs: list) -> PyTree:
+    """The params tangent ``1 ⊗ a_j / Σ_j ‖a_j‖²`` on the leaves j with an input (zero on
+    the others). It moves ``Σ_j W_j a_j`` by exactly 1 in every unit: the pre-activation
+    those leaves feed, when they feed one. Zero where every input is zero."""
     leaves, treedef = jax.tree.flatten(params)
     norm_sq = sum(jnp.sum(jnp.square(a)) for a in inputs if a is not None)
+    norm_sq = jnp.where(norm_sq > 0, norm_sq, 1)
     tangent = []
     for leaf, a, u in zip(leaves, inputs, units):
         if a is None:
@@ -529,13 +588,79 @@ def layer_derivative(apply_fn, structure: Structure, params, state, x, inputs) -
         else:
             n = jnp.shape(leaf)[u.axis]
             tangent.append(kronecker_leaf(jnp.ones(n, leaf.dtype), a, leaf.ndim, u.axis) / norm_sq)
-    out = jax.jvp(
-        lambda p: apply_fn(p, state, x)[0], (params,), (jax.tree.unflatten(treedef, tangent),)
-    )[1]
+    return jax.tree.unflatten(treedef, tangent)
+
+
+def layer_derivative(apply_fn, structure: Structure, params, state, x, inputs) -> jax.Array:
+    """``D_t = σ'(z_t)`` of a dense layer ``h = σ(W a)`` (as an ``(n,)`` vector), from one
+    JVP along the params direction ``1 ⊗ a/‖a‖²`` (:func:`input_direction`), which moves
+    every pre-activation by exactly 1."""
+    tangent = input_direction(params, leaf_units(structure, params), inputs)
+    out = jax.jvp(lambda p: apply_fn(p, state, x)[0], (params,), (tangent,))[1]
     return jax.tree.leaves(out)[0]
 
 
+def dense_inputs(structure: Structure, params, state, x) -> list:
+    """Every params leaf's :class:`DenseInput` (None for a leaf that moves no state):
+    ``leaf_inputs``, or ``layer_inputs`` as the one pre-activation ``"layer"``."""
+    if structure.leaf_inputs is not None:
+        return list(structure.leaf_inputs(params, state, x))
+    return [
+        None if a is None else DenseInput("layer", a)
+        for a in structure.layer_inputs(params, state, x)
+    ]
+
+
+def check_dense_inputs(structure: Structure, params, inputs: list, who: str) -> None:
+    """:func:`dense_inputs` lines up with the params (see :func:`check_layer_inputs`),
+    and each pre-activation name stays within one layer. Raises ConfigError."""
+    for entry in inputs:
+        if entry is not None and not isinstance(entry, DenseInput):
+            raise checks.ConfigError(
+                f"{who}: leaf_inputs must give a uorojax.structure.DenseInput or None for "
+                f"every params leaf, got {type(entry).__name__}"
+            )
+    vectors = [None if d is None else d.vector for d in inputs]
+    check_layer_inputs(structure, params, vectors, who, "leaf_inputs")
+    layer_of: dict[str, int] = {}
+    for d, u in zip(inputs, leaf_units(structure, params)):
+        if d is not None and layer_of.setdefault(d.preactivation, u.layer) != u.layer:
+            raise checks.ConfigError(
+                f"{who}: leaf_inputs names pre-activation {d.preactivation!r} in layers "
+                f"{layer_of[d.preactivation]} and {u.layer}; a pre-activation is one layer's"
+            )
+
+
+def preactivation_derivatives(apply_fn, structure: Structure, params, state, x, inputs):
+    """``D_z = ∂s_t/∂z`` for every pre-activation ``z`` that :func:`dense_inputs` names,
+    from one JVP each along :func:`input_direction` restricted to its leaves (exact
+    whenever one of them, a bias for one, has a non-zero input).
+
+    Returns:
+      ``(names, derivatives)``: the pre-activation names in the order they first occur,
+      and, for every state leaf k, a ``(len(names), n_k)`` array (row g: ``∂s_k/∂z_g``
+      per unit).
+    """
+    units = leaf_units(structure, params)
+    names = list(dict.fromkeys(d.preactivation for d in inputs if d is not None))
+    tangents = [
+        input_direction(
+            params,
+            units,
+            [None if d is None or d.preactivation != name else d.vector for d in inputs],
+        )
+        for name in names
+    ]
+    stacked = jax.tree.map(lambda *t: jnp.stack(t), *tangents)
+
+    def push(tangent):
+        return jax.jvp(lambda p: apply_fn(p, state, x)[0], (params,), (tangent,))[1]
+
+    return names, jax.tree.leaves(jax.vmap(push)(stacked))
+
+
 __all__ = [
+    "DenseInput",
     "Feedforward",
     "RecurrentKernel",
     "Structure",

@@ -2,7 +2,7 @@
 
 The modules: ``base`` (the protocol), ``batching`` (``per_stream``, ``as_one_system``),
 ``windowed`` (estimators that update once per window), and one file per estimator:
-``uoro``, ``rtrl``, ``tbptt``, ``kf_rtrl``, ``snap``. The factories (``uorojax.uoro``,
+``uoro``, ``rtrl``, ``tbptt``, ``kf_rtrl``, ``snap``, ``eprop``, ``rflo``, ``es_d_rtrl``. The factories (``uorojax.uoro``,
 ``uorojax.snap1``, ...) are exported by the top-level package, so that a module here is
 never shadowed by its own function: ``uorojax.estimators.uoro`` is the module.
 """

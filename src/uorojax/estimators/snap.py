@@ -84,17 +84,22 @@ class SnApState(NamedTuple):
 
 def snap1_init(structure: Structure, params, state0) -> SnApState:
     """A zero influence on the pattern of ``structure``."""
+    return SnApState(state0, zero_influence(structure, params, state0, "snap1"))
+
+
+def zero_influence(structure: Structure, params, state0, who: str) -> tuple:
+    """Zeros on SnAp-1's pattern (see :class:`SnApState`), after checking the params and
+    state against ``structure`` (errors name ``who``)."""
     checks.check_init(params, state0)
-    check_single_stream(structure, params, state0, "snap1", feedforward=True)
+    check_single_stream(structure, params, state0, who, feedforward=True)
     units = leaf_units(structure, params)
-    influence = tuple(
+    return tuple(
         tuple(
             jnp.zeros_like(p) if u is not None and u.layer == layer else None
             for p, u in zip(jax.tree.leaves(params), units)
         )
         for layer in state_layers(structure, state0)
     )
-    return SnApState(state0, influence)
 
 
 def influence_pattern(apply_fn, params, state, x) -> tuple[list[list], list[list]]:
@@ -145,9 +150,13 @@ def sparse_influence_update(blocks, b_pattern, influence, units):
     )
 
 
-def influence_step(apply_fn, structure, units, params, state, x, influence):
+def influence_step(
+    apply_fn, structure, units, params, state, x, influence, *, keep_diagonal: bool = True
+):
     """One stream's new influence from its state, input and old influence, and a
-    certificate that it is finite.
+    certificate that it is finite. With ``keep_diagonal=False`` the diagonal blocks are
+    those of the step without its recurrent kernels (e-prop's eligibility traces,
+    :func:`~uorojax.structure.unit_jacobian`).
 
     Every entry of the new ``J_k`` is bounded by ``‖B_k ⊙ M‖ + Σ_k2 max|A_kk2| ‖J_k2‖``
     (the diagonal blocks of ``A_t`` and the old influence), so a finite bound makes the
@@ -155,7 +164,7 @@ def influence_step(apply_fn, structure, units, params, state, x, influence):
     it within the update itself, instead of testing and selecting it in two more passes.
     A NaN or inf in ``B``, ``A`` or the old ``J`` makes the bound non-finite.
     """
-    blocks = unit_jacobian(apply_fn, structure, params, state, x)
+    blocks = unit_jacobian(apply_fn, structure, params, state, x, keep_diagonal=keep_diagonal)
     b_pattern, b_squared = influence_pattern(apply_fn, params, state, x)
     old_norms = [tree_norm([e for e in row if e is not None]) for row in influence]
     finite = jnp.asarray(True)

@@ -1,0 +1,169 @@
+r"""E-prop (Bellec et al. 2020): eligibility traces of each unit's own dynamics.
+
+Bellec, Scherr, Subramoney, Hajek, Salaj, Legenstein & Maass (2020), "A solution to the
+learning dilemma for recurrent networks of spiking neurons", Nature Communications.
+
+E-prop keeps, of RTRL's influence :math:`J_t = \partial s_t/\partial\theta`, only what
+flows through each unit's internal dynamics: SnAp-1's one-step pattern :math:`M`
+(parameter :math:`\theta_p` moves only its unit :math:`u(p)`, in every state leaf of its
+layer; see :mod:`uorojax.estimators.snap`) carried by :math:`\tilde A_t`, the
+unit-diagonal blocks of :math:`A_t = \partial s_t/\partial s_{t-1}` computed with the
+recurrent kernels *removed* (each kernel of the structure's ``recurrent_kernels`` set to
+zero and its product with the state moved into its bias as a constant, so every value
+is unchanged: :func:`~uorojax.structure.diagonalised_params` with
+``keep_diagonal=False``):
+
+.. math::  \tilde J_t = B_t \odot M + \tilde A_t \tilde J_{t-1}, \qquad
+           g_t = \frac{\partial L_t}{\partial s_t} \tilde J_t
+           \;(+\ \text{the readout's direct gradient}).
+
+**The learning signal.** A step gives :math:`L_t` as a function of
+:math:`(\theta, s_{t-1}, x_t)`, so :math:`\partial L_t/\partial s_t` is not at hand.
+The gradient uses the identity
+
+.. math::  \frac{\partial L_t}{\partial s_t} \tilde J_t
+           = \delta\theta_t + \delta\tilde s_{t-1} \tilde J_{t-1},
+
+with :math:`\delta\theta_t = \partial L_t/\partial\theta` (the exact direct gradient,
+readout included) and :math:`\delta\tilde s_{t-1} = \frac{\partial L_t}{\partial s_t}
+\tilde A_t`, both from one VJP of the step through the params without recurrent kernels
+(there only the state is held constant, so the params' derivatives are exact). It holds
+whenever a layer's params and old state reach :math:`L_t` only through the layer's new
+state, as in every model uorojax builds: then :math:`\delta\theta` of the layer's
+params is :math:`\frac{\partial L_t}{\partial s_t}(B_t \odot M)`. In a stack,
+:math:`\partial L_t/\partial s_t` of a layer includes its paths through the layers
+above within the step. The signal is the true one (symmetric feedback), not the random
+or adaptive feedback variants of the paper.
+
+Cases:
+
+* Murray's leaky RNN (:func:`~uorojax.leaky_rnn`): :math:`\tilde A_t = (1 - 1/\tau) I`
+  and :math:`B_t \odot M = (1/\tau)\,\phi'(u_t) \otimes [h_{t-1}; x_t; 1]`: RFLO
+  (:func:`~uorojax.rflo`).
+* LSTM, state ``(c, h)``: without the recurrent kernels the gates do not read
+  :math:`h_{t-1}`, so per unit :math:`\tilde A_t = \begin{pmatrix} f_t & 0 \\ o_t
+  \tanh'(c_t) f_t & 0 \end{pmatrix}` (rows new ``c, h``; columns old ``c, h``). The
+  ``c`` trace is Bellec et al.'s eligibility vector :math:`e^c_t = f_t e^c_{t-1} +
+  \partial c_t/\partial\theta`, the ``h`` trace is :math:`\partial h_t/\partial c_t\,
+  e^c_t + \partial h_t/\partial\theta|_{c_t}`, and the gradient is
+  :math:`\frac{\partial L_t}{\partial h_t}(\partial h_t/\partial c_t\, e^c_t +
+  \partial h_t/\partial\theta|_{c_t})`: their LSTM rule, read out through ``h`` (the
+  ``h`` trace itself never feeds back: its column of :math:`\tilde A_t` is zero).
+* Zero recurrent kernels: :math:`\tilde A_t` is SnAp-1's, and e-prop equals SnAp-1.
+* A plain tanh RNN: :math:`\tilde A_t = 0`, and e-prop is the one-step truncated
+  gradient.
+
+Memory: SnAp-1's, one number per parameter and state leaf of its layer (``O(|Θ|)``)
+per stream. A step costs one VJP, one JVP per state leaf (:math:`\tilde A_t`) and one
+VJP per state leaf (:math:`B_t \odot M`).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from uorojax import checks
+from uorojax.estimators.base import (
+    ApplyFn,
+    Estimator,
+    LossFn,
+    StepInfo,
+    loss_vjp,
+    model_step,
+    step_loss_and_cotangent,
+    validate,
+)
+from uorojax.estimators.snap import (
+    MODEL_HINT,
+    influence_step,
+    sparse_history,
+    zero_influence,
+)
+from uorojax.structure import Structure, diagonalised_params, leaf_units, require
+from uorojax.tree import tree_finite
+
+PyTree = Any
+
+EPROP_HINT = f"uorojax.leaky_rnn, uorojax.tanh_rnn, {MODEL_HINT}"
+
+
+class EPropState(NamedTuple):
+    """E-prop carry: the model state and the eligibility traces.
+
+    ``trace[k][j]`` is shaped like parameter leaf j (flattened order) for the leaves of
+    state leaf k's layer, None elsewhere: entry ``p`` holds ``J̃_k[u(p), p]``, the trace
+    of ``θ_p`` in state leaf k of its unit ``u(p)`` (SnAp-1's pattern).
+    """
+
+    state: PyTree
+    trace: tuple
+
+
+def without_recurrent_kernels(structure: Structure, params, state) -> PyTree:
+    """The params with every recurrent kernel zero and its product with ``state`` (held
+    constant) in its bias: the same step values, the state Jacobian of each unit's own
+    dynamics, and the exact params derivatives."""
+    return diagonalised_params(structure, params, state, keep_diagonal=False)
+
+
+def eprop_step(apply_fn, loss_fn, structure, params, carry: EPropState, x, y, key):
+    """One e-prop step (see the module docstring)."""
+    validate(params, key)
+    units = leaf_units(structure, params)
+    new_state, output, loss, _, (delta_theta, delta_s_tilde) = loss_vjp(
+        lambda p, s: model_step(apply_fn, without_recurrent_kernels(structure, p, s), s, x),
+        step_loss_and_cotangent(loss_fn, y),
+        params,
+        carry.state,
+    )
+    # ∂L_t/∂s_t · J̃_t = δθ + δs̃_{t-1} · J̃_{t-1}
+    grads = sparse_history(delta_theta, jax.tree.leaves(delta_s_tilde), carry.trace, units)
+    trace, finite = influence_step(
+        apply_fn, structure, units, params, carry.state, x, carry.trace, keep_diagonal=False
+    )
+    info = StepInfo(loss, output, jnp.asarray(True), finite & tree_finite(new_state))
+    return grads, EPropState(new_state, trace), info
+
+
+def eprop_named(who: str, apply_fn, loss_fn, structure) -> Estimator:
+    """E-prop whose argument errors name ``who`` (``"eprop"``, ``"rflo"``)."""
+    checks.check_callable("apply_fn", apply_fn)
+    checks.check_callable("loss_fn", loss_fn)
+    structure = require(structure, who, EPROP_HINT)
+    return Estimator(
+        lambda params, state0: EPropState(state0, zero_influence(structure, params, state0, who)),
+        functools.partial(eprop_step, apply_fn, loss_fn, structure),
+    )
+
+
+def eprop(apply_fn: ApplyFn, loss_fn: LossFn, *, structure: Structure | None) -> Estimator:
+    r"""E-prop: eligibility traces through each unit's own dynamics, ``O(|Θ|)`` memory.
+
+    The traces follow SnAp-1's pattern with the recurrent kernels taken out of the
+    state Jacobian, and the gradient is the learning signal ``∂L_t/∂s_t`` times them
+    (see the module docstring; Bellec et al. 2020). Biased: it drops every path through
+    the recurrent kernels. One stream; use :func:`~uorojax.per_stream` for a batch.
+
+    Args:
+      apply_fn: ``(params, state, x) -> (new_state, output)``.
+      loss_fn: ``(output, y) -> scalar``.
+      structure: the model's :class:`~uorojax.structure.Structure` (``model.structure``).
+
+    Returns:
+      An :class:`Estimator` whose carry is an :class:`EPropState`.
+
+    Raises:
+      ConfigError: without a structure, or (at ``init_state``) for a parameter the
+        pattern cannot hold, such as a learned input embedding.
+
+    Example::
+
+      model = uorojax.linen_model("lstm", 32, vocab, vocab_size=vocab)
+      est = uorojax.eprop(model.apply, uorojax.softmax_cross_entropy,
+                          structure=model.structure)
+    """
+    return eprop_named("eprop", apply_fn, loss_fn, structure)

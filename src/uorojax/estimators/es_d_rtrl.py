@@ -1,0 +1,308 @@
+r"""ES-D-RTRL (pp-prop; Wang et al. 2026): input/output-factorised eligibility traces.
+
+Wang, Dong, Ji, Xiao, Jiang, Liu, Huan & Wu (2026), "Model-agnostic linear-memory online
+learning in spiking neural networks", Nature Communications (braintrace's ``pp_prop`` /
+``ES_D_RTRL``, the ``IODimVjpAlgorithm`` of ``braintrace/_algorithm/io_dim_vjp.py``).
+
+For a dense params leaf :math:`W` of a layer (unit axis ``i``, input axis ``j``) that
+multiplies :math:`a_t` into a pre-activation :math:`z_t` of the layer's units, D-RTRL's
+trace :math:`\epsilon_t = \partial s_t/\partial W` is approximated by an outer product
+of two exponentially smoothed vectors, one over the units and one over the input:
+
+.. math::
+    \epsilon^x_t &= \alpha\, \epsilon^x_{t-1} + a_t, \\
+    \epsilon^f_t &= \alpha\, D_t\, \epsilon^f_{t-1} + (1 - \alpha)\, D^f_t, \\
+    g_t[i, j] &= \frac{1}{c_t} \Big(\sum_k \frac{\partial L_t}{\partial s_{k,t}[i]}\,
+                 \epsilon^f_{k,t}[i]\Big)\, \epsilon^x_t[j],
+    \qquad c_t = 1 - \alpha^{t}.
+
+* :math:`D^f_t = \partial s_t/\partial z_t` per unit, in every state leaf ``k`` of the
+  layer (an LSTM's ``c`` and ``h``): :func:`~uorojax.structure.preactivation_derivatives`.
+* :math:`D_t` is the unit-diagonal block of :math:`\partial s_t/\partial s_{t-1}`
+  (``S × S`` per unit for ``S`` state leaves) with the recurrent kernels taken out, as
+  in braintrace's default hidden-to-hidden Jacobian (``HiddenGroup`` tracing skips the
+  weight operations that read the hidden state, ``braintrace/_compiler/hidden_group.py``,
+  ``_eval_eqn``): e-prop's :math:`\tilde A_t`.
+* Order and coefficients follow ``_update_IO_dim_etrace_scan_fn``: :math:`\alpha`
+  multiplies both old traces, the input trace adds :math:`a_t` unscaled (a low-pass
+  filter) and the unit trace adds :math:`(1 - \alpha) D^f_t` (exponential smoothing);
+  the gradient reads the *new* traces.
+* A bias has no input trace: its gradient is the unit factor alone,
+  :math:`g_t[i] = \frac{1}{c_t}\sum_k \partial L_t/\partial s_{k,t}[i]\,
+  \epsilon^f_{k,t}[i]` (braintrace's dense ``xy_to_dw`` gives the bias ``df``).
+* :math:`c_t = 1 - \alpha^{t}` at the t-th step of a stream undoes the warm-up bias of
+  the smoothing, and is 1 from step 1001 on (``_solve_IO_dim_weight_gradients``).
+* Leaves that move no state (the readout) get their exact direct gradient.
+
+**The learning signal.** With :math:`\lambda_t = \partial L_t/\partial s_t`, which one
+step does not give directly (the model returns :math:`L_t` as a function of
+:math:`(\theta, s_{t-1}, x_t)`), the factor the gradient needs is, per unit,
+
+.. math::
+    \lambda_t \cdot \epsilon^f_t
+      = \alpha\, (\lambda_t D_t) \cdot \epsilon^f_{t-1} + (1 - \alpha)\, \lambda_t D^f_t
+      = \alpha\, \delta\tilde s_{t-1} \cdot \epsilon^f_{t-1}
+        + (1 - \alpha)\, \frac{\partial L_t}{\partial z_t},
+
+where :math:`\delta\tilde s_{t-1}` is the state cotangent of one VJP of the step
+through the params without recurrent kernels (as in e-prop), and
+:math:`\partial L_t/\partial z_t[i] = \sum_W \delta\theta_W[i, :] \cdot a_W / \sum_W
+\|a_W\|^2` over the leaves W that add into :math:`z`, from the exact direct gradient
+:math:`\delta\theta_W = \partial L_t/\partial z \otimes a_W` of the same VJP. Both are
+exact when a layer's params and old state reach :math:`L_t` only through its new state
+(every model uorojax builds), and whenever a pre-activation has a bias or a non-zero
+input (every pre-activation of uorojax's models has a bias).
+
+The structure must say, for every params leaf of the layer, the vector it multiplies and
+the pre-activation it feeds (:attr:`~uorojax.structure.Structure.leaf_inputs`, or
+``layer_inputs`` for a single dense layer): ``uorojax.tanh_rnn``, ``uorojax.leaky_rnn``
+and a one-layer ``uorojax.linen_model`` (Simple, GRU, MGU, LSTM) without an embedding
+provide it.
+
+Memory per stream: an input trace per kernel (its input width) and a unit trace per
+dense leaf and state leaf of its layer (``n`` each): ``O(I + O)`` per leaf, not
+``O(|Θ|)``. A step costs one VJP, one JVP per state leaf (:math:`D_t`), one JVP per
+pre-activation (:math:`D^f_t`) and ``O(|Θ|)`` for the outer products.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+
+from uorojax import checks
+from uorojax.estimators.base import (
+    ApplyFn,
+    Estimator,
+    LossFn,
+    StepInfo,
+    loss_vjp,
+    model_step,
+    step_loss_and_cotangent,
+    validate,
+)
+from uorojax.estimators.eprop import without_recurrent_kernels
+from uorojax.structure import (
+    Structure,
+    along,
+    check_dense_inputs,
+    check_single_stream,
+    dense_inputs,
+    input_shape,
+    kronecker_leaf,
+    leaf_units,
+    preactivation_derivatives,
+    require,
+    state_layers,
+    unit_jacobian,
+)
+
+PyTree = Any
+
+MODEL_HINT = (
+    "uorojax.tanh_rnn, uorojax.leaky_rnn and a one-layer uorojax.linen_model (simple, "
+    "gru, mgu, lstm, optimized_lstm) with one-hot or float input provide it."
+)
+
+#: From this many steps of a stream on, the warm-up correction is 1 (as in braintrace).
+CORRECTION_STEPS = 1000
+
+
+class ESDRTRLState(NamedTuple):
+    """ES-D-RTRL carry.
+
+    Attributes:
+      state: the model state.
+      input_trace: ``ε^x`` for every params leaf (flattened order): a vector over the
+        kernel's input axis, None for a bias or a leaf that moves no state.
+      unit_trace: ``ε^f`` for every params leaf: a tuple over the state leaves, an
+        ``(n_k,)`` vector for each state leaf k of the leaf's layer (None for the
+        others); None for a leaf that moves no state.
+      steps: the steps of the stream so far, counted up to ``CORRECTION_STEPS``.
+    """
+
+    state: PyTree
+    input_trace: tuple
+    unit_trace: tuple
+    steps: jax.Array
+
+
+def es_d_rtrl_init(structure: Structure, params, state0) -> ESDRTRLState:
+    """Zero traces, shaped from the params and the state."""
+    checks.check_init(params, state0)
+    check_single_stream(structure, params, state0, "es_d_rtrl")
+    units = leaf_units(structure, params)
+    layers = state_layers(structure, state0)
+    s_leaves = jax.tree.leaves(state0)
+    input_trace, unit_trace = [], []
+    for leaf, u in zip(jax.tree.leaves(params), units):
+        if u is None:
+            input_trace.append(None)
+            unit_trace.append(None)
+            continue
+        input_trace.append(None if leaf.ndim == 1 else jnp.zeros(input_shape(leaf, u), leaf.dtype))
+        unit_trace.append(
+            tuple(
+                jnp.zeros_like(s) if layer == u.layer else None
+                for s, layer in zip(s_leaves, layers)
+            )
+        )
+    return ESDRTRLState(state0, tuple(input_trace), tuple(unit_trace), jnp.zeros((), jnp.int32))
+
+
+def contract_input(cotangent: jax.Array, a: jax.Array, axis: int) -> jax.Array:
+    """``cotangent[i, :] · a`` per unit ``i`` (``axis`` the leaf's unit axis); a bias's
+    cotangent times its scalar input. The adjoint of
+    :func:`~uorojax.structure.kronecker_leaf` in its unit factor."""
+    if cotangent.ndim == 1:
+        return cotangent * a
+    other = 1 - axis
+    return jnp.sum(cotangent * along(a, 2, other), axis=other)
+
+
+def preactivation_cotangents(delta_theta: list, inputs: list, units: list, names: list) -> list:
+    """``∂L_t/∂z`` per unit for every named pre-activation, from the direct gradients of
+    its leaves: ``Σ_W δθ_W · a_W / Σ_W ‖a_W‖²`` (``δθ_W = ∂L_t/∂z ⊗ a_W``)."""
+    cotangents = []
+    for name in names:
+        members = [
+            (g, d.vector, u.axis)
+            for g, d, u in zip(delta_theta, inputs, units)
+            if d is not None and d.preactivation == name
+        ]
+        norm_sq = sum(jnp.sum(jnp.square(a)) for _, a, _ in members)
+        total = sum(contract_input(g, a, axis) for g, a, axis in members)
+        cotangents.append(total / jnp.where(norm_sq > 0, norm_sq, 1))
+    return cotangents
+
+
+def correction(steps: jax.Array, decay: float, dtype) -> jax.Array:
+    """``1 - α^{t}`` at the t-th step of a stream (``steps = t - 1`` before it), 1 from
+    step ``CORRECTION_STEPS + 1`` on, at least 1e-8 (braintrace's warm-up correction)."""
+    corrected = 1 - jnp.power(jnp.asarray(decay, dtype), (steps + 1).astype(dtype))
+    return jnp.maximum(jnp.where(steps < CORRECTION_STEPS, corrected, 1), 1e-8).astype(dtype)
+
+
+def unit_trace_update(decay, blocks, old, derivative):
+    """``ε^f_k ← α Σ_k2 D[k, k2] ε^f_k2 + (1 - α) D^f_k`` for the state leaves of a layer."""
+    return tuple(
+        None
+        if old_k is None
+        else decay * sum(blocks[k][k2] * old[k2] for k2 in range(len(old)) if old[k2] is not None)
+        + (1 - decay) * derivative[k]
+        for k, old_k in enumerate(old)
+    )
+
+
+def es_d_rtrl_step(apply_fn, loss_fn, structure, decay, params, carry: ESDRTRLState, x, y, key):
+    """One ES-D-RTRL step (see the module docstring)."""
+    validate(params, key)
+    state = carry.state
+    units = leaf_units(structure, params)
+    new_state, output, loss, _, (delta_theta, delta_s_tilde) = loss_vjp(
+        lambda p, s: model_step(apply_fn, without_recurrent_kernels(structure, p, s), s, x),
+        step_loss_and_cotangent(loss_fn, y),
+        params,
+        state,
+    )
+    inputs = dense_inputs(structure, params, state, x)
+    check_dense_inputs(structure, params, inputs, "es_d_rtrl")
+    names, derivatives = preactivation_derivatives(apply_fn, structure, params, state, x, inputs)
+    blocks = unit_jacobian(apply_fn, structure, params, state, x, keep_diagonal=False)
+    d_theta, treedef = jax.tree.flatten(delta_theta)
+    d_state = jax.tree.leaves(delta_s_tilde)
+    d_z = preactivation_cotangents(d_theta, inputs, units, names)
+    scale = correction(carry.steps, decay, d_state[0].dtype)
+
+    grads, input_trace, unit_trace = [], [], []
+    for j, (dense, u) in enumerate(zip(inputs, units)):
+        if u is None:
+            grads.append(d_theta[j])
+            input_trace.append(None)
+            unit_trace.append(None)
+            continue
+        g = names.index(dense.preactivation)
+        old_f = carry.unit_trace[j]
+        new_f = unit_trace_update(decay, blocks, old_f, [d[g] for d in derivatives])
+        # λ_t · ε^f_t = α δs̃_{t-1} · ε^f_{t-1} + (1 - α) ∂L_t/∂z_t, per unit
+        signal = decay * sum(d_state[k] * f for k, f in enumerate(old_f) if f is not None)
+        signal = (signal + (1 - decay) * d_z[g]) / scale
+        leaf = d_theta[j]
+        if leaf.ndim == 1:  # a bias: no input trace, its input (1) as it is
+            new_x = None
+            grads.append((signal * dense.vector).astype(leaf.dtype))
+        else:
+            new_x = decay * carry.input_trace[j] + dense.vector.astype(leaf.dtype)
+            grads.append(kronecker_leaf(signal, new_x, leaf.ndim, u.axis).astype(leaf.dtype))
+        input_trace.append(new_x)
+        unit_trace.append(new_f)
+    new_carry = ESDRTRLState(
+        new_state,
+        tuple(input_trace),
+        tuple(unit_trace),
+        jnp.minimum(carry.steps + 1, CORRECTION_STEPS),
+    )
+    return jax.tree.unflatten(treedef, grads), new_carry, StepInfo(loss, output, jnp.asarray(True))
+
+
+def check_decay(decay: Any) -> float:
+    """``decay`` as a float in ``[0, 1)``, or a ConfigError."""
+    if isinstance(decay, bool) or not isinstance(decay, (int, float)):
+        raise checks.ConfigError(f"decay must be a float in [0, 1), got {decay!r}")
+    if not (math.isfinite(float(decay)) and 0 <= decay < 1):
+        raise checks.ConfigError(
+            f"decay must be in [0, 1) (the traces' smoothing factor α), got {decay}"
+        )
+    return float(decay)
+
+
+def es_d_rtrl(
+    apply_fn: ApplyFn, loss_fn: LossFn, *, structure: Structure | None, decay: float = 0.9
+) -> Estimator:
+    r"""ES-D-RTRL (braintrace's ``pp_prop``): factored traces, ``O(I + O)`` memory a leaf.
+
+    Each dense leaf's trace is the outer product of a smoothed unit factor and a smoothed
+    input factor, read with the learning signal ``∂L_t/∂s_t`` (see the module docstring;
+    Wang et al. 2026). Biased. One stream; use :func:`~uorojax.per_stream` for a batch.
+
+    Args:
+      apply_fn: ``(params, state, x) -> (new_state, output)``.
+      loss_fn: ``(output, y) -> scalar``.
+      structure: the model's :class:`~uorojax.structure.Structure`, with ``leaf_inputs``
+        or ``layer_inputs``.
+      decay: the smoothing factor ``α`` in ``[0, 1)`` (braintrace's ``decay_or_rank``
+        as a float; a rank ``r`` is ``α = (r - 1)/(r + 1)``). ``α = 0`` gives the
+        one-step truncated gradient.
+
+    Returns:
+      An :class:`Estimator` whose carry is an :class:`ESDRTRLState`.
+
+    Raises:
+      ConfigError: without a structure, without the inputs of its dense leaves, for a
+        decay outside ``[0, 1)``, or (at ``init_state``) for a structure that does not
+        fit the params.
+
+    Example::
+
+      model = uorojax.linen_model("gru", 32, vocab, vocab_size=vocab)
+      est = uorojax.es_d_rtrl(model.apply, uorojax.softmax_cross_entropy,
+                              structure=model.structure, decay=0.9)
+    """
+    checks.check_callable("apply_fn", apply_fn)
+    checks.check_callable("loss_fn", loss_fn)
+    structure = require(structure, "es_d_rtrl", MODEL_HINT)
+    if structure.leaf_inputs is None and structure.layer_inputs is None:
+        raise checks.ConfigError(
+            "es_d_rtrl needs, for every dense params leaf of the layer, the vector it "
+            "multiplies and the pre-activation it feeds (Structure.leaf_inputs), and this "
+            f"model's structure gives none. {MODEL_HINT}"
+        )
+    decay = check_decay(decay)
+    return Estimator(
+        functools.partial(es_d_rtrl_init, structure),
+        functools.partial(es_d_rtrl_step, apply_fn, loss_fn, structure, decay),
+    )
