@@ -5,8 +5,8 @@ The pieces ``experiments/reproduce.py`` builds its results page from, usable on 
 
 * :func:`read_run` turns a run's rows into arrays per metric, shaped (seeds, log points);
   :func:`final` and :func:`at_step` read them;
-* :func:`band_figure` draws learning curves, the median and min-max band over seeds,
-  panel by panel, with horizontal floors;
+* :func:`figure` draws panels of learning curves (the median and min-max band over
+  seeds), lines and horizontal floors;
 * :func:`bar_figure` draws one bar chart per group and metric;
 * :func:`markdown_table` and :func:`claims_table` write markdown.
 
@@ -102,44 +102,61 @@ def band(ax, x, runs, label: str, show_band: bool = True) -> None:
         ax.fill_between(x, runs.min(0), runs.max(0), color=line.get_color(), alpha=0.2, lw=0)
 
 
-def band_figure(
-    path: str,
-    title: str,
-    panels: dict[str, dict[str, dict]],
-    *,
-    key: str = "bits_per_char",
-    floors: Sequence[tuple[float, str]] = (),
-    ylim: tuple[float, float] | None = None,
-    ylabel: str = "bits per character (mean over a log interval)",
-    xlabel: str = "characters seen",
-    width: float = 6.0,
-) -> None:
-    """Learning curves: ``panels`` is ``{panel title: {label: run data}}`` (data of
-    :func:`read_run`), one band per label; ``floors`` are ``(value, label)`` lines."""
+class Panel(NamedTuple):
+    """One panel of :func:`figure`.
+
+    Attributes:
+      title, xlabel, ylabel: its labels.
+      bands: ``{label: (x, runs)}``: the median over the rows of ``runs`` and, where
+        ``show_band``, its min-max band.
+      lines: ``{label: (x, y, style)}``: plain lines (a matplotlib format string).
+      floors: ``(value, label)`` horizontal lines.
+      xscale, yscale, ylim: the axes' scales and limits.
+      show_band: draw the min-max bands.
+    """
+
+    title: str = ""
+    xlabel: str = "characters seen"
+    ylabel: str = "bits per character (mean over a log interval)"
+    bands: dict = {}
+    lines: dict = {}
+    floors: Sequence[tuple[float, str]] = ()
+    xscale: str = "log"
+    yscale: str = "linear"
+    ylim: tuple[float, float] | None = None
+    show_band: bool = True
+
+
+def figure(path: str, title: str, panels: Sequence[Panel], width: float = 6.0) -> list[str]:
+    """Panels side by side, saved as a PNG at ``path``; returns the markdown that shows
+    it (relative to the page)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 4.2), sharey=True, squeeze=False)  # fmt: skip
-    for ax, (panel, runs) in zip(axes[0], panels.items()):
-        for label, data in runs.items():
-            band(ax, data["step"], data[key], label)
-        for (value, text), style in zip(floors, ("--", ":", "-.")):
+    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 4.2), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        for label, (x, runs) in panel.bands.items():
+            band(ax, x, runs, label, panel.show_band)
+        for label, (x, y, style) in panel.lines.items():
+            ax.plot(x, y, style, label=label)
+        for (value, text), style in zip(panel.floors, ("--", ":", "-.")):
             ax.axhline(value, color="k" if style == "--" else "0.4", ls=style, lw=1, label=text)
-        ax.set_xscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_title(panel, fontsize=10)
+        ax.set(xscale=panel.xscale, yscale=panel.yscale, xlabel=panel.xlabel, ylabel=panel.ylabel)
+        ax.set_title(panel.title, fontsize=10)
+        if panel.ylim:
+            ax.set_ylim(*panel.ylim)
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2 if len(runs) > 4 else 1)
-    axes[0][0].set_ylabel(ylabel)
-    if ylim:
-        axes[0][0].set_ylim(*ylim)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7, ncol=2 if len(panel.bands) > 4 else 1)
     _save(plt, fig, path, title)
+    return [f"![{title}]({os.path.basename(path)})", ""]
 
 
 def bar_figure(
     path: str, title: str, groups: dict[str, list[dict]], metrics: dict[str, str]
-) -> None:
+) -> list[str]:
     """Bars of ``metrics`` (``{row key: axis label}``; one row of panels each) for every
     group of rows (``{group title: rows}``, a column of panels each), labelled by each
-    row's ``estimator``. A metric named ``relative_variance`` is drawn on a log scale."""
+    row's ``estimator``. A metric named ``relative_variance`` is drawn on a log scale.
+    Returns the markdown that shows the figure."""
     plt = _pyplot()
     fig, axes = plt.subplots(len(metrics), len(groups), figsize=(3.6 * len(groups), 3 * len(metrics)), squeeze=False)  # fmt: skip
     for j, (group, rows) in enumerate(groups.items()):
@@ -156,8 +173,4 @@ def bar_figure(
                 ax.set_ylabel(label)
         axes[0][j].set_title("\n".join(textwrap.wrap(group, 32)), fontsize=8)
     _save(plt, fig, path, title)
-
-
-def figure_line(path: str, heading: str) -> list[str]:
-    """The markdown that shows a figure saved at ``path`` (relative to the page)."""
-    return [f"![{heading}]({os.path.basename(path)})", ""]
+    return [f"![{title}]({os.path.basename(path)})", ""]
