@@ -365,7 +365,10 @@ def authors_table(out, lines, claims, init):
 
 def family_section(out, lines, claims, budget):
     steps = budget.family_steps or budget.char_steps
-    for family, at, suffix, shown in ((FAMILY, budget.char_steps, "", FAMILY_SHOWN), (NEW_FAMILY, steps, f"_{steps // 1000}k" if steps != budget.char_steps else "", tuple(METHODS))):  # fmt: skip
+    passes = [(FAMILY, budget.char_steps, "", FAMILY_SHOWN), (NEW_FAMILY, steps, f"_{steps // 1000}k", tuple(METHODS))]  # fmt: skip
+    if steps == budget.char_steps:  # one budget: one section
+        passes = [({m: FAMILY.get(m, ()) + NEW_FAMILY.get(m, ()) for m in {**FAMILY, **NEW_FAMILY}}, steps, "", tuple(METHODS))]  # fmt: skip
+    for family, at, suffix, shown in passes:
         heading = [f"## The estimator family, {at:,} characters", ""]
         for task in CHAR_TASKS[:2]:
             runs = {c: {m: d for m in shown if (d := read_run(out, f"{task}_{c}_{m}_flax{suffix}")) is not None} for c in family}  # fmt: skip

@@ -343,3 +343,27 @@ def test_gradient_statistics_of_windowed_estimators_against_window_sums():
     assert np.all(np.asarray(stats["uoro"].relative_bias)[ends] < 4 * noise + 1e-12)
     assert np.all(np.asarray(stats["tbptt"].relative_bias)[ends[1:]] > 0.1)
     np.testing.assert_allclose(np.asarray(stats["tbptt"].relative_bias)[ends[0]], 0.0, atol=1e-10)
+
+
+@pytest.mark.parametrize("truncation", [1, 3])
+def test_trainer_run_inside_a_callers_jit_reports_the_halt_in_its_state(truncation):
+    """Inside a user's own jax.jit, run cannot read the state on the host: it returns it
+    unchecked, equal to the checked call's, with a halt in ``halted_at``."""
+    model, params, h0 = tiny_rnn()
+    xs, ys = regression_stream(6)
+    est = uorojax.uoro(
+        model.apply, uorojax.squared_error, truncation=truncation, example_x=xs[0], example_y=ys[0]
+    )
+    trainer = uorojax.make_trainer(est, optax.adam(0.05))
+    ts = trainer.init(params, h0, jax.random.key(0))
+    ts_plain, metrics = trainer.run(ts, xs, ys)
+    ts_jit, metrics_jit = jax.jit(trainer.run)(ts, xs, ys)
+    np.testing.assert_allclose(flat(ts_jit.params), flat(ts_plain.params), rtol=1e-12)
+    np.testing.assert_allclose(metrics_jit["loss"], metrics["loss"], rtol=1e-12)
+    assert int(ts_jit.halted_at) == -1
+    bad = xs.at[4].set(jnp.nan)
+    halted, _ = jax.jit(trainer.run)(ts, bad, ys)
+    assert int(halted.halted_at) == 4  # the step of the first non-finite loss
+    assert int(halted.step) == (4 if truncation == 1 else 3)  # before the step, or its window
+    with pytest.raises(uorojax.NonFiniteError):
+        trainer.run(ts, bad, ys)
