@@ -7,10 +7,10 @@ BIN := $(VENV)/bin
 
 setup: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[run,dev]'
+	$(BIN)/pip install --quiet -c constraints.txt -e '.[run,dev]'
 	touch $@
 
 demo: setup

@@ -40,3 +40,18 @@ def test_the_core_requirements_are_the_core_and_the_run_infrastructure_an_extra(
     assert not core & {"ml_collections", "orbax-checkpoint", "tensorboardx", "tqdm", "matplotlib"}
     run = {r.split(">")[0].strip().lower() for r in project["optional-dependencies"]["run"]}
     assert {"ml_collections", "orbax-checkpoint", "tensorboardx", "tqdm", "matplotlib"} <= run
+
+
+def test_ci_installs_exactly_the_lower_bounds():
+    """`make setup` pins (constraints.txt) the versions pyproject.toml's lower bounds
+    name, so the versions CI tests are the oldest a user can install."""
+    import tomllib
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        dependencies = tomllib.load(f)["project"]["dependencies"]
+    lower = dict(r.replace(" ", "").split(">=") for r in dependencies)
+    with open(os.path.join(ROOT, "constraints.txt")) as f:
+        pins = dict(line.strip().split("==") for line in f if line.strip() and line[0] != "#")
+    assert set(pins) == set(lower), (pins, lower)
+    for name, version in pins.items():
+        assert version.startswith(lower[name]), (name, version, lower[name])

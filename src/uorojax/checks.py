@@ -111,10 +111,11 @@ def check_real(name: str, tree: Any, who: str = "") -> None:
             )
 
 
-def check_init(params: Any, state0: Any) -> None:
-    """What every estimator's ``init_state`` checks: float, real params and a real state."""
+def check_init(params: Any, state0: Any, who: str = "") -> None:
+    """What every estimator's ``init_state`` checks: float, real params and a real state
+    (errors name ``who``)."""
     check_params(params)
-    check_real("state", state0)
+    check_real("state", state0, who)
 
 
 def check_key(key: Any) -> None:

@@ -148,7 +148,7 @@ def evaluate(jaxpr, consts, args, arg_records) -> tuple[list, list[Record]]:
             outs, out_records = evaluate(inner.jaxpr, inner.consts, invals, in_records)
         else:
             with eqn.ctx.manager:
-                ans = eqn.primitive.bind(*invals, **bind_params(eqn))
+                ans = eqn.primitive.bind(*invals, **eqn.primitive.get_bind_params(eqn.params))
             outs = ans if eqn.primitive.multiple_results else [ans]
             out_records = rule(eqn, invals, in_records, outs)
         for var, value, record in zip(eqn.outvars, outs, out_records):
@@ -156,13 +156,6 @@ def evaluate(jaxpr, consts, args, arg_records) -> tuple[list, list[Record]]:
             if record is not None:
                 records[var] = record
     return [read(v) for v in jaxpr.outvars], [read_record(v) for v in jaxpr.outvars]
-
-
-def bind_params(eqn) -> dict:
-    """An equation's params as ``bind`` takes them (``get_bind_params`` returned
-    ``(subfuns, params)`` in JAX before 0.7; the primitives met here have no subfuns)."""
-    params = eqn.primitive.get_bind_params(eqn.params)
-    return params[1] if isinstance(params, tuple) else params
 
 
 def rule(eqn, invals, in_records, outs) -> list[Record]:

@@ -133,7 +133,7 @@ class ESDRTRLState(NamedTuple):
 
 def es_d_rtrl_init(structure: Structure, params, state0) -> ESDRTRLState:
     """Zero traces, shaped from the params and the state."""
-    checks.check_init(params, state0)
+    checks.check_init(params, state0, "es_d_rtrl")
     check_single_stream(structure, params, state0, "es_d_rtrl")
     units = leaf_units(structure, params)
     layers = state_layers(structure, state0)

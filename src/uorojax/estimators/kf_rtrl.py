@@ -100,7 +100,7 @@ def _check_dense_layer(structure: Structure, params, state0) -> None:
 
 def kf_rtrl_init(structure: Structure, params, state0) -> KFRTRLState:
     """Zero factors."""
-    checks.check_init(params, state0)
+    checks.check_init(params, state0, "kf_rtrl")
     _check_dense_layer(structure, params, state0)
     h0 = jax.tree.leaves(state0)[0]
     units = leaf_units(structure, params)

@@ -40,7 +40,7 @@ class RTRLState(NamedTuple):
 
 def rtrl_init(params, state0) -> RTRLState:
     """A zero Jacobian: the state at the stream start does not depend on θ."""
-    checks.check_init(params, state0)
+    checks.check_init(params, state0, "rtrl")
     num_params = ravel_pytree(params)[0].size
     jacobian = stack_zeros(state0, num_params)
     return RTRLState(state0, jacobian)

@@ -90,7 +90,7 @@ def snap1_init(structure: Structure, params, state0) -> SnApState:
 def zero_influence(structure: Structure, params, state0, who: str) -> tuple:
     """Zeros on SnAp-1's pattern (see :class:`SnApState`), after checking the params and
     state against ``structure`` (errors name ``who``)."""
-    checks.check_init(params, state0)
+    checks.check_init(params, state0, who)
     check_single_stream(structure, params, state0, who, feedforward=True)
     units = leaf_units(structure, params)
     return tuple(

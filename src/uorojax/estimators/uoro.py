@@ -438,7 +438,7 @@ def uoro(
 
 
 def _init_pair_checked(params, state0, *, k: int) -> UOROState:
-    checks.check_init(params, state0)
+    checks.check_init(params, state0, "uoro")
     return init_pair(params, state0, k)
 
 
