@@ -504,6 +504,11 @@ def main():
     parser.add_argument("--tasks", nargs="*", choices=CHAR_TASKS)
     parser.add_argument("--cells", nargs="*", choices=["gru", "lstm"])
     parser.add_argument("--inits", nargs="*", choices=sorted(INITS))
+    parser.add_argument(
+        "--keep-existing",
+        action="store_true",
+        help="skip the runs whose rows OUT/runs already holds",
+    )
     args = parser.parse_args()  # fmt: skip
     os.makedirs(args.out, exist_ok=True)
     args.runs = args.runs or (os.path.join(args.out, "workdirs") if args.demo else "runs/reproduce")
@@ -533,6 +538,12 @@ def main():
             ["chars_torch7"] if "chars" in parts else []
         )  # flax's init first, the authors' last
         runs = [r for part in parts for r in PARTS[part](budget, args)]  # fmt: skip
+        if args.keep_existing:
+            runs = [
+                r
+                for r in runs
+                if not os.path.exists(os.path.join(args.out, "runs", f"{r.name}.csv"))
+            ]
     execute_all(runs, args.runs, args.out, args.workers)
     write_results(args.out, budget)
 
