@@ -2,6 +2,7 @@
 process logs, resume after a stop and after a process was killed mid-checkpoint as an
 uninterrupted run, and refuse mismatched configs on every process without hanging."""
 
+import ast
 import os
 import subprocess
 import sys
@@ -23,27 +24,58 @@ ARGS = [
     "--config.checkpoint_every=20", "--config.quiet=True",
 ]  # fmt: skip
 
-# Process 0 dies while committing the checkpoint of step CRASH_AT: every process has
-# written its part into orbax's temporary directory, which is never renamed.
-CRASH_SCRIPT = textwrap.dedent(
+# experiments/run.py, with every file this process creates or writes in the workdir
+# outside checkpoints/ printed at exit; with CRASH_AT, process 0 dies while committing the
+# checkpoint of that step (every process has written its part into orbax's temporary
+# directory, which is never renamed).
+WRAPPER = textwrap.dedent(
     """
-    import os, runpy, sys
+    import atexit, builtins, os, runpy, sys
     from orbax.checkpoint._src.path import atomicity
 
-    crash_at = os.environ["CRASH_AT"]
-    original = atomicity.AtomicRenameTemporaryPath.finalize
+    workdir = os.path.abspath(sys.argv[sys.argv.index("--workdir") + 1])
+    written = set()
+
+    def note(path):
+        path = os.path.abspath(os.fspath(path))
+        if path.startswith(workdir) and not path.startswith(os.path.join(workdir, "checkpoints")):
+            written.add(os.path.relpath(path, workdir))
+
+    original_open, original_makedirs = builtins.open, os.makedirs
+
+    def recording_open(file, mode="r", *args, **kwargs):
+        if isinstance(file, (str, bytes, os.PathLike)) and any(c in mode for c in "wax+"):
+            note(file)
+        return original_open(file, mode, *args, **kwargs)
+
+    def recording_makedirs(name, *args, **kwargs):
+        if not os.path.isdir(name):
+            note(name)
+        return original_makedirs(name, *args, **kwargs)
+
+    builtins.open, os.makedirs = recording_open, recording_makedirs
+    atexit.register(lambda: print("written:", sorted(written), flush=True))
+
+    crash_at = os.environ.get("CRASH_AT")
+    original_finalize = atomicity.AtomicRenameTemporaryPath.finalize
 
     async def finalize(self, *args, **kwargs):
         if str(self.get_final()).endswith(os.sep + crash_at):
             os._exit(17)
-        return await original(self, *args, **kwargs)
+        return await original_finalize(self, *args, **kwargs)
 
-    if "--process_id=0" in sys.argv:
+    if crash_at and "--process_id=0" in sys.argv:
         atomicity.AtomicRenameTemporaryPath.finalize = finalize
     sys.argv = [{run!r}] + sys.argv[1:]
     runpy.run_path({run!r}, run_name="__main__")
     """
 )
+
+
+def _written(result):
+    """The files a process of a WRAPPER launch wrote outside checkpoints/."""
+    line = [x for x in result.stdout.splitlines() if x.startswith("written: ")][-1]
+    return set(ast.literal_eval(line[len("written: ") :]))
 
 
 def _env(tmp, **extra):
@@ -59,9 +91,12 @@ def _env(tmp, **extra):
     }
 
 
-def _two(tmp, workdir, *args, script=RUN, env=None, process_args=None):
+def _two(tmp, workdir, *args, env=None, process_args=None):
+    wrapper = tmp / "wrapper.py"
+    if not wrapper.exists():
+        wrapper.write_text(WRAPPER.format(run=RUN))
     return distributed.launch_local(
-        [script, *ARGS, "--workdir", str(workdir), *args],
+        [str(wrapper), *ARGS, "--workdir", str(workdir), *args],
         2,
         timeout=TIMEOUT,
         env=_env(tmp, **(env or {})),
@@ -112,17 +147,16 @@ def test_two_processes_log_what_one_logs_and_resume_after_a_stop_and_a_kill(tmp_
         np.testing.assert_allclose(y, x, rtol=1e-4, atol=1e-6)
     # Process 0 alone writes the logs and prints the final metrics.
     assert "bits_per_char=" in results[0].stdout and "bits_per_char=" not in results[1].stdout
-    assert len(os.listdir(two / "tb")) == 1
-    for name in ("summary.json", "metrics.png", "config.json"):
-        assert (two / name).exists()
+    assert _written(results[1]) == set(), _written(results[1])
+    wrote = _written(results[0])
+    assert {"config.json", "summary.json", "metrics.png", "tb"} <= wrote, wrote
+    assert any(name.startswith("metrics.csv") for name in wrote), wrote
 
     # Stopped at step 40, then rerun to 80 with process 0 killed while committing the
     # checkpoint of step 60, then rerun again: the end equals the uninterrupted run.
     parts = tmp_path / "parts"
     _ok(_two(tmp_path, parts, "--config.steps=40"))
-    crash = tmp_path / "crash.py"
-    crash.write_text(CRASH_SCRIPT.format(run=RUN))
-    killed = _two(tmp_path, parts, steps, script=str(crash), env={"CRASH_AT": "60"})
+    killed = _two(tmp_path, parts, steps, env={"CRASH_AT": "60"})
     assert killed[0].returncode == 17, killed[0].stderr[-3000:]
     assert killed[1].returncode != 0  # it cannot finish alone
     left = os.listdir(parts / "checkpoints")

@@ -552,7 +552,8 @@ def start(config: ml_collections.ConfigDict, workdir: str, overwrite: bool) -> J
     step 0), places the train state on the devices and opens the logs."""
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     pylogging.getLogger("tensorboardX.x2num").setLevel(pylogging.ERROR)  # a NaN loss, once per row
-    distributed.check_same_config(json.loads(ml_collections.ConfigDict(config).to_json()))
+    given = json.loads(ml_collections.ConfigDict(config).to_json())
+    distributed.check_same_config({**given, "overwrite": overwrite})
     exp = build(config)
     c = exp.config
     _prepare_workdir(workdir, c, overwrite)
