@@ -3,9 +3,10 @@
     python experiments/distributed_cost.py --streams 8 --steps 200
 
 runs the same experiment (same config, same total number of streams) once as one process
-and once as two local processes (CPU, gloo collectives; :func:`uorojax.distributed.
-launch_local`), and prints the wall time per step and per stream-step of the compiled
-chunks after a warm-up chunk (compilation excluded), as a Markdown table.
+and once as two local processes (CPU, gloo collectives, started by
+``uorojax.distributed.launch_local``), and prints the wall time per step and per
+stream-step of the compiled chunks after a warm-up chunk (compilation excluded; the best
+of ``--chunks`` timed chunks), as a Markdown table.
 
 On one machine the two processes share its cores, so this measures what splitting the
 streams over processes costs (the all-reduce of the gradients and the loss at every
