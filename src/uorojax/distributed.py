@@ -90,11 +90,9 @@ def initialize(
         nothing_set = all(v is None for v in given.values())
         if nothing_set and _UNDEFINED in str(err) and "JAX_COORDINATOR_ADDRESS" not in os.environ:
             return 1  # no cluster environment: one process
-        missing = [k for k, v in given.items() if v is None]
-        raise checks.ConfigError(
-            f"cannot start the processes: {err} (no cluster environment supplied "
-            f"{', '.join('--' + m for m in missing) or 'the rest'}; pass them)"
-        ) from err
+        missing = [f"--{k}" for k, v in given.items() if v is None]
+        hint = f" (no cluster environment supplied {', '.join(missing)})" if missing else ""
+        raise checks.ConfigError(f"cannot start the processes: {err}{hint}") from err
     except RuntimeError as err:
         raise checks.ConfigError(
             f"cannot start the processes: {err} (initialize before any JAX computation)"
