@@ -1,7 +1,10 @@
 """Checkpoints of an online run: the train state and the run's host-side state, by orbax.
 
 Orbax writes each checkpoint to a temporary directory and renames it when complete, so a
-run killed mid-write resumes from the previous complete one.
+run killed mid-write resumes from the previous complete one. On several processes orbax
+runs in its multi-process mode: every process writes the shards of the train state its
+devices hold, process 0 the host-side state and the final rename; all of them must call
+:func:`save_checkpoint` and :func:`restore_checkpoint` together, on a shared filesystem.
 """
 
 from __future__ import annotations
@@ -46,17 +49,23 @@ def save_checkpoint(manager, ts: TrainState, step: int, meta: dict) -> None:
     manager.wait_until_finished()
 
 
+def _abstract(a) -> jax.ShapeDtypeStruct:
+    """Shape, dtype and (for a JAX array) sharding of a template leaf."""
+    sharding = a.sharding if isinstance(a, jax.Array) else None
+    dtype = a.dtype if hasattr(a, "dtype") else np.asarray(a).dtype
+    return jax.ShapeDtypeStruct(np.shape(a), dtype, sharding=sharding)
+
+
 def restore_checkpoint(manager, template: TrainState):
     """The latest complete checkpoint as ``(train_state, meta)`` in ``template``'s
-    structure, or None."""
+    structure, or None. Arrays come back with the template's shardings (on several
+    processes, each process reads the shards its devices hold)."""
     import orbax.checkpoint as ocp
 
     step = manager.latest_step()
     if step is None:
         return None
-    abstract = jax.tree.map(
-        lambda a: jax.ShapeDtypeStruct(np.shape(a), np.asarray(a).dtype), _to_saveable(template)
-    )
+    abstract = jax.tree.map(_abstract, _to_saveable(template))
     restored = manager.restore(
         step,
         args=ocp.args.Composite(

@@ -30,6 +30,14 @@ larger ``steps`` it continues the same run. A resumed run ends with exactly the 
 params and metrics as an uninterrupted one, whatever the step counts. A workdir holding a
 different config is refused unless ``overwrite=True``.
 
+On several processes (after :func:`uorojax.distributed.initialize`; docs/distributed.md)
+every process runs ``run`` with the same config and workdir, which must be on a
+filesystem all of them see. Process ``p`` of ``P`` feeds streams ``[p·B/P, (p+1)·B/P)``
+(seeded as on one process), the train state spans every process's devices, the gradients
+are averaged over all streams, and the run logs the same numbers as on one process.
+Process 0 writes the files above; every process writes its part of the checkpoints
+(orbax's multi-process mode), whose host-side state holds every process's streams.
+
 This module needs the ``run`` extra (ml_collections, orbax, tensorboardX, tqdm,
 matplotlib); ``import uorojax`` does not load it.
 """
@@ -55,11 +63,17 @@ import numpy as np
 import optax
 from absl import logging
 
-from uorojax import checks, diagnostics, models, registry, tasks
+from uorojax import checks, diagnostics, distributed, models, registry, tasks
 from uorojax.checkpoints import checkpoint_manager, restore_checkpoint, save_checkpoint
 from uorojax.lru import lru_stack
 from uorojax.metric_log import MetricLogger, read_rows, write_rows
-from uorojax.sharding import carry_stream_axes, shard_chunk, shard_train_state, stream_mesh
+from uorojax.sharding import (
+    carry_stream_axes,
+    process_streams,
+    shard_chunk,
+    shard_train_state,
+    stream_mesh,
+)
 from uorojax.structure import Structure
 from uorojax.trainer import (
     Trainer,
@@ -270,11 +284,12 @@ class Experiment(NamedTuple):
 
     Attributes:
       config: the validated config.
-      streams: one task stream per seed.
+      streams: one task stream per seed (on several processes, the streams this process
+        feeds: :func:`uorojax.sharding.process_streams`).
       trainer: the online trainer (its ``estimator`` built first: its ``window`` is the
         one truth about how often the parameters move).
-      init_model: ``seed -> (params, state0)`` (states with a stream axis when
-        ``num_streams > 1``).
+      init_model: ``seed -> (params, state0)`` (states with a stream axis, of this
+        process's streams, when ``num_streams > 1``).
       cross_entropy: the loss is a cross-entropy (metrics in bits per character).
       best_bits_per_char: the task's entropy rate, where known.
       apply_fn, loss_fn, structure: the single-stream model the estimator is built on
@@ -318,26 +333,30 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
 
     Raises:
       ConfigError: for a bad field (:func:`validate_config`), a hyperparameter the
-        estimator's constructor refuses, or ``steps`` that are not whole windows.
+        estimator's constructor refuses, ``steps`` that are not whole windows, or a
+        config several processes cannot split (:func:`check_processes`).
     """
     c = validate_config(config)
+    check_processes(c)
     num_streams = None if c.num_streams == 1 else c.num_streams
+    mine = process_streams(c.num_streams)  # this process's streams (all, on one process)
+    local_streams = None if num_streams is None else len(mine)
     seeds = [c.seed + i for i in range(c.num_seeds)]
     task = registry.TASKS[c.task]
     structure = None
     if c.task == "influence_balancing":
         problem = task(**dict(c.task_args), num_streams=num_streams)
-        streams = [task(**dict(c.task_args), num_streams=num_streams).stream for _ in seeds]
+        streams = [task(**dict(c.task_args), num_streams=local_streams).stream for _ in seeds]
         held_out = lambda seed: task(**dict(c.task_args)).stream  # noqa: E731
         apply_fn, loss_fn = problem.model.apply, problem.loss_fn
         init_single = lambda seed: (problem.params, problem.state0)  # noqa: E731
         cross_entropy, best = False, None
         param_metrics = {"theta": lambda p: p["theta"]}
     else:
-        make = lambda seed, n=None: tasks.make_stream(
-            c.task, seed=seed, num_streams=n, **c.task_args
+        make = lambda seed, n=None, first=0: tasks.make_stream(
+            c.task, seed=seed, num_streams=n, first_stream=first, **c.task_args
         )  # noqa: E731
-        streams = [make(s, num_streams) for s in seeds]
+        streams = [make(s, local_streams, mine.start) for s in seeds]
         held_out = make
         vocab = streams[0].vocab_size
         model = build_model(c, vocab)
@@ -348,8 +367,8 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
 
     def init_model(seed):
         params, state0 = init_single(seed)
-        if num_streams is not None:
-            state0 = repeat_streams(state0, num_streams)
+        if local_streams is not None:
+            state0 = repeat_streams(state0, local_streams)
         return params, state0
 
     example = streams[0].example()
@@ -402,8 +421,36 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     )
 
 
+def check_processes(c: ml_collections.ConfigDict) -> None:
+    """What a run of several processes needs of its config: one seed, sharded streams, and
+    ``num_streams`` a multiple of the number of processes.
+
+    Raises:
+      ConfigError: naming the field.
+    """
+    count = jax.process_count()
+    if count == 1:
+        return
+    if c.num_seeds > 1:
+        raise checks.ConfigError(
+            f"num_seeds ({c.num_seeds}) > 1 runs on one process; on {count} processes run "
+            "each seed as its own run (num_seeds=1, one workdir per seed)"
+        )
+    if not c.shard_streams:
+        raise checks.ConfigError(
+            f"shard_streams=False keeps the streams on one device, but a run of {count} "
+            "processes splits them over the processes; set shard_streams=True"
+        )
+    if c.num_streams % count:
+        raise checks.ConfigError(
+            f"num_streams ({c.num_streams}) must be a multiple of the number of processes "
+            f"({count}): each process feeds num_streams / {count} streams"
+        )
+
+
 def initial_train_state(exp: Experiment) -> TrainState:
-    """The train state at step 0: one run, or the seeds' runs stacked on a leading axis."""
+    """The train state at step 0: one run, or the seeds' runs stacked on a leading axis.
+    On several processes, this process's part (its streams' carry)."""
     c = exp.config
     states = []
     for i in range(c.num_seeds):
@@ -442,7 +489,7 @@ def measure_quality(exp: Experiment, ts: TrainState, step: int) -> list[dict]:
     at ``step`` (:func:`uorojax.diagnostics.summarise`). An estimator the model does not
     fit (KF-RTRL on a gated cell) is left out."""
     c = exp.config
-    params, state = one_stream_model(exp, ts)
+    params, state = distributed.to_host(one_stream_model(exp, ts))
     xs, ys = (jnp.asarray(a) for a in exp.held_out(c.quality_seed).next_chunk(c.quality_segment))
     key = jax.random.fold_in(jax.random.key(c.quality_seed), step)
     rows = []
@@ -520,13 +567,16 @@ def start(config: ml_collections.ConfigDict, workdir: str, overwrite: bool) -> J
     step 0), places the train state on the devices and opens the logs."""
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     pylogging.getLogger("tensorboardX.x2num").setLevel(pylogging.ERROR)  # a NaN loss, once per row
+    given = json.loads(ml_collections.ConfigDict(config).to_json())
+    distributed.check_same_config({**given, "overwrite": overwrite})
     exp = build(config)
     c = exp.config
     _prepare_workdir(workdir, c, overwrite)
+    writer = distributed.is_writer()
     for notice in exp.plan.notices:
-        if not c.quiet:
+        if not c.quiet and writer:
             print(notice, file=sys.stderr)
-    ts = initial_train_state(exp)
+    ts, advance, place_chunk = _placed(exp, initial_train_state(exp))
     streams = exp.streams[0]
     logger = MetricLogger(
         c.log_every,
@@ -537,15 +587,14 @@ def start(config: ml_collections.ConfigDict, workdir: str, overwrite: bool) -> J
     )
     manager = checkpoint_manager(workdir, c.keep_checkpoints)
     rows, quality_rows = [], []
-    restored = restore_checkpoint(manager, ts)
+    restored = restore_checkpoint(manager, ts)  # into the placed state's shardings
     if restored is not None:
         ts, meta = restored
-        for stream, state in zip(exp.streams, meta["streams"]):
+        for stream, state in zip(exp.streams, _own_stream_states(meta, workdir)):
             stream.set_state(state)
         logger.restore(meta["logger"])
         rows = read_rows(os.path.join(workdir, "metrics.csv"), meta["metric_rows"])
         quality_rows = read_rows(os.path.join(workdir, "quality.csv"), meta.get("quality_rows", 0))
-    ts, advance, place_chunk = _placed(exp, ts)
     done = int(np.ravel(ts.step)[0])
     job = Job(
         exp, workdir, ts, done, done, logger, rows, quality_rows, manager, advance, place_chunk
@@ -553,12 +602,13 @@ def start(config: ml_collections.ConfigDict, workdir: str, overwrite: bool) -> J
     from tensorboardX import SummaryWriter
     from tqdm.auto import tqdm
 
-    job.writer = SummaryWriter(os.path.join(workdir, "tb"), purge_step=done)
+    if writer:  # process 0 writes the logs
+        job.writer = SummaryWriter(os.path.join(workdir, "tb"), purge_step=done)
     chars_per_step = c.num_streams * c.num_seeds
     job.bar = tqdm(
         total=c.steps * chars_per_step,
         initial=done * chars_per_step,
-        disable=c.quiet,
+        disable=c.quiet or not writer,
         unit="char",
         unit_scale=True,
         dynamic_ncols=True,
@@ -568,10 +618,22 @@ def start(config: ml_collections.ConfigDict, workdir: str, overwrite: bool) -> J
     return job
 
 
+def _own_stream_states(meta: dict, workdir: str) -> list:
+    """This process's streams' states (one per seed) in a checkpoint's host-side state."""
+    by_process = meta.get("streams_by_process") or [meta["streams"]]
+    if len(by_process) != jax.process_count():
+        raise checks.ConfigError(
+            f"the checkpoints in {workdir!r} were written by {len(by_process)} process(es); "
+            f"resume the run with {len(by_process)}, not {jax.process_count()}"
+        )
+    return by_process[jax.process_index()]
+
+
 def _placed(exp: Experiment, ts: TrainState):
     """The train state on its devices, the compiled chunk step and the chunk placement:
-    streams split over the local devices when there are several (one seed), the seeds'
-    runs vmapped together when there are several."""
+    streams split over the devices when there are several (one seed; on several
+    processes, over all of theirs), the seeds' runs vmapped together when there are
+    several."""
     c = exp.config
     place_chunk = lambda tree: tree  # noqa: E731
     if c.num_seeds == 1 and c.shard_streams and c.num_streams > 1 and jax.device_count() > 1:
@@ -601,6 +663,7 @@ def train(job: Job) -> None:
         length = min(plan.chunk, c.steps - job.done, *_to_next(job.done, plan))
         xs, ys = _next_chunk(job.exp.streams, length, c.num_seeds)
         job.ts, metrics = job.advance(job.ts, job.place_chunk(xs), job.place_chunk(ys))
+        metrics = distributed.to_host(metrics)
         if c.nonfinite == "raise":
             raise_if_halted(job.ts)
         metrics = _with_task_metrics(job.exp.streams, metrics, c.num_seeds)
@@ -648,6 +711,8 @@ def _log(job: Job, new_rows: list[dict], length: int) -> None:
     interval), TensorBoard and the progress bar."""
     c = job.exp.config
     job.rows.extend(new_rows)
+    if job.writer is None:  # not process 0: nothing to write
+        return
     for row in new_rows:
         suffix = f"/seed{row['seed']}" if "seed" in row else ""
         for name, value in row.items():
@@ -667,6 +732,8 @@ def _log(job: Job, new_rows: list[dict], length: int) -> None:
 def _add_quality(job: Job) -> None:
     rows = measure_quality(job.exp, job.ts, job.done)
     job.quality_rows.extend(rows)
+    if job.writer is None:
+        return
     write_rows(os.path.join(job.workdir, "quality.csv"), job.quality_rows)
     for row in rows:
         for name in ("mean_cosine", "relative_variance"):
@@ -674,23 +741,32 @@ def _add_quality(job: Job) -> None:
 
 
 def _checkpoint(job: Job) -> None:
+    """A checkpoint of the train state (every process writes its part) and the run's
+    host-side state, which holds every process's streams (``streams_by_process``, one
+    entry per process, on several processes)."""
+    streams = [s.get_state() for s in job.exp.streams]
     meta = {
-        "streams": [s.get_state() for s in job.exp.streams],
         "metric_rows": len(job.rows),
         "quality_rows": len(job.quality_rows),
         "logger": job.logger.state(),
         "step": job.done,
     }
+    if jax.process_count() > 1:
+        meta["streams_by_process"] = distributed.allgather_json(streams)
+    else:
+        meta["streams"] = streams
     save_checkpoint(job.manager, job.ts, job.done, meta)
 
 
 def finish(job: Job) -> dict:
-    """Writes ``summary.json`` and ``metrics.png``; returns the summary."""
+    """Writes ``summary.json`` and ``metrics.png`` (process 0); returns the summary."""
     elapsed = time.time() - job.wall
     all_rows = job.rows + job.logger.partial_rows(job.done)
     summary = _summarise(
         job.exp.config, job.exp, job.ts, all_rows, elapsed, job.done - job.started_at
     )
+    if not distributed.is_writer():
+        return summary
     with open(os.path.join(job.workdir, "summary.json"), "w") as f:
         json.dump(summary, f, indent=2)
     from uorojax import plots
@@ -710,7 +786,10 @@ def _config_for_compare(c: ml_collections.ConfigDict) -> dict:
 
 
 def _prepare_workdir(workdir: str, c: ml_collections.ConfigDict, overwrite: bool) -> None:
+    """Refuses a workdir of another config (every process reads it), then process 0
+    replaces or creates it; every process then checks that it sees process 0's files."""
     path = os.path.join(workdir, "config.json")
+    replace = False
     if os.path.exists(path):
         with open(path) as f:
             old = json.load(f)
@@ -722,10 +801,24 @@ def _prepare_workdir(workdir: str, c: ml_collections.ConfigDict, overwrite: bool
                     f"workdir {workdir!r} holds a run with a different config (fields "
                     f"{diff} differ); use another workdir or overwrite=True (--overwrite)"
                 )
+            replace = True
+    distributed.barrier("uorojax: workdir read")
+    if distributed.is_writer():
+        if replace:
             shutil.rmtree(workdir)
-    os.makedirs(workdir, exist_ok=True)
-    with open(path, "w") as f:
-        json.dump(_config_for_compare(c), f, indent=2, sort_keys=True)
+        os.makedirs(workdir, exist_ok=True)
+        with open(path, "w") as f:
+            json.dump(_config_for_compare(c), f, indent=2, sort_keys=True)
+    if jax.process_count() > 1:
+        distributed.barrier("uorojax: workdir written")
+        missing = [
+            i for i, seen in enumerate(distributed.allgather_json(os.path.isfile(path))) if not seen
+        ]
+        if missing:
+            raise checks.ConfigError(
+                f"process(es) {missing} do not see {path!r}, which process 0 wrote: the "
+                "workdir must be on a filesystem that every process shares"
+            )
 
 
 def load_train_state(workdir: str) -> tuple[TrainState, Experiment]:
@@ -760,6 +853,7 @@ def versions() -> dict:
         "optax": optax.__version__,
         "backend": jax.default_backend(),
         "devices": [str(d) for d in jax.devices()],
+        "process_count": jax.process_count(),
     }
 
 
@@ -789,7 +883,9 @@ def _summarise(c, exp: Experiment, ts, rows: list[dict], elapsed: float, steps_r
         "final_running_metrics": {k: v[0] if len(v) == 1 else v for k, v in last.items()},
         "steps": int(np.ravel(ts.step)[0]),
         "num_skipped": np.asarray(ts.num_skipped).tolist(),
-        "params_finite": all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(ts.params)),
+        "params_finite": all(
+            bool(np.all(np.isfinite(x))) for x in jax.tree.leaves(distributed.to_host(ts.params))
+        ),
         "best_bits_per_char": exp.best_bits_per_char,
         "wall_time_s": elapsed,
         "steps_per_s_this_invocation": steps_run / elapsed if elapsed > 0 else math.nan,

@@ -5,7 +5,9 @@ axis, then a stream axis when ``num_streams`` is set), ``get_state()`` returning
 JSON-serialisable position (RNG states and pending symbols) and ``set_state(state)``.
 A stream restored from its state continues exactly where it left off, so checkpoints
 can resume a run mid-stream. Streams are reproducible from their seed; stream ``b`` of
-a batch is seeded with ``(seed, b)``.
+a batch is seeded with ``(seed, b)``. A stream object may hold a block of a larger batch
+(``first_stream``): its streams are ``first_stream, first_stream + 1, ...``, the same as
+those of the whole batch, so that several processes can each feed their own block.
 
 Character tasks predict the next symbol: ``x_t`` is symbol t, ``y_t`` symbol t+1, both
 integer ids in ``[0, vocab_size)``. ``vocab`` lists the characters, ``best_bits_per_char``
@@ -36,20 +38,36 @@ class SymbolStream:
 
     Subclasses implement ``_record(rng) -> np.ndarray`` (one record of symbol ids) for
     record-based sources; the base class keeps per-stream pending symbols and RNGs.
+
+    Args:
+      seed: the batch's seed; stream ``b`` is seeded with ``(seed, b)``.
+      num_streams: None for one stream without a stream axis, else the number of streams
+        this object feeds (a stream axis even when 1).
+      first_stream: the index in the batch of this object's first stream: it feeds streams
+        ``first_stream .. first_stream + num_streams - 1`` (a process's block of a batch
+        split over processes).
     """
 
     vocab: str = ""
     best_bits_per_char: float | None = None
 
-    def __init__(self, seed: int, num_streams: int | None = None):
+    def __init__(self, seed: int, num_streams: int | None = None, first_stream: int = 0):
+        if isinstance(first_stream, bool) or not isinstance(first_stream, (int, np.integer)):
+            raise checks.ConfigError(f"first_stream must be an int, got {first_stream!r}")
+        if first_stream < 0:
+            raise checks.ConfigError(f"first_stream must be >= 0, got {first_stream}")
         if num_streams is not None:
             num_streams = checks.positive_int("num_streams", num_streams)
         if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)):
             raise checks.ConfigError(f"seed must be an int, got {seed!r}")
         self.seed = int(seed)
         self.num_streams = num_streams
+        self.first_stream = int(first_stream)
         count = 1 if num_streams is None else num_streams
-        self._rngs = [np.random.Generator(np.random.PCG64([self.seed, b])) for b in range(count)]
+        self._rngs = [
+            np.random.Generator(np.random.PCG64([self.seed, b]))
+            for b in range(self.first_stream, self.first_stream + count)
+        ]
         self._pending = [np.zeros(0, np.int32) for _ in range(count)]
 
     @property
@@ -125,12 +143,20 @@ class AnBn(SymbolStream):
 
     vocab = "ab\n"
 
-    def __init__(self, k: int = 1, l: int = 32, *, seed: int = 0, num_streams=None):  # noqa: E741
+    def __init__(
+        self,
+        k: int = 1,
+        l: int = 32,  # noqa: E741
+        *,
+        seed: int = 0,
+        num_streams=None,
+        first_stream=0,
+    ):
         self.k = checks.positive_int("k", k)
         self.l = checks.positive_int("l", l)
         if self.l < self.k:
             raise checks.ConfigError(f"anbn needs k <= l, got k={k}, l={l}")
-        super().__init__(seed, num_streams)
+        super().__init__(seed, num_streams, first_stream)
         self.best_bits_per_char = math.log2(self.l - self.k + 1) / (self.k + self.l + 2)
 
     def _record(self, rng, stream):
@@ -158,6 +184,7 @@ class DistantBrackets(SymbolStream):
         *,
         seed: int = 0,
         num_streams=None,
+        first_stream=0,
     ):
         if min_filler < 0 or max_filler < min_filler:
             raise checks.ConfigError(
@@ -170,7 +197,7 @@ class DistantBrackets(SymbolStream):
         if self.alphabet > len(symbols):
             raise checks.ConfigError(f"alphabet must be <= {len(symbols)}, got {alphabet}")
         self.vocab = "".join(symbols[: self.alphabet]) + "[]\n"
-        super().__init__(seed, num_streams)
+        super().__init__(seed, num_streams, first_stream)
         mean_filler = (self.min_filler + self.max_filler) / 2
         bits = (self.save + mean_filler) * math.log2(self.alphabet) + math.log2(
             self.max_filler - self.min_filler + 1
@@ -205,7 +232,7 @@ class CharText(SymbolStream):
       path: a UTF-8 text file; None for :func:`default_text`.
     """
 
-    def __init__(self, path: str | None = None, *, seed: int = 0, num_streams=None):
+    def __init__(self, path: str | None = None, *, seed: int = 0, num_streams=None, first_stream=0):
         if path is None:
             text = default_text()
         else:
@@ -227,7 +254,7 @@ class CharText(SymbolStream):
         self.vocab = "".join(sorted(set(text)))
         self.path = path
         self._ids = self.encode(text)
-        super().__init__(seed, num_streams)
+        super().__init__(seed, num_streams, first_stream)
         self._offsets = [int(r.integers(0, len(self._ids))) for r in self._rngs]
 
     def _record(self, rng, stream):
@@ -252,12 +279,20 @@ class DelayedCopy(SymbolStream):
     ``log(vocab_size)`` nats; perfect recall is 0.
     """
 
-    def __init__(self, delay: int = 3, vocab_size: int = 4, *, seed: int = 0, num_streams=None):
+    def __init__(
+        self,
+        delay: int = 3,
+        vocab_size: int = 4,
+        *,
+        seed: int = 0,
+        num_streams=None,
+        first_stream=0,
+    ):
         self.delay = checks.positive_int("delay", delay)
         self.vocab = "".join(
             chr(ord("a") + i) for i in range(checks.positive_int("vocab_size", vocab_size))
         )
-        super().__init__(seed, num_streams)
+        super().__init__(seed, num_streams, first_stream)
         self.best_bits_per_char = 0.0
 
     def _record(self, rng, stream):
@@ -352,7 +387,8 @@ class Copy(SymbolStream):
       curriculum: whether :meth:`advance_curriculum` may lengthen the episodes.
       threshold_bits: recall loss (bits per recall step) under which it does.
       max_length: the longest length it reaches (None: no bound).
-      seed, num_streams: as for every stream; stream b is seeded ``(seed, b)``.
+      seed, num_streams, first_stream: as for every stream; stream b is seeded
+        ``(seed, b)``.
 
     Example::
 
@@ -377,14 +413,15 @@ class Copy(SymbolStream):
 
     def __init__(
         self,
-        length: int,
-        vocab: int,
+        length: int = 1,
+        vocab: int = 4,
         *,
         curriculum: bool = False,
         threshold_bits: float = 0.15,
         max_length: int | None = None,
         seed: int = 0,
         num_streams: int | None = None,
+        first_stream: int = 0,
     ):
         self.length = checks.positive_int("length", length)
         self.num_symbols = checks.positive_int("vocab", vocab)
@@ -401,7 +438,7 @@ class Copy(SymbolStream):
         self.threshold_bits = checks.non_negative_float("threshold_bits", threshold_bits)
         self.vocab = self.SYMBOLS[: self.num_symbols] + ":."
         self.recall_floor_bits = math.log2(self.num_symbols)
-        super().__init__(seed, num_streams)
+        super().__init__(seed, num_streams, first_stream)
         self._pending_targets = [np.zeros(0, np.int32) for _ in self._rngs]
 
     @property
@@ -578,12 +615,23 @@ SYMBOL_TASKS = {
 }
 
 
-def make_stream(name: str, *, seed: int, num_streams=None, **kwargs) -> SymbolStream:
+def make_stream(
+    name: str, *, seed: int, num_streams=None, first_stream: int = 0, **kwargs
+) -> SymbolStream:
     """Builds a symbol stream by name (``anbn``, ``distant_brackets``, ``text``,
-    ``delayed_copy``, ``copy``) with task-specific keyword arguments."""
+    ``delayed_copy``, ``copy``) with task-specific keyword arguments; ``first_stream``: see
+    :class:`SymbolStream`.
+
+    Example::
+
+      # streams 2 and 3 of a batch of 4, as one process of two feeds them
+      block = uorojax.tasks.make_stream("anbn", seed=0, num_streams=2, first_stream=2)
+    """
     checks.one_of("task", name, tuple(SYMBOL_TASKS))
     try:
-        return SYMBOL_TASKS[name](**kwargs, seed=seed, num_streams=num_streams)
+        return SYMBOL_TASKS[name](
+            **kwargs, seed=seed, num_streams=num_streams, first_stream=first_stream
+        )
     except TypeError as err:
         raise checks.ConfigError(f"bad arguments for task {name!r}: {err}") from err
 
