@@ -1,8 +1,8 @@
 """Every estimator in the registry keeps the protocol (docs/protocol.md).
 
 One conformance suite, in the spirit of optax's tests of its transforms: the cases are
-drawn from ``uorojax.registry.ESTIMATORS`` (with a truncation of 3 and two samples where
-an estimator reads them), so an estimator added to the registry is checked here without
+drawn from ``uorojax.registry.ESTIMATORS`` (with a truncation of 3, two samples and rank 2
+where an estimator reads them), so an estimator added to the registry is checked here without
 writing a test. Core checks run with and without ``jax.jit`` (``chex.variants``).
 """
 
@@ -29,6 +29,8 @@ def _cases():
             cases.append((f"{name}_truncation3", name, {"truncation": 3}))
         if "num_samples" in entry.uses:
             cases.append((f"{name}_samples2", name, {"num_samples": 2}))
+        if "rank" in entry.uses:
+            cases.append((f"{name}_rank2", name, {"rank": 2}))
     return cases
 
 

@@ -76,6 +76,7 @@ def default_config() -> ml_collections.ConfigDict:
     c.algorithm = "uoro"  # a key of uorojax.registry.ESTIMATORS
     c.truncation = 1  # window of TBPTT and truncated UORO
     c.num_samples = 1  # UORO tangent pairs
+    c.rank = 1  # OK's Kronecker terms
     c.eps = 1e-7  # UORO / KF-RTRL stabiliser (the UORO authors' code: 1e-5)
     # Model (ignored by influence_balancing).
     c.model = "gru"  # a key of uorojax.models.LINEN_CELLS
@@ -180,7 +181,7 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     checks.one_of("schedule", c.schedule, ("constant", "paper"))
     checks.one_of("batch_mode", c.batch_mode, ("per_stream", "shared"))
     checks.one_of("nonfinite", c.nonfinite, ("raise", "skip"))
-    for name in ("truncation", "num_samples", "hidden_size", "num_layers", "steps"):
+    for name in ("truncation", "num_samples", "rank", "hidden_size", "num_layers", "steps"):
         checks.positive_int(name, c[name])
     for name in ("num_streams", "num_seeds", "chunk", "log_every", "checkpoint_every"):
         checks.positive_int(name, c[name])
@@ -308,6 +309,7 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
         truncation=c.truncation,
         eps=c.eps,
         num_samples=c.num_samples,
+        rank=c.rank,
         structure=structure,
         example_x=example_x,
         example_y=example_y,

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 from uorojax import checks, tasks
 from uorojax.estimators import Estimator, as_one_system, per_stream, rtrl, tbptt, uoro
 from uorojax.estimators.kf_rtrl import kf_rtrl
+from uorojax.estimators.ok import ok
 from uorojax.estimators.snap import snap1
 from uorojax.structure import Structure
 from uorojax.tree import repeat_streams
@@ -25,8 +26,9 @@ class Options(NamedTuple):
 
     Attributes:
       truncation: window length (TBPTT, truncated UORO).
-      eps: stabiliser of UORO's and KF-RTRL's rescaling.
+      eps: stabiliser of UORO's and KF-RTRL's rescaling; OK's zero tolerance for singular values.
       num_samples: UORO's independent tangent pairs.
+      rank: OK's number of Kronecker terms.
       structure: the model's :class:`~uorojax.structure.Structure` (SnAp-1, KF-RTRL).
       example_x, example_y: one step's input and target (window buffers).
     """
@@ -34,6 +36,7 @@ class Options(NamedTuple):
     truncation: int = 1
     eps: float = 1e-7
     num_samples: int = 1
+    rank: int = 1
     structure: Structure | None = None
     example_x: Any = None
     example_y: Any = None
@@ -64,6 +67,7 @@ ESTIMATORS: dict[str, EstimatorEntry] = {
     "rtrl": EstimatorEntry(lambda apply, loss, o: rtrl(apply, loss), ("per_stream", "shared"), ()),
     "tbptt": EstimatorEntry(lambda apply, loss, o: tbptt(apply, loss, o.truncation, **_windowed(o)), ("per_stream", "shared"), ("truncation",)),
     "kf_rtrl": EstimatorEntry(lambda apply, loss, o: kf_rtrl(apply, loss, structure=o.structure, eps=o.eps), ("per_stream",), ("eps",)),
+    "ok": EstimatorEntry(lambda apply, loss, o: ok(apply, loss, structure=o.structure, rank=o.rank, eps=o.eps), ("per_stream",), ("eps", "rank")),
     "snap1": EstimatorEntry(lambda apply, loss, o: snap1(apply, loss, structure=o.structure), ("per_stream",), ()),
 }  # fmt: skip
 
@@ -104,7 +108,7 @@ def build_estimator(
     options = Options() if options is None else options
     entry = ESTIMATORS[algorithm]
     defaults = Options()
-    for name in ("truncation", "eps", "num_samples"):
+    for name in ("truncation", "eps", "num_samples", "rank"):
         if name not in entry.uses and getattr(options, name) != getattr(defaults, name):
             raise checks.ConfigError(
                 f"{algorithm} does not use {name} (got {getattr(options, name)!r}); "

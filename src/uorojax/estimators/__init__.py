@@ -13,6 +13,7 @@ from uorojax.estimators.base import (
 )
 from uorojax.estimators.batching import as_one_system, per_stream
 from uorojax.estimators.kf_rtrl import KFRTRLState, kf_rtrl
+from uorojax.estimators.ok import OKState, ok
 from uorojax.estimators.rtrl import RTRLState, jacobian_matrix, rtrl
 from uorojax.estimators.snap import SnApState, snap1
 from uorojax.estimators.tbptt import tbptt
@@ -25,6 +26,7 @@ __all__ = [
     "FastPaths",
     "KFRTRLState",
     "LossFn",
+    "OKState",
     "RTRLState",
     "SnApState",
     "StepInfo",
@@ -34,6 +36,7 @@ __all__ = [
     "fast_paths",
     "jacobian_matrix",
     "kf_rtrl",
+    "ok",
     "per_stream",
     "rtrl",
     "snap1",
