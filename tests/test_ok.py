@@ -299,7 +299,8 @@ def test_the_reduction_check_catches_a_biased_variant(variant, monkeypatch):
 
 def test_the_reduction_keeps_ties_zeros_and_low_rank_sums():
     """Tied singular values: unbiased, finite. All-zero terms: zeros. A sum of rank ≤ r
-    (one non-zero term among r+1 = 4): every sample is the sum itself."""
+    (one non-zero term among r+1 = 4, or two parallel ones at r = 1): every sample is the
+    sum itself."""
     basis_units = jnp.eye(9)[:3].reshape(3, 3, 3) * 2.0  # orthonormal up to a common scale
     basis_inputs = jnp.eye(5)[:3]
     exact = kronecker_sum(basis_units, basis_inputs)  # singular values 2, 2, 2
@@ -314,6 +315,13 @@ def test_the_reduction_keeps_ties_zeros_and_low_rank_sums():
     for eps in (0.0, 1e-7):
         sums = reduced_sums(units, inputs, eps=eps)
         np.testing.assert_allclose(sums, jnp.broadcast_to(exact, sums.shape), atol=1e-13)
+    # Two parallel terms at rank 1: a rank-1 sum, kept without noise (no root of a rounding
+    # error: 1 - σ_1/S computed as a quotient can be ±1e-16, its root 1e-8).
+    units, inputs = random_terms(jax.random.key(8), 1)
+    units, inputs = jnp.concatenate([units, 2 * units]), jnp.concatenate([inputs, 3 * inputs])
+    exact = kronecker_sum(units, inputs)
+    sums = reduced_sums(units, inputs)
+    np.testing.assert_allclose(sums, jnp.broadcast_to(exact, sums.shape), atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- errors

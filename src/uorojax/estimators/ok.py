@@ -108,8 +108,8 @@ def optimal_unbiased_diagonal(sigma: jax.Array, signs: jax.Array) -> jax.Array:
 
     (j = r always qualifies). The values before ``j*`` are *kept*; the ``k + 1`` values
     from ``j*`` on, :math:`k = r + 1 - j^*`, are *mixed* into k dimensions. With
-    :math:`S = T_{j^*}`, :math:`v_i^2 = 1 - k \sigma_i / S` on the mixed values (they sum
-    to 1; all equal when S = 0) and :math:`x = c \odot v`, :math:`c_i = \pm 1` independent
+    :math:`S = T_{j^*}`, :math:`v_i^2 = (S - k \sigma_i) / S` on the mixed values (they
+    sum to 1; all equal when S = 0) and :math:`x = c \odot v`, :math:`c_i = \pm 1` independent
     signs,
 
     .. math::  F F^\top = \mathrm{diag}(\sigma_{\mathrm{kept}})
@@ -147,8 +147,10 @@ def optimal_unbiased_diagonal(sigma: jax.Array, signs: jax.Array) -> jax.Array:
     mixed = index >= first_mixed
     k = (rank - first_mixed).astype(sigma.dtype)  # >= 1: j = r - 1 (0-based) qualifies
     total = tail[first_mixed]  # S
-    share = k * sigma / jnp.where(total > 0, total, 1.0)
-    v_squared = jnp.where(total > 0, 1.0 - share, 1.0 / (k + 1.0))
+    # (S - k σ_i) / S is exactly 0 where σ_i = S/k and the rest is zero (a sum of lower
+    # rank, kept as it is); 1 - k σ_i / S can round to ±ulp there, and its root to 1e-8.
+    safe_total = jnp.where(total > 0, total, 1.0)
+    v_squared = jnp.where(total > 0, (total - k * sigma) / safe_total, 1.0 / (k + 1.0))
     x = signs * jnp.sqrt(jnp.where(mixed, jnp.maximum(v_squared, 0.0), 0.0))
     x = x / jnp.linalg.norm(x)  # |x| = 1 up to rounding, and at least 1/sqrt(r+1)
     scale = jnp.where(mixed, jnp.sqrt(total / k), jnp.sqrt(sigma))
