@@ -324,6 +324,21 @@ def test_the_reduction_keeps_ties_zeros_and_low_rank_sums():
     np.testing.assert_allclose(sums, jnp.broadcast_to(exact, sums.shape), atol=1e-12)
 
 
+def test_eps_keeps_a_nearly_low_rank_sum_without_noise():
+    """Singular values 1 and 1e-12 at rank 1: with eps = 1e-7 the second counts as zero
+    and every sample is the sum (to its 1e-12 bias); with eps = 0 it is mixed in, and the
+    noise is its root, 1e-6."""
+    units = (jnp.eye(9)[:2] * jnp.array([1.0, 1e-12])[:, None]).reshape(2, 3, 3)
+    inputs = jnp.eye(5)[:2]
+    exact = kronecker_sum(units, inputs)
+    scale = float(jnp.abs(exact).max())
+    errors = {}
+    for eps in (1e-7, 0.0):
+        sums = reduced_sums(units, inputs, eps=eps)
+        errors[eps] = float(jnp.abs(sums - exact).max()) / scale
+    assert errors[1e-7] < 1e-10 and errors[0.0] > 1e-8, errors
+
+
 # ----------------------------------------------------------------------------- errors
 
 
