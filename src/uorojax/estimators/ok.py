@@ -17,27 +17,29 @@ expectation is exactly their sum and whose variance
 :math:`\mathbb{E}\|\tilde J - J\|_F^2` is the least any unbiased rank-r replacement can
 have (:func:`optimal_kronecker_sum`):
 
-1. *Orthogonalise.* With :math:`\mathrm{vec}` stacking a factor into a column,
-   :math:`[\mathrm{vec}\,T_1, \dots] = Q_T R_T` and :math:`[u_1, \dots] = Q_u R_u`
-   (QR), so :math:`\sum_i \mathrm{vec}(T_i) u_i^\top = Q_T C Q_u^\top`,
-   :math:`C = R_T R_u^\top` (at most (r+1)×(r+1)).
-2. *Diagonalise.* :math:`C = X \Sigma Y^\top` (SVD), :math:`\sigma_1 \ge \dots \ge
+1. *Orthogonalise the input side.* :math:`[u_1, \dots, u_{r+1}] = Q_u R_u` (QR), so
+   with :math:`\mathrm{vec}` stacking a factor into a column,
+   :math:`\sum_i \mathrm{vec}(T_i) u_i^\top = K Q_u^\top`,
+   :math:`K = [\mathrm{vec}\,T_1, \dots, \mathrm{vec}\,T_{r+1}]\, R_u^\top`
+   (n² × min(m, r+1)).
+2. *Diagonalise.* :math:`K = X \Sigma Y^\top` (thin SVD), :math:`\sigma_1 \ge \dots \ge
    \sigma_{r+1} \ge 0` (zeros padded when a side spans fewer than r+1 dimensions;
-   values at most ``eps`` times :math:`\sigma_1` count as zero).
+   values at most ``eps`` times :math:`\sigma_1` count as zero): the sum is
+   :math:`X \Sigma (Q_u Y)^\top` with orthonormal columns on both sides.
 3. *Reduce the diagonal* (:func:`optimal_unbiased_diagonal`): a random
    :math:`(r+1) \times r` matrix F with :math:`\mathbb{E}[F F^\top] = \Sigma`; the new
-   terms are the columns :math:`f_j` of F mapped back, :math:`\mathrm{vec}\,A'_j = Q_T X
-   f_j` and :math:`u'_j = Q_u Y f_j`, so :math:`\sum_j A'_j \otimes u'_j = Q_T X F F^\top
-   Y^\top Q_u^\top` and the error is :math:`\|F F^\top - \Sigma\|_F` (orthonormal
-   maps). Both factors of a term have the norm :math:`\|f_j\|`.
+   terms are the columns :math:`f_j` of F mapped back, :math:`\mathrm{vec}\,A'_j = X f_j`
+   and :math:`u'_j = Q_u Y f_j`, so :math:`\sum_j A'_j \otimes u'_j = X F F^\top
+   (Q_u Y)^\top` and the error is :math:`\|F F^\top - \Sigma\|_F` (orthonormal maps).
+   Both factors of a term have the norm :math:`\|f_j\|`.
 
 The gradient is :math:`g = \delta\theta + \delta s \cdot J_{t-1}`: for the layer's
 weights :math:`\sum_i (A_i^\top \delta s) \otimes u_i`; the readout gets its direct
 gradient. Unbiased for frozen params. At rank r ≥ m (or r ≥ n²) no reduction is
-needed: the r+1 input factors span at most m dimensions, so C has at most r non-zero
+needed: the r+1 input factors span at most m dimensions, so K has at most r non-zero
 singular values and OK is exact RTRL for the layer. Memory ``O(r(n² + m))``; cost
 ``O(r n³)`` a step for the pushes :math:`H_t A_i` (r·n forward-mode products), plus
-``O(r² (n² + m) + r³)`` for the QRs, the SVD and the new factors.
+``O(r² (n² + m))`` for the QR, the thin SVD and the new factors.
 
 The layer's weights may be split over several parameter leaves (a flax ``SimpleCell``
 keeps ``W_i``, ``b_i`` and ``W_h`` apart): :attr:`~uorojax.structure.Structure.layer_inputs`
@@ -166,9 +168,9 @@ def optimal_kronecker_sum(
 ) -> tuple[jax.Array, jax.Array]:
     r"""r Kronecker terms whose sum is, on average, the sum of r+1, with the least variance.
 
-    Steps 1-3 of the module docstring (Benzing et al. 2019): QR of both sides, SVD of
-    the small core :math:`C = R_T R_u^\top`, :func:`optimal_unbiased_diagonal` of its
-    singular values with fresh random signs.
+    Steps 1-3 of the module docstring (Benzing et al. 2019): QR of the input side, thin
+    SVD of :math:`K = [\mathrm{vec}\,T_i]\, R_u^\top`, :func:`optimal_unbiased_diagonal`
+    of its singular values with fresh random signs.
 
     Args:
       unit_terms: ``(r+1, P)``, the unit factors flattened (``vec T_i`` as rows).
@@ -190,9 +192,12 @@ def optimal_kronecker_sum(
                                             jnp.stack([u1, x]), key)
     """
     size = unit_terms.shape[0]
-    q_unit, r_unit = jnp.linalg.qr(unit_terms.T)  # (P, k_T), (k_T, r+1)
-    q_input, r_input = jnp.linalg.qr(input_terms.T)  # (m, k_u), (k_u, r+1)
-    left, sigma, right_t = jnp.linalg.svd(r_unit @ r_input.T, full_matrices=False)
+    q_input, _ = jnp.linalg.qr(input_terms.T)  # (m, k_u)
+    # R_u as Q_uᵀ Uᵀ, so that the SVD waits for Q_u: jaxlib's batched LAPACK calls on CPU
+    # wait for their batch slices in the thread pool they run in, and two independent
+    # ones running at once can take every thread of a small pool and deadlock.
+    r_input = q_input.T @ input_terms.T  # (k_u, r+1)
+    left, sigma, right_t = jnp.linalg.svd(unit_terms.T @ r_input.T, full_matrices=False)
     pad = size - sigma.shape[0]
     sigma = jnp.pad(sigma, (0, pad))
     left = jnp.pad(left, ((0, 0), (0, pad)))
@@ -200,7 +205,7 @@ def optimal_kronecker_sum(
     sigma = jnp.where(sigma > eps * sigma[0], sigma, 0.0)
     signs = jax.random.rademacher(key, (size,), sigma.dtype)
     f = optimal_unbiased_diagonal(sigma, signs)
-    return (q_unit @ (left @ f)).T, (q_input @ (right @ f)).T
+    return (left @ f).T, (q_input @ (right @ f)).T
 
 
 # ----------------------------------------------------------------------------- the estimator
