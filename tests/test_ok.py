@@ -11,7 +11,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import check_unbiased, flat, normalized_squared_error, regression_stream, tiny_rnn
+from helpers import (
+    check_unbiased,
+    flat,
+    normalized_squared_error,
+    regression_stream,
+    scan_estimator,
+    tiny_rnn,
+)
 from jax.flatten_util import ravel_pytree
 
 import uorojax
@@ -65,14 +72,9 @@ def carry_jacobian(structure, params, carry):
 
 
 def scan(est, params, state0, xs, ys, key):
-    carry = est.init_state(params, state0)
-
-    def body(carry, xyk):
-        grads, carry, _ = est.step(params, carry, *xyk)
-        return carry, flat(grads)
-
-    keys = jax.random.split(key, xs.shape[0])
-    return jax.lax.scan(body, carry, (xs, ys, keys))
+    """The final carry and the gradient of every step, flattened (T, |Θ|)."""
+    carry, grads, _ = scan_estimator(est, params, state0, xs, ys, key)
+    return carry, jax.vmap(flat)(grads)
 
 
 @functools.cache
@@ -144,12 +146,12 @@ def _top_singular_values(sigma, signs):
     return jnp.sqrt(sigma)[:, None] * jnp.eye(sigma.shape[0], sigma.shape[0] - 1)
 
 
+optimal_unbiased_diagonal = OK_MODULE.optimal_unbiased_diagonal
+
+
 def _without_signs(sigma, signs):
     """A biased reduction: the optimal one with its random signs fixed to +1."""
     return optimal_unbiased_diagonal(sigma, jnp.ones_like(signs))
-
-
-optimal_unbiased_diagonal = OK_MODULE.optimal_unbiased_diagonal
 
 
 def test_the_check_catches_a_biased_ok(monkeypatch):
@@ -240,8 +242,10 @@ def reduced_sums(units, inputs, eps=0.0, reduce=OK_MODULE.optimal_kronecker_sum)
 
 
 def least_variance(sigma, rank):
-    """The paper's optimum written out: keep the largest values until the rest,
-    (r+1−j) of them... mixed into r−j dimensions, fit; variance S²/k − Σ σ²."""
+    """The paper's optimum written out: the first j with (r − j) σ_j ≤ Σ_{i≥j} σ_i
+    (0-based) keeps σ_0..σ_{j−1} and mixes the rest, summing to S, into k = r − j
+    dimensions at level S/k; the variance is S²/k − Σ_{i≥j} σ_i². Returns (variance,
+    kept values, S/k, k)."""
     sigma = np.sort(np.asarray(sigma))[::-1][: rank + 1]
     sigma = np.pad(sigma, (0, rank + 1 - sigma.size))
     for j in range(rank + 1):

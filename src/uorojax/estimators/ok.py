@@ -119,9 +119,11 @@ def optimal_unbiased_diagonal(sigma: jax.Array, signs: jax.Array) -> jax.Array:
 
     of rank r, with mean :math:`\mathrm{diag}(\sigma)` since
     :math:`\mathbb{E}[x x^\top] = \mathrm{diag}(v^2)`, and variance
-    :math:`S^2/k - \sum_{\mathrm{mixed}} \sigma_i^2`, the lower bound: any unbiased X of
-    rank k on the mixed block has :math:`\|X\|_F^2 \ge (\mathrm{tr}\, X)^2 / k` and
-    :math:`\mathbb{E}(\mathrm{tr}\, X)^2 \ge S^2`. F's columns are
+    :math:`S^2/k - \sum_{\mathrm{mixed}} \sigma_i^2` (every sample has
+    :math:`\|F F^\top\|_F^2 = \sum_{\mathrm{kept}} \sigma_i^2 + S^2/k`), the least any
+    unbiased rank-r approximation has (the paper's theorem; on the mixed block alone: an
+    X of rank k has :math:`\|X\|_F^2 \ge (\mathrm{tr}\, X)^2 / k`, and
+    :math:`\mathbb{E}(\mathrm{tr}\, X)^2 \ge S^2`). F's columns are
     :math:`G R e_l` (l ≠ p), where :math:`G = \mathrm{diag}(g)` with :math:`g_i =
     \sqrt{\sigma_i}` (kept) or :math:`\sqrt{S/k}` (mixed), and R is the Householder
     reflection with :math:`R x = \pm e_p`, :math:`p = \arg\max_i |x_i|`: its other columns
