@@ -20,7 +20,7 @@ def main():
     ys = jnp.roll(xs, -1)
     loss = uorojax.softmax_cross_entropy
     for algorithm in registry.ESTIMATORS:
-        if algorithm == "kf_rtrl":
+        if algorithm in ("kf_rtrl", "ok"):
             continue  # needs a dense Simple cell; covered by the protocol subset
         est = registry.build_estimator(
             algorithm, model.apply, loss,

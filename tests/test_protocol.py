@@ -1,8 +1,8 @@
 """Every estimator in the registry keeps the protocol (docs/protocol.md).
 
 One conformance suite, in the spirit of optax's tests of its transforms: the cases are
-drawn from ``uorojax.registry.ESTIMATORS`` (with a truncation of 3 and two samples where
-an estimator reads them), so an estimator added to the registry is checked here without
+drawn from ``uorojax.registry.ESTIMATORS`` (with a truncation of 3, two samples and rank 2
+where an estimator reads them), so an estimator added to the registry is checked here without
 writing a test. Core checks run with and without ``jax.jit`` (``chex.variants``).
 """
 
@@ -21,7 +21,7 @@ LOSS = uorojax.squared_error
 
 
 # A variant case for every estimator that takes one of these hyperparameters.
-VARIANTS = {"truncation": 3, "num_samples": 2}
+VARIANTS = {"truncation": 3, "num_samples": 2, "rank": 2}
 
 
 def _cases():

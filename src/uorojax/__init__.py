@@ -13,6 +13,7 @@ from uorojax.estimators.batching import as_one_system, per_stream
 from uorojax.estimators.eprop import EPropState, eprop
 from uorojax.estimators.es_d_rtrl import ESDRTRLState, es_d_rtrl
 from uorojax.estimators.kf_rtrl import KFRTRLState, kf_rtrl
+from uorojax.estimators.ok import OKState, ok
 from uorojax.estimators.rflo import rflo
 from uorojax.estimators.rtrl import RTRLState, jacobian_matrix, rtrl
 from uorojax.estimators.snap import SnApState, snap1
@@ -58,6 +59,7 @@ __all__ = [
     "Model",
     "ModelError",
     "NonFiniteError",
+    "OKState",
     "OnlineGradientState",
     "RTRLState",
     "SnApState",
@@ -84,6 +86,7 @@ __all__ = [
     "linen_model",
     "lru_stack",
     "make_trainer",
+    "ok",
     "paper_schedule",
     "per_stream",
     "pullback_and_norm",

@@ -27,6 +27,7 @@ from uorojax.estimators.batching import as_one_system, per_stream
 from uorojax.estimators.eprop import eprop
 from uorojax.estimators.es_d_rtrl import es_d_rtrl
 from uorojax.estimators.kf_rtrl import kf_rtrl
+from uorojax.estimators.ok import ok
 from uorojax.estimators.rflo import rflo
 from uorojax.estimators.rtrl import rtrl
 from uorojax.estimators.snap import snap1
@@ -60,6 +61,7 @@ ESTIMATORS: dict[str, EstimatorEntry] = {
     "rtrl": EstimatorEntry(rtrl, ("per_stream", "shared")),
     "tbptt": EstimatorEntry(tbptt, ("per_stream", "shared")),
     "kf_rtrl": EstimatorEntry(kf_rtrl, ("per_stream",)),
+    "ok": EstimatorEntry(ok, ("per_stream",)),
     "snap1": EstimatorEntry(snap1, ("per_stream",)),
     "eprop": EstimatorEntry(eprop, ("per_stream",)),
     "rflo": EstimatorEntry(rflo, ("per_stream",)),

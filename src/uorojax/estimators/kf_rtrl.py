@@ -43,29 +43,21 @@ from uorojax.estimators.base import (
     StepInfo,
     loss_vjp,
     model_step,
-    state_jvp,
     step_loss_and_cotangent,
     validate,
 )
-from uorojax.estimators.uoro import safe_ratio
-from uorojax.structure import (
-    Structure,
-    check_layer_inputs,
-    check_single_stream,
-    input_shape,
-    kronecker_leaf,
-    layer_derivative,
-    leaf_units,
-    require,
+from uorojax.estimators.kronecker import (
+    MODEL_HINT,
+    add_kronecker_gradient,
+    check_dense_layer,
+    state_jacobian_times,
+    zero_input_factor,
 )
+from uorojax.estimators.uoro import safe_ratio
+from uorojax.structure import Structure, check_layer_inputs, layer_derivative, leaf_units, require
 from uorojax.tree import tree_norm
 
 PyTree = Any
-
-MODEL_HINT = (
-    "uorojax.tanh_rnn and a one-layer uorojax.linen_model('simple', ...) with one-hot "
-    "input provide it."
-)
 
 
 class KFRTRLState(NamedTuple):
@@ -84,31 +76,13 @@ class KFRTRLState(NamedTuple):
     unit_factor: jax.Array
 
 
-def _check_dense_layer(structure: Structure, params, state0) -> None:
-    check_single_stream(structure, params, state0, "kf_rtrl")
-    if structure.layer_inputs is None:
-        raise checks.ConfigError(
-            "kf_rtrl needs a dense recurrent layer h = σ(W [x; h; 1]) and this model's "
-            f"structure gives no layer_inputs. {MODEL_HINT}"
-        )
-    if len(jax.tree.leaves(state0)) != 1:
-        raise checks.ConfigError(
-            f"kf_rtrl handles one dense layer with one state vector; this state has "
-            f"{len(jax.tree.leaves(state0))} leaves"
-        )
-
-
 def kf_rtrl_init(structure: Structure, params, state0) -> KFRTRLState:
     """Zero factors."""
     checks.check_init(params, state0, "kf_rtrl")
-    _check_dense_layer(structure, params, state0)
+    check_dense_layer(structure, params, state0, "kf_rtrl")
     h0 = jax.tree.leaves(state0)[0]
-    units = leaf_units(structure, params)
-    pieces = []
-    for leaf, u in zip(jax.tree.leaves(params), units):
-        pieces.append(None if u is None else jnp.zeros(input_shape(leaf, u), leaf.dtype))
     n = h0.shape[0]
-    return KFRTRLState(state0, tuple(pieces), jnp.zeros((n, n), h0.dtype))
+    return KFRTRLState(state0, zero_input_factor(structure, params), jnp.zeros((n, n), h0.dtype))
 
 
 def _signs(key, dtype):
@@ -131,24 +105,12 @@ def kf_rtrl_step(apply_fn, loss_fn, structure, eps, params, carry: KFRTRLState, 
     unit_factor, input_factor = carry.unit_factor, carry.input_factor
     # g = δθ + δs · J_{t-1}; for the layer, (Aᵀ δs) ⊗ u.
     projected = unit_factor.T @ jax.tree.leaves(delta_s)[0]
-    grad_leaves, treedef = jax.tree.flatten(delta_theta)
-    for j, (piece, u) in enumerate(zip(input_factor, units)):
-        if piece is not None:
-            grad_leaves[j] = grad_leaves[j] + kronecker_leaf(
-                projected, piece, grad_leaves[j].ndim, u.axis
-            )
-    grads = jax.tree.unflatten(treedef, grad_leaves)
+    grads = add_kronecker_gradient(delta_theta, projected, input_factor, units)
 
     inputs = structure.layer_inputs(params, state, x)
     check_layer_inputs(structure, params, inputs, "kf_rtrl")
     d = layer_derivative(apply_fn, structure, params, state, x, inputs)
-    state_def = jax.tree.structure(state)
-
-    def push(column):
-        tangent = jax.tree.unflatten(state_def, [column])
-        return jax.tree.leaves(state_jvp(apply_fn, params, state, x, tangent))[0]
-
-    h_times_a = jax.vmap(push, in_axes=1, out_axes=1)(unit_factor)
+    h_times_a = state_jacobian_times(apply_fn, params, state, x, unit_factor)
     a_pieces = [a for a in inputs if a is not None]
     u_pieces = [u for u in input_factor if u is not None]
     p1 = jnp.sqrt(safe_ratio(tree_norm(h_times_a) + eps, tree_norm(u_pieces) + eps))
