@@ -131,7 +131,7 @@ class Budget(NamedTuple):
     copy_steps: int = 100_000
     quality_steps: int = 50_000
     quality_segment: int = 48
-    quality_keys: int = 512
+    quality_keys: int = 256
     text_points: int = 10
 
 
