@@ -70,6 +70,7 @@ METHODS = {  # name: config overrides
 MODELS = {  # name: config overrides
     **{cell: {"model": cell, "hidden_size": 64} for cell in ("gru", "lstm", "simple", "elementwise_mgu")},
     "lru": {"model": "lru", "hidden_size": 64},  # one LRU layer, 64 complex units
+    "lru_stack1": {"model": "lru_stack", "num_layers": 1, "hidden_size": 32, "model_dim": 32},
     "lru_stack2": {"model": "lru_stack", "num_layers": 2, "hidden_size": 32, "model_dim": 32},
     "lru_stack4": {"model": "lru_stack", "num_layers": 4, "hidden_size": 32, "model_dim": 32},
 }  # fmt: skip
@@ -92,7 +93,7 @@ FAMILY_SHOWN = (
 NEW_FAMILY = {  # model: its methods at the family budget (the rest of the family, and LRUs)
     "simple": ("snap1", "kf_rtrl", "ok1", "ok4", "eprop", "es_d_rtrl", "uoro", "tbptt16"),
     "gru": ("snap1", "eprop", "es_d_rtrl", "uoro", "tbptt16"), "lstm": ("snap1", "eprop", "uoro", "tbptt16"),
-    "lru": ("snap1", "uoro", "tbptt16"), "lru_stack2": ("snap1", "uoro", "tbptt16"),
+    "lru": ("snap1", "uoro", "tbptt16"), "lru_stack1": ("snap1", "uoro", "tbptt16"), "lru_stack2": ("snap1", "uoro", "tbptt16"),
 }  # fmt: skip
 COPY_METHODS = ("snap1", "uoro", "tbptt1", "tbptt4", "tbptt22")  # the gap is 6 steps, an episode 11
 CURRICULUM_METHODS = ("snap1", "kf_rtrl", "ok1", "ok4", "eprop", "es_d_rtrl", "uoro", "tbptt1", "tbptt16")  # fmt: skip
@@ -283,7 +284,7 @@ def learning(out, lines, claims, task, name, title, runs, where, beats=(), learn
 
 
 TITLES = {"gru": "GRU-64", "lstm": "LSTM-64", "simple": "Simple-64", "elementwise_mgu": "element-wise MGU-64",
-          "lru": "LRU, 1 layer of 64", "lru_stack2": "LRU stack, 2 layers of 32", "lru_stack4": "LRU stack, 4 layers of 32"}  # fmt: skip
+          "lru": "LRU, 1 layer of 64", "lru_stack1": "LRU stack, 1 layer of 32", "lru_stack2": "LRU stack, 2 layers of 32", "lru_stack4": "LRU stack, 4 layers of 32"}  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- sections
