@@ -347,23 +347,6 @@ def _stack_structure(cells, vocab_size, embed_dim) -> Structure | None:
     def encode(x):
         return jax.nn.one_hot(x, vocab_size) if vocab_size is not None else x
 
-    layer_inputs = None
-    if len(cells) == 1 and isinstance(cells[0], nn.SimpleCell) and embed_dim is None:
-
-        def layer_inputs(params, state, x):  # h = σ(x W_i + b_i + h W_h)
-            h = state[0]
-            vectors = {"h": h, "i": encode(x).astype(h.dtype)}
-            out = []
-            for path, _ in jax.tree_util.tree_leaves_with_path(params):
-                keys = plain_path(path)
-                if keys[1] != "cells_0":
-                    out.append(None)
-                elif keys[-1] == "bias":
-                    out.append(jnp.ones((), h.dtype))
-                else:
-                    out.append(vectors[keys[2]])
-            return out
-
     leaf_inputs = None
     preactivations = _cell_preactivations(cells[0])
     if len(cells) == 1 and preactivations is not None and embed_dim is None:
@@ -380,6 +363,12 @@ def _stack_structure(cells, vocab_size, embed_dim) -> Structure | None:
                 vector = jnp.ones((), h.dtype) if keys[-1] == "bias" else vectors[keys[2][0]]
                 out.append(DenseInput(preactivations[keys[2]], vector))
             return out
+
+    layer_inputs = None
+    if leaf_inputs is not None and isinstance(cells[0], nn.SimpleCell):
+
+        def layer_inputs(params, state, x):  # h = σ(x W_i + b_i + h W_h): one pre-activation
+            return [None if d is None else d.vector for d in leaf_inputs(params, state, x)]
 
     return Structure(
         param_units=param_units,
