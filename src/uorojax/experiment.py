@@ -102,10 +102,11 @@ def default_config() -> ml_collections.ConfigDict:
     for name, default in registry.hyperparameter_defaults().items():
         c[name] = default
     # Model (ignored by influence_balancing).
-    c.model = "gru"  # a key of uorojax.models.LINEN_CELLS, or "lru_stack" (uorojax.lru_stack)
+    c.model = "gru"  # a key of uorojax.models.LINEN_CELLS, "lru_stack" or "leaky_rnn"
     c.hidden_size = 64  # units per layer (for the LRU, complex state units)
     c.num_layers = 1
     c.model_dim = 0  # lru_stack's d_model (0: hidden_size)
+    c.tau = 1.0  # leaky_rnn's time constant in steps (1: a tanh RNN)
     c.embed_dim = 0  # 0: one-hot input
     c.init = "flax"  # flax | torch7 (the UORO authors' convention)
     # Optimisation.
@@ -203,7 +204,7 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     c = _merge_with_defaults(config)
     checks.one_of("task", c.task, tuple(registry.TASKS))
     checks.one_of("algorithm", c.algorithm, tuple(registry.ESTIMATORS))
-    checks.one_of("model", c.model, (*models.LINEN_CELLS, "lru_stack"))
+    checks.one_of("model", c.model, (*models.LINEN_CELLS, "lru_stack", "leaky_rnn"))
     checks.one_of("init", c.init, models.INITS)
     checks.one_of("optimizer", c.optimizer, ("adam", "sgd"))
     checks.one_of("schedule", c.schedule, ("constant", "paper"))
@@ -217,10 +218,12 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
         checks.positive_int(name, c[name])
     for name in ("learning_rate", "schedule_alpha", "clip_norm"):
         checks.non_negative_float(name, c[name])
-    if c.model == "lru_stack" and (c.embed_dim or c.init != "flax"):
+    if c.model in ("lru_stack", "leaky_rnn") and (c.embed_dim or c.init != "flax"):
         raise checks.ConfigError(
-            "lru_stack has its own encoder and init: set embed_dim=0, init='flax'"
+            f"{c.model} has its own encoder and init: set embed_dim=0, init='flax'"
         )
+    if c.model == "leaky_rnn" and c.num_layers != 1:
+        raise checks.ConfigError(f"leaky_rnn has one layer, got num_layers={c.num_layers}")
     for name in ("embed_dim", "quality_every", "model_dim"):
         if c[name] < 0:
             raise checks.ConfigError(f"{name} must be >= 0, got {c[name]}")
@@ -317,6 +320,8 @@ def build_model(c: ml_collections.ConfigDict, vocab: int) -> models.Model:
     if c.model == "lru_stack":
         d_model = c.model_dim or c.hidden_size
         return lru_stack(c.num_layers, d_model, c.hidden_size, vocab, vocab_size=vocab)
+    if c.model == "leaky_rnn":  # one layer
+        return models.leaky_rnn(c.hidden_size, vocab, vocab, tau=c.tau, vocab_size=vocab)
     return models.linen_model(
         c.model,
         c.hidden_size,

@@ -68,12 +68,18 @@ def squared_error(output: jax.Array, target: jax.Array) -> jax.Array:
 
 
 def tanh_rnn(
-    hidden_size: int, input_size: int, output_size: int, *, dtype: Any = jnp.float32
+    hidden_size: int,
+    input_size: int,
+    output_size: int,
+    *,
+    vocab_size: int | None = None,
+    dtype: Any = jnp.float32,
 ) -> Model:
     r"""A vanilla RNN: :math:`h_t = \tanh(W h_{t-1} + U x_t + b)`, :math:`o_t = V h_t + c`.
 
     Params are ``{"W", "U", "b", "V", "c"}``, the state is ``h`` of shape
-    ``(hidden_size,)``. Weights are scaled by ``1/sqrt(fan_in)``.
+    ``(hidden_size,)``. Weights are scaled by ``1/sqrt(fan_in)``. With ``vocab_size``,
+    inputs are integer tokens, one-hot encoded (``input_size`` must then equal it).
 
     Example::
 
@@ -86,11 +92,17 @@ def tanh_rnn(
         h = jnp.tanh(params["W"] @ h + params["U"] @ x + params["b"])
         return h, params["V"] @ h + params["c"]
 
-    return _dense_rnn(hidden_size, input_size, output_size, dtype, apply)
+    return _dense_rnn(hidden_size, input_size, output_size, dtype, apply, vocab_size)
 
 
 def leaky_rnn(
-    hidden_size: int, input_size: int, output_size: int, *, tau: float, dtype: Any = jnp.float32
+    hidden_size: int,
+    input_size: int,
+    output_size: int,
+    *,
+    tau: float,
+    vocab_size: int | None = None,
+    dtype: Any = jnp.float32,
 ) -> Model:
     r"""Murray's leaky RNN (Murray 2019, "Local online learning in recurrent networks with
     random feedback", eLife).
@@ -107,6 +119,7 @@ def leaky_rnn(
     Args:
       hidden_size, input_size, output_size: the widths.
       tau: the time constant ``τ >= 1`` in steps.
+      vocab_size: if set, inputs are integer tokens, one-hot encoded.
       dtype: of the params and state.
 
     Returns:
@@ -128,16 +141,27 @@ def leaky_rnn(
         h = leak * h + jnp.tanh(u) / tau
         return h, params["V"] @ h + params["c"]
 
-    return _dense_rnn(hidden_size, input_size, output_size, dtype, apply)
+    return _dense_rnn(hidden_size, input_size, output_size, dtype, apply, vocab_size)
 
 
-def _dense_rnn(hidden_size, input_size, output_size, dtype, apply) -> Model:
+def _dense_rnn(hidden_size, input_size, output_size, dtype, step, vocab_size) -> Model:
     """The params ``{"W", "U", "b", "V", "c"}``, zero state and structure shared by
     :func:`tanh_rnn` and :func:`leaky_rnn` (one dense recurrent layer, ``W h + U x + b``),
-    with the given step."""
+    with the given step on vector inputs (one-hot tokens with ``vocab_size``)."""
     hidden_size = checks.positive_int("hidden_size", hidden_size)
     input_size = checks.positive_int("input_size", input_size)
     output_size = checks.positive_int("output_size", output_size)
+    if vocab_size is not None and vocab_size != input_size:
+        raise checks.ConfigError(
+            f"with vocab_size ({vocab_size}) the input is one-hot: input_size must equal it, "
+            f"got {input_size}"
+        )
+
+    def encode(x):
+        return x if vocab_size is None else jax.nn.one_hot(x, vocab_size, dtype=dtype)
+
+    def apply(params, h, x):
+        return step(params, h, encode(x))
 
     def init(key, example_x=None):
         del example_x
@@ -156,7 +180,7 @@ def _dense_rnn(hidden_size, input_size, output_size, dtype, apply) -> Model:
         return params, jnp.zeros((hidden_size,), dtype)
 
     def layer_inputs(params, h, x):
-        inputs = {"W": h, "U": x, "b": jnp.ones((), h.dtype), "V": None, "c": None}
+        inputs = {"W": h, "U": encode(x), "b": jnp.ones((), h.dtype), "V": None, "c": None}
         return [inputs[name] for name in sorted(params)]
 
     structure = Structure(
