@@ -64,12 +64,13 @@ METHODS = {  # name: config overrides
     "uoro": {"algorithm": "uoro"}, "uoro_t16": {"algorithm": "uoro", "truncation": 16},
     "uoro_k4": {"algorithm": "uoro", "num_samples": 4},
     **{f"tbptt{t}": {"algorithm": "tbptt", "truncation": t} for t in (1, 4, 16, 22)},
-    **{name: {"algorithm": name} for name in ("snap1", "kf_rtrl", "eprop", "es_d_rtrl")},
+    **{name: {"algorithm": name} for name in ("snap1", "kf_rtrl", "eprop", "rflo", "es_d_rtrl")},
     **{f"ok{r}": {"algorithm": "ok", "rank": r} for r in (1, 2, 4, 8)},
 }  # fmt: skip
 MODELS = {  # name: config overrides
     **{cell: {"model": cell, "hidden_size": 64} for cell in ("gru", "lstm", "simple", "elementwise_mgu")},
     "lru": {"model": "lru", "hidden_size": 64},  # one LRU layer, 64 complex units
+    "leaky": {"model": "leaky_rnn", "hidden_size": 64, "tau": 4.0},  # Murray's, for RFLO
     "lru_stack1": {"model": "lru_stack", "num_layers": 1, "hidden_size": 32, "model_dim": 32},
     "lru_stack2": {"model": "lru_stack", "num_layers": 2, "hidden_size": 32, "model_dim": 32},
     "lru_stack4": {"model": "lru_stack", "num_layers": 4, "hidden_size": 32, "model_dim": 32},
@@ -93,8 +94,9 @@ FAMILY_SHOWN = (
 NEW_FAMILY = {  # model: its methods at the family budget (the rest of the family, and LRUs)
     "simple": ("snap1", "kf_rtrl", "ok1", "ok4", "eprop", "es_d_rtrl", "uoro", "tbptt16"),
     "gru": ("snap1", "eprop", "es_d_rtrl", "uoro", "tbptt16"), "lstm": ("snap1", "eprop", "uoro", "tbptt16"),
-    "lru": ("snap1", "uoro", "tbptt16"), "lru_stack1": ("snap1", "uoro", "tbptt16"), "lru_stack2": ("snap1", "uoro", "tbptt16"),
+    "leaky": ("rflo", "snap1", "uoro", "tbptt16"), "lru": ("snap1", "uoro", "tbptt16"), "lru_stack1": ("snap1", "uoro", "tbptt16"), "lru_stack2": ("snap1", "uoro", "tbptt16"),
 }  # fmt: skip
+LEARNERS = ("snap1", "kf_rtrl", "ok1", "ok4", "eprop", "rflo", "es_d_rtrl")  # the family's claims
 COPY_METHODS = ("snap1", "uoro", "tbptt1", "tbptt4", "tbptt22")  # the gap is 6 steps, an episode 11
 CURRICULUM_METHODS = ("snap1", "kf_rtrl", "ok1", "ok4", "eprop", "es_d_rtrl", "uoro", "tbptt1", "tbptt16")  # fmt: skip
 OK_PUBLISHED = "38-45 after 2·10^6 steps (128 units, rank 16, batch 16; KTP 15-19): Benzing et al. (2019)'s committed logs"  # fmt: skip
@@ -284,7 +286,7 @@ def learning(out, lines, claims, task, name, title, runs, where, beats=(), learn
 
 
 TITLES = {"gru": "GRU-64", "lstm": "LSTM-64", "simple": "Simple-64", "elementwise_mgu": "element-wise MGU-64",
-          "lru": "LRU, 1 layer of 64", "lru_stack1": "LRU stack, 1 layer of 32", "lru_stack2": "LRU stack, 2 layers of 32", "lru_stack4": "LRU stack, 4 layers of 32"}  # fmt: skip
+          "leaky": "leaky RNN-64 (τ = 4)", "lru": "LRU, 1 layer of 64", "lru_stack1": "LRU stack, 1 layer of 32", "lru_stack2": "LRU stack, 2 layers of 32", "lru_stack4": "LRU stack, 4 layers of 32"}  # fmt: skip
 
 
 # ----------------------------------------------------------------------------- sections
@@ -378,8 +380,7 @@ def family_section(out, lines, claims, budget):
                 heading = []
                 _, _, optimum, no_memory = TASKS[task]
                 learning(out, lines, claims, task, f"family_{task}{suffix}", f"{task}: online estimators, batch 1, {at:,} chars; median and min-max over seeds", runs,
-                         "{task} {model}" + (f" ({at:,} chars)" if suffix else ""), beats=[(m, "uoro") for m in ("snap1", "kf_rtrl", "ok1", "ok4", "eprop", "es_d_rtrl")],
-                         learners=("snap1", "kf_rtrl", "ok1", "ok4", "eprop", "es_d_rtrl"), ylim=(optimum - 0.1, no_memory + 0.6))  # fmt: skip
+                         "{task} {model}" + (f" ({at:,} chars)" if suffix else ""), beats=[(m, "uoro") for m in LEARNERS], learners=LEARNERS, ylim=(optimum - 0.1, no_memory + 0.6))  # fmt: skip
 
 
 def copy_section(out, lines, claims, budget):
