@@ -57,6 +57,7 @@ TASKS = {  # name: (config file, task_args, entropy floors: optimum, no long-ran
     "brackets_2_7_3_10": ("distant_brackets", {"min_filler": 2, "max_filler": 7, "save": 3, "alphabet": 10}, 1.774, 2.417),
     "brackets_0_0_10_8": ("distant_brackets", {"min_filler": 0, "max_filler": 0, "save": 10, "alphabet": 8}, 1.200, 2.400),
     "copy_5_4": ("copy", {"length": 5, "vocab": 4, "curriculum": False}, 0.0, 2.0),  # per recall step
+    "copy_10_8": ("copy", {"length": 10, "vocab": 8, "curriculum": False}, 0.0, 3.0),
     "copy_curriculum": ("copy", {"length": 1, "vocab": 4, "curriculum": True}, 0.0, 2.0),
 }  # fmt: skip
 CHAR_TASKS = tuple(TASKS)[:4]
@@ -97,6 +98,10 @@ NEW_FAMILY = {  # model: its methods at the family budget (the rest of the famil
     "leaky": ("rflo", "snap1", "uoro", "tbptt16"), "lru": ("snap1", "uoro", "tbptt16"), "lru_stack1": ("snap1", "uoro", "tbptt16"), "lru_stack2": ("snap1", "uoro", "tbptt16"),
 }  # fmt: skip
 LEARNERS = ("snap1", "kf_rtrl", "ok1", "ok4", "eprop", "rflo", "es_d_rtrl")  # the family's claims
+COPY_TASKS = {
+    "copy_5_4": 1,
+    "copy_10_8": 2,
+}  # the deep LRU's copy settings: their budget in copy_steps
 COPY_METHODS = ("snap1", "uoro", "tbptt1", "tbptt4", "tbptt32")  # the gap is 6 steps, an episode 11
 CURRICULUM_METHODS = ("snap1", "kf_rtrl", "ok1", "ok4", "eprop", "es_d_rtrl", "uoro", "tbptt1", "tbptt16")  # fmt: skip
 OK_PUBLISHED = "38-45 after 2·10^6 steps (128 units, rank 16, batch 16; KTP 15-19): Benzing et al. (2019)'s committed logs"  # fmt: skip
@@ -174,7 +179,7 @@ def family_runs(budget: Budget, args) -> list[Run]:
 
 
 def copy_runs(budget: Budget, args) -> list[Run]:
-    fixed = [run("copy_5_4", "lru_stack4", m, "flax", budget, budget.copy_steps, schedule="constant") for m in COPY_METHODS]  # fmt: skip
+    fixed = [run(task, "lru_stack4", m, "flax", budget, budget.copy_steps * scale, schedule="constant") for task, scale in COPY_TASKS.items() for m in COPY_METHODS]  # fmt: skip
     return fixed + [run("copy_curriculum", "simple", m, "flax", budget, budget.copy_steps, schedule="constant", num_streams=4)
                     for m in CURRICULUM_METHODS]  # fmt: skip
 
@@ -385,12 +390,15 @@ def family_section(out, lines, claims, budget):
 
 
 def copy_section(out, lines, claims, budget):
-    if runs := runs_of(out, "copy_5_4", ["lru_stack4"], COPY_METHODS):
-        lines += ["## The copy task: a deep LRU learned online", "", "Length 5 over 4 symbols (the recall comes 6 steps after the symbol; an episode is 11 steps), "
-                  f"a 4-layer LRU stack of width 32 with 32 complex state units a layer, one stream, Adam 1e-3, {budget.copy_steps:,} steps. Loss per recall step in bits.", ""]  # fmt: skip
-        learning(out, lines, claims, "copy_5_4", "copy_lru", "Copy (length 5, 4 symbols), deep LRU (4 layers), online batch 1", runs, "copy (5, 4) {model}",
-                 beats=(("snap1", "tbptt1"), ("snap1", "tbptt4"), ("tbptt32", "snap1")), learners=COPY_METHODS, key="recall_bits_per_char", unit="bits",
-                 ylabel="recall loss (bits per recall step)", xlabel="steps")  # fmt: skip
+    heading = ["## The copy task: a deep LRU learned online", "", "A 4-layer LRU stack of width 32 with 32 complex state units a layer, one stream, Adam 1e-3; loss per recall step in bits."
+               " TBPTT(4)'s window is shorter than the recall gap, TBPTT(32)'s covers a whole episode.", ""]  # fmt: skip
+    for task, scale in COPY_TASKS.items():
+        if runs := runs_of(out, task, ["lru_stack4"], COPY_METHODS):
+            length, vocab = (TASKS[task][1][k] for k in ("length", "vocab"))
+            lines += heading + [f"### Length {length} over {vocab} symbols, {budget.copy_steps * scale:,} steps", "", f"The recall comes {length + 1} steps after the symbol; an episode is {2 * length + 1} steps.", ""]  # fmt: skip
+            heading = []
+            learning(out, lines, claims, task, f"copy_lru_{length}_{vocab}", f"Copy (length {length}, {vocab} symbols), deep LRU (4 layers), online batch 1", runs, f"copy ({length}, {vocab}) {{model}}",
+                     beats=(("snap1", "tbptt1"), ("snap1", "tbptt4"), ("tbptt32", "snap1")), learners=COPY_METHODS, key="recall_bits_per_char", unit="bits", ylabel="recall loss (bits per recall step)", xlabel="steps")  # fmt: skip
     if runs := runs_of(out, "copy_curriculum", ["simple"], CURRICULUM_METHODS).get("simple"):
         lines += ["## The copy task with a curriculum", "", f"Simple-64 (tanh), 4 streams, Adam 1e-3, {budget.copy_steps:,} steps; the length grows by one when a chunk's recall loss is under 0.15 bits. "
                   f"Published for comparison: OK reaches {OK_PUBLISHED}.", ""]  # fmt: skip
