@@ -180,7 +180,7 @@ def family_runs(budget: Budget, args) -> list[Run]:
 
 def copy_runs(budget: Budget, args) -> list[Run]:
     fixed = [run(task, "lru_stack4", m, "flax", budget, budget.copy_steps * scale, schedule="constant") for task, scale in COPY_TASKS.items() for m in COPY_METHODS]  # fmt: skip
-    return fixed + [run("copy_curriculum", "simple", m, "flax", budget, budget.copy_steps, schedule="constant", num_streams=4)
+    return fixed + [run("copy_curriculum", "simple", m, "flax", budget, budget.copy_steps * CURRICULUM_SCALE, schedule="constant", num_streams=4)
                     for m in CURRICULUM_METHODS]  # fmt: skip
 
 
@@ -400,7 +400,7 @@ def copy_section(out, lines, claims, budget):
             learning(out, lines, claims, task, f"copy_lru_{length}_{vocab}", f"Copy (length {length}, {vocab} symbols), deep LRU (4 layers), online batch 1", runs, f"copy ({length}, {vocab}) {{model}}",
                      beats=(("snap1", "tbptt1"), ("snap1", "tbptt4"), ("tbptt32", "snap1")), learners=COPY_METHODS, key="recall_bits_per_char", unit="bits", ylabel="recall loss (bits per recall step)", xlabel="steps")  # fmt: skip
     if runs := runs_of(out, "copy_curriculum", ["simple"], CURRICULUM_METHODS).get("simple"):
-        lines += ["## The copy task with a curriculum", "", f"Simple-64 (tanh), 4 streams, Adam 1e-3, {budget.copy_steps:,} steps; the length grows by one when a chunk's recall loss is under 0.15 bits. "
+        lines += ["## The copy task with a curriculum", "", f"Simple-64 (tanh), 4 streams, Adam 1e-3, {budget.copy_steps * CURRICULUM_SCALE:,} steps; the length grows by one when a chunk's recall loss is under 0.15 bits. "
                   f"Published for comparison: OK reaches {OK_PUBLISHED}.", ""]  # fmt: skip
         panel = report.Panel(xlabel="steps", ylabel="copy length", bands={m: (d["step"], d["length"]) for m, d in runs.items()})  # fmt: skip
         lines += report.figure(os.path.join(out, "copy_curriculum.png"), "Copy with a curriculum: the length reached, Simple-64", [panel])  # fmt: skip
