@@ -69,9 +69,9 @@ METHODS = {  # name: config overrides
     **{f"ok{r}": {"algorithm": "ok", "rank": r} for r in (1, 2, 4, 8)},
 }  # fmt: skip
 MODELS = {  # name: config overrides
-    **{cell: {"model": cell, "hidden_size": 64} for cell in ("gru", "lstm", "simple", "elementwise_mgu")},
-    "lru": {"model": "lru", "hidden_size": 64},  # one LRU layer, 64 complex units
-    "leaky": {"model": "leaky_rnn", "hidden_size": 64, "tau": 4.0},  # Murray's, for RFLO
+    **{cell: {"model": cell, "hidden_size": 64, "num_layers": 1} for cell in ("gru", "lstm", "simple", "elementwise_mgu")},
+    "lru": {"model": "lru", "hidden_size": 64, "num_layers": 1},  # one LRU layer, 64 complex units
+    "leaky": {"model": "leaky_rnn", "hidden_size": 64, "num_layers": 1, "tau": 4.0},  # Murray's, for RFLO
     "lru_stack1": {"model": "lru_stack", "num_layers": 1, "hidden_size": 32, "model_dim": 32},
     "lru_stack2": {"model": "lru_stack", "num_layers": 2, "hidden_size": 32, "model_dim": 32},
     "lru_stack4": {"model": "lru_stack", "num_layers": 4, "hidden_size": 32, "model_dim": 32},
