@@ -98,11 +98,9 @@ NEW_FAMILY = {  # model: its methods at the family budget (the rest of the famil
     "leaky": ("rflo", "snap1", "uoro", "tbptt16"), "lru": ("snap1", "uoro", "tbptt16"), "lru_stack1": ("snap1", "uoro", "tbptt16"), "lru_stack2": ("snap1", "uoro", "tbptt16"),
 }  # fmt: skip
 LEARNERS = ("snap1", "kf_rtrl", "ok1", "ok4", "eprop", "rflo", "es_d_rtrl")  # the family's claims
-COPY_TASKS = {
-    "copy_5_4": 1,
-    "copy_10_8": 2,
-}  # the deep LRU's copy settings: their budget in copy_steps
-COPY_METHODS = ("snap1", "uoro", "tbptt1", "tbptt4", "tbptt32")  # the gap is 6 steps, an episode 11
+COPY_TASKS = {"copy_5_4": 1, "copy_10_8": 2}  # the deep LRU's copy settings: budgets in copy_steps
+CURRICULUM_SCALE = 4  # the curriculum's budget in copy_steps
+COPY_METHODS = ("snap1", "uoro", "tbptt1", "tbptt4", "tbptt32")
 CURRICULUM_METHODS = ("snap1", "kf_rtrl", "ok1", "ok4", "eprop", "es_d_rtrl", "uoro", "tbptt1", "tbptt16")  # fmt: skip
 OK_PUBLISHED = "38-45 after 2·10^6 steps (128 units, rank 16, batch 16; KTP 15-19): Benzing et al. (2019)'s committed logs"  # fmt: skip
 AUTHORS_LOGS = [  # (cell, method, characters, cumulative, recent low, recent high)
