@@ -252,8 +252,11 @@ def runs_of(out, task, cells, methods, init="flax") -> dict:
 
 def learns_below(task: str) -> float:
     """The loss under which a run has learned a task's long-range part: a quarter of the
-    way from the no-long-range-memory floor to the optimum."""
+    way from the no-long-range-memory floor to the optimum; for the copy task, whose
+    optimum is 0, a tenth of the floor (it recalls most symbols)."""
     _, _, optimum, no_memory = TASKS[task]
+    if task.startswith("copy"):
+        return 0.1 * no_memory
     return no_memory - 0.25 * (no_memory - optimum)
 
 
