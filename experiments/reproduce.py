@@ -467,6 +467,26 @@ SECTIONS = (headline_section, influence_section, lambda *a: chars_section(*a, "f
             family_section, copy_section, quality_section, text_section)  # fmt: skip
 
 
+def record_command(out: str, keep_existing: bool) -> None:
+    """Writes OUT/meta.json: the machine and the commands whose runs OUT holds.
+
+    A run with --keep-existing adds to the commands already recorded (it only adds runs);
+    any other starts the list afresh.
+    """
+    path = os.path.join(out, "meta.json")
+    commands = []
+    if keep_existing and os.path.exists(path):
+        commands = json.load(open(path))["commands"]
+    command = "python " + " ".join(sys.argv)
+    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU"
+    with open(path, "w") as f:
+        json.dump(
+            {"commands": [c for c in commands if c != command] + [command], "machine": machine},
+            f,
+            indent=1,
+        )
+
+
 def write_results(out: str, budget: Budget) -> str:
     lines, claims = [], []
     for section in SECTIONS:
@@ -474,7 +494,9 @@ def write_results(out: str, budget: Budget) -> str:
     head = ["# Reproducing Tallec & Ollivier (2017), and the estimators after UORO", ""]
     if os.path.exists(meta := os.path.join(out, "meta.json")):
         meta = json.load(open(meta))
-        head += [f"Produced by `{meta['command']}` on {meta['machine']}.", ""]
+        head += ["Produced on " + meta["machine"] + " by", ""]
+        head += [f"- `{command}`" for command in meta["commands"]] + [""]
+        head += [meta["note"], ""] if "note" in meta else []
     summary = ["## Claims", "", "A run *learns long-range structure* when its final loss (median over seeds) is below the task's no-long-range-memory floor by at least a quarter of the floor's gap "
                "to the optimum (the floors are derived in docs/tasks.md): it recalls part of what the task asks it to carry, rather than shaving the floor.", "", *report.claims_table(claims)]  # fmt: skip
     if os.path.exists(discussion := os.path.join(out, "discussion.md")):
@@ -537,14 +559,7 @@ def main():
     elif args.table:
         runs = []
     else:
-        with open(os.path.join(args.out, "meta.json"), "w") as f:
-            json.dump(
-                {
-                    "command": "python " + " ".join(sys.argv),
-                    "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU",
-                },
-                f,
-            )
+        record_command(args.out, args.keep_existing)
         parts = args.part or ["influence", "chars", "family", "copy", "quality", "text"]
         parts += (
             ["chars_torch7"] if "chars" in parts else []
