@@ -61,7 +61,7 @@ provide it.
 
 Memory per stream: an input trace per kernel (its input width) and a unit trace per
 dense leaf and state leaf of its layer (``n`` each): ``O(I + O)`` per leaf, not
-``O(|Θ|)``. A step costs one VJP, one JVP per state leaf (:math:`D_t`), one JVP per
+``O(|Θ|)``. A step costs one VJP, one VJP per state leaf (:math:`D_t`), one JVP per
 pre-activation (:math:`D^f_t`) and ``O(|Θ|)`` for the outer products.
 """
 
