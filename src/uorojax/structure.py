@@ -673,12 +673,22 @@ def preactivation_derivatives(apply_fn, structure: Structure, params, state, x, 
         )
         for name in names
     ]
-    stacked = jax.tree.map(lambda *t: jnp.stack(t), *tangents)
+    # Only the leaves with an input move: the others are held as constants, so the JVP
+    # forms no tangent of the products they take part in.
+    moving = [j for j, d in enumerate(inputs) if d is not None]
+    leaves, treedef = jax.tree.flatten(params)
+    stacked = [jnp.stack([jax.tree.leaves(t)[j] for t in tangents]) for j in moving]
 
-    def push(tangent):
-        return jax.jvp(lambda p: apply_fn(p, state, x)[0], (params,), (tangent,))[1]
+    def new_state(*moving_leaves):
+        full = list(leaves)
+        for j, leaf in zip(moving, moving_leaves):
+            full[j] = leaf
+        return apply_fn(jax.tree.unflatten(treedef, full), state, x)[0]
 
-    return names, jax.tree.leaves(jax.vmap(push)(stacked))
+    def push(*tangent):
+        return jax.jvp(new_state, [leaves[j] for j in moving], list(tangent))[1]
+
+    return names, jax.tree.leaves(jax.vmap(push)(*stacked))
 
 
 __all__ = [

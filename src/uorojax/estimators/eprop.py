@@ -68,13 +68,8 @@ import jax.numpy as jnp
 
 from uorojax import checks
 from uorojax.estimators.base import ApplyFn, Estimator, LossFn, StepInfo, init_per_stream
-from uorojax.estimators.snap import (
-    MODEL_HINT,
-    of_streams,
-    one_stream,
-    streams_step,
-    zero_influence,
-)
+from uorojax.estimators.batching import of_streams, one_stream
+from uorojax.estimators.snap import MODEL_HINT, streams_step, zero_influence
 from uorojax.structure import Structure, diagonalised_params, require
 
 PyTree = Any

@@ -68,14 +68,13 @@ from uorojax.estimators.base import (
     Estimator,
     LossFn,
     StepInfo,
-    check_streams,
     init_per_stream,
     loss_vjp,
     model_step,
     num_streams_of,
     step_loss_and_cotangent,
-    validate,
 )
+from uorojax.estimators.batching import of_streams, one_stream
 from uorojax.structure import (
     Structure,
     check_single_stream,
@@ -374,31 +373,6 @@ def streams_step(
     finite = influence_bound_finite(columns, squared, influence, where)
     new_influence = kept_unless_finite(grads_finite, new_influence, influence)
     return grads, new_states, new_influence, losses, outputs, finite & tree_finite(new_states)
-
-
-def one_stream(step_of_streams):
-    """A step of B streams (leading axes) as a step of one stream: the stream, its
-    input, target and carry given a leading axis of one, removed from the results."""
-
-    def step(params, carry, x, y, key):
-        validate(params, key)
-        lead = lambda t: jax.tree.map(lambda a: a[None], t)  # noqa: E731
-        grads, new_carry, info = step_of_streams(params, lead(carry), lead(x), lead(y))
-        first = lambda t: jax.tree.map(lambda a: a[0], t)  # noqa: E731
-        return grads, first(new_carry), info._replace(loss=info.loss[0], output=first(info.output))
-
-    return step
-
-
-def of_streams(step_of_streams):
-    """A step of B streams with the per-stream checks and a key (unused)."""
-
-    def step(params, carry, xs, ys, key):
-        validate(params, key)
-        check_streams(num_streams_of(carry), xs, ys)
-        return step_of_streams(params, carry, xs, ys)
-
-    return step
 
 
 def snap1_streams(apply_fn, loss_fn, structure, params, carry: SnApState, xs, ys):
