@@ -22,9 +22,15 @@ def get_config():
         "handwritten_uoro",
         "uoro_t16_shared",
         "snap1",
+        "eprop",
+        "es_d_rtrl",
         "kf_rtrl",
         "rtrl_shared",
-    )  # names of experiments/benchmark.py's METHODS, "forward" and "handwritten_uoro"
+        "own_tbptt16",
+        "own_uoro_per_stream",
+        "own_snap1",
+    )  # names of experiments/benchmark.py's METHODS, "forward", "handwritten_uoro" and
+    # "own_<method>" (the same estimator in a user's own lax.scan and optax update)
     # Print each compiled chunk's kernels per step, FLOPs and bytes per step.
     c.analysis = False
     # Params as one flat vector (uorojax.ravel_params) for every method that takes it,

@@ -55,6 +55,8 @@ METHODS = {  # name: (registry method "algorithm:hyperparameter=value,...", batc
     "uoro_t16_shared": ("uoro:truncation=16", "shared"),
     "uoro_t16_per_stream": ("uoro:truncation=16", "per_stream"),
     "snap1": ("snap1", "per_stream"),
+    "eprop": ("eprop", "per_stream"),
+    "es_d_rtrl": ("es_d_rtrl", "per_stream"),
     "kf_rtrl": ("kf_rtrl", "per_stream"),
     "rtrl_shared": ("rtrl", "shared"),
 }

@@ -226,6 +226,40 @@ def test_per_stream_es_d_rtrl_equals_a_loop_over_streams():
     )
 
 
+def test_a_pre_activation_without_a_bias_reads_its_signal_from_its_kernels():
+    """The fused step reads each pre-activation's ``∂L_t/∂z`` from a per-stream copy of
+    its bias (the bias's gradient is ``∂L_t/∂z``), and from its kernels' gradients
+    (``Σ_W δθ_W · a_W / Σ_W ‖a_W‖²``) when it has no bias. Naming the tanh RNN's bias as
+    a pre-activation of its own leaves ``z = W h + U x + b`` with two names for one
+    pre-activation, the kernels' without a bias: the gradients must not change, one
+    stream or three."""
+    model, params, h0 = tiny_rnn()
+    layer_inputs = model.structure.layer_inputs
+
+    def split_inputs(p, state, x):
+        return [
+            None if a is None else DenseInput("bias" if jnp.ndim(a) == 0 else "z", a)
+            for a in layer_inputs(p, state, x)
+        ]
+
+    split = model._replace(structure=model.structure._replace(leaf_inputs=split_inputs))
+    xs, ys = regression_stream(6)
+    assert_every_step_equal(
+        runner(es_d_rtrl(split))(params, h0, xs, ys),
+        [jax.tree.map(lambda a: a[t], runner(es_d_rtrl(model))(params, h0, xs, ys))
+         for t in range(6)],
+        1e-12,
+    )  # fmt: skip
+    states = h0 + 0.1 * jnp.arange(3.0)[:, None]
+    xs3, ys3 = xs.reshape(2, 3, 2), ys.reshape(2, 3, 2)
+    np.testing.assert_allclose(
+        jax.vmap(flat)(runner(uorojax.per_stream(es_d_rtrl(split)))(params, states, xs3, ys3)),
+        jax.vmap(flat)(runner(uorojax.per_stream(es_d_rtrl(model)))(params, states, xs3, ys3)),
+        rtol=1e-12,
+        atol=1e-14,
+    )
+
+
 # ----------------------------------------------------------------------------- errors, structure
 
 

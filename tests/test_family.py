@@ -20,7 +20,7 @@ from jax.flatten_util import ravel_pytree
 import uorojax
 from uorojax import ConfigError, ModelError, registry
 from uorojax.estimators.kf_rtrl import kf_rtrl
-from uorojax.estimators.snap import snap1
+from uorojax.estimators.snap import snap1, weighted_sum_over_streams
 from uorojax.structure import (
     RecurrentKernel,
     Units,
@@ -32,10 +32,39 @@ from uorojax.structure import (
 LOSS = uorojax.squared_error
 
 
+def interleaved_lstm_stack():
+    """A two-layer LSTM whose state is ``(c_0, c_1, h_0, h_1)``: each layer's state
+    leaves are not next to each other in the flattened state."""
+    model = uorojax.linen_model("lstm", 3, 2, num_layers=2)
+
+    def nested(s):
+        return ((s[0], s[2]), (s[1], s[3]))
+
+    def flat_state(s):
+        return (s[0][0], s[1][0], s[0][1], s[1][1])
+
+    def apply(params, state, x):
+        new_state, output = model.apply(params, nested(state), x)
+        return flat_state(new_state), output
+
+    def init(key, x):
+        params, state0 = model.init(key, x)
+        return params, flat_state(state0)
+
+    kernels = tuple(  # layer l's h, (l, 1) in the nested state, is leaf 2 + l here
+        k._replace(state=(2 + k.state[0],)) for k in model.structure.recurrent_kernels
+    )
+    structure = model.structure._replace(
+        state_units=lambda path, leaf: path[0] % 2, recurrent_kernels=kernels
+    )
+    return uorojax.Model(init, apply, structure)
+
+
 CELLS = {
     **{name: (lambda name=name: uorojax.linen_model(name, 3, 2)) for name in uorojax.models.LINEN_CELLS},
     "gru_stack": lambda: uorojax.linen_model("gru", 3, 2, num_layers=2),
     "lstm_stack": lambda: uorojax.linen_model("lstm", 3, 2, num_layers=2),
+    "interleaved_lstm_stack": interleaved_lstm_stack,
     "mgu_no_reset": lambda: uorojax.from_linen_cells(nn.MGUCell(3, reset_gate=False), 2),
     "simple_residual": lambda: uorojax.from_linen_cells(nn.SimpleCell(3, residual=True), 2),
 }  # fmt: skip
@@ -142,8 +171,10 @@ def dense_snap1(model, params, state0, xs, ys):
 
 
 @pytest.mark.parametrize(
-    "name", ["simple", "gru", "lstm", "mgu", "optimized_lstm", "gru_stack", "lstm_stack"]
-)
+    "name",
+    ["simple", "gru", "lstm", "mgu", "optimized_lstm", "gru_stack", "lstm_stack",
+     "interleaved_lstm_stack"],
+)  # fmt: skip
 def test_snap1_equals_its_dense_definition(name):
     model = CELLS[name]()
     params, state0 = float64_model(model)
@@ -151,6 +182,18 @@ def test_snap1_equals_its_dense_definition(name):
     grads = snap1_gradients(model, params, state0, xs, ys)
     expected = dense_snap1(model, params, state0, xs, ys)
     np.testing.assert_allclose(jax.vmap(flat)(grads), expected, rtol=1e-10, atol=1e-13)
+
+
+@pytest.mark.parametrize("max_terms", [128, 4])
+@pytest.mark.parametrize("shape", [(3, 1, 4), (5, 2, 4, 3)])
+def test_the_history_sums_each_streams_weighted_influence(shape, max_terms):
+    """``Σ_b Σ_k w[b, k, u] J[b, k, u, ...]``, as a sum of slices and (beyond
+    ``max_terms`` slices) as a reduction, against numpy."""
+    terms = np.asarray(jax.random.normal(jax.random.key(0), shape, jnp.float64))
+    weights = np.asarray(jax.random.normal(jax.random.key(1), shape[:3], jnp.float64))
+    expected = np.einsum("bku,bku...->u...", weights, terms)
+    got = weighted_sum_over_streams(jnp.asarray(weights), jnp.asarray(terms), max_terms)
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
 
 
 @pytest.mark.parametrize("name", ["simple", "gru", "lstm", "mgu"])

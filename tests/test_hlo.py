@@ -34,3 +34,18 @@ def test_nested_loops_count_by_their_trip_counts():
     assert nested.flops == pytest.approx(4 * flat.flops)  # the outer matmul and 3 inner ones
     assert nested.bytes_accessed > flat.bytes_accessed
     assert hlo.nbytes("(f32[16,16]{1,0}, s32[])") == 16 * 16 * 4 + 4
+
+
+def test_a_fusion_that_reads_slices_of_an_operand_counts_only_the_slices():
+    """A loop adding one row of a (64, 1024) array to a carry reads 1024 floats of it a
+    step, not 64 · 1024: the bytes of a sliced operand are those of its slices. (XLA
+    hoists the loop-invariant row; the other stays in the loop's fusion with the carry,
+    the hoisted row and the result: four vectors.)"""
+
+    def chunk(c, big):
+        return jax.lax.scan(lambda c, _: (c + big[3] * 2.0 + big[40], None), c, None, length=4)[0]
+
+    big = jnp.ones((64, 1024))
+    compiled = jax.jit(chunk).lower(jnp.ones(1024), big).compile()
+    cost = hlo.analyse(compiled, 4)
+    assert cost.bytes_accessed < 5 * 1024 * big.dtype.itemsize

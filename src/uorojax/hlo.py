@@ -128,6 +128,53 @@ def _inner_flops(comps, name: str) -> float:
     return sum((_instruction_flops(comps, inst, shapes) for inst in comps.get(name, [])), 0.0)
 
 
+_SLICES = {"slice", "dynamic-slice"}
+_VIEWS = {"bitcast", "reshape"}
+
+
+def _operand_bytes(comps, inst: Instruction, shapes: dict[str, str]) -> float:
+    """Bytes an instruction reads from its operands: all of each operand, except that a
+    fusion reading an operand only through slices (through bitcasts and reshapes) reads
+    just those slices."""
+    operands = _operands(inst.rest)
+    sliced = (
+        _sliced_parameter_bytes(comps, _attr(inst.rest, "calls")) if inst.opcode == "fusion" else {}
+    )
+    return sum(sliced.get(i, nbytes(shapes.get(o, ""))) for i, o in enumerate(operands))
+
+
+def _sliced_parameter_bytes(comps, name: str | None) -> dict[int, int]:
+    """For a fused computation, ``{parameter index: bytes of its slices}`` for the
+    parameters used only through slices."""
+    insts = comps.get(name or "", [])
+    users: dict[str, list[Instruction]] = {}
+    for inst in insts:
+        for operand in _operands(inst.rest):
+            users.setdefault(operand, []).append(inst)
+
+    def sliced_bytes(value: str) -> int | None:
+        total = 0
+        for user in users.get(value, []):
+            if user.opcode in _SLICES and _operands(user.rest)[0] == value:
+                total += nbytes(user.shape)
+            elif user.opcode in _VIEWS:
+                inner = sliced_bytes(user.name)
+                if inner is None:
+                    return None
+                total += inner
+            else:
+                return None
+        return total if users.get(value) else None
+
+    out = {}
+    for inst in insts:
+        if inst.opcode == "parameter":
+            read = sliced_bytes(inst.name)
+            if read is not None:
+                out[int(inst.rest.split(")")[0])] = read
+    return out
+
+
 def cost(comps: dict[str, list[Instruction]], name: str) -> Cost:
     """Kernels, FLOPs and bytes of one run of a computation, loops expanded."""
     shapes = {i.name: i.shape for i in comps.get(name, [])}
@@ -150,9 +197,7 @@ def cost(comps: dict[str, list[Instruction]], name: str) -> Cost:
                 default=ZERO,
             )
         else:
-            moved = nbytes(inst.shape) + sum(
-                nbytes(shapes.get(o, "")) for o in _operands(inst.rest)
-            )
+            moved = nbytes(inst.shape) + _operand_bytes(comps, inst, shapes)
             flops = _instruction_flops(comps, inst, shapes)
             total += Cost(Counter({inst.opcode: 1}), flops, float(moved))
     return total

@@ -237,25 +237,47 @@ def unit_jacobian(
     apply_fn, structure: Structure, params, state, x, *, keep_diagonal: bool = True
 ) -> list[list]:
     """``blocks[k][k2][i] = ∂s_k[i] / ∂s_k2[i]`` for state leaves k, k2 of one layer
-    (None across layers): the unit-diagonal blocks of ``A_t``, from one JVP per state
-    leaf of the diagonalised model (:func:`diagonalised_params`; with
-    ``keep_diagonal=False``, of the model without its recurrent kernels)."""
+    (None across layers): the unit-diagonal blocks of ``A_t``
+    (:func:`unit_jacobian_columns` arranged by block)."""
     layers = state_layers(structure, state)
-    diag_params = diagonalised_params(structure, params, state, keep_diagonal=keep_diagonal)
-    leaves, treedef = jax.tree.flatten(state)
-    q = len(leaves)
-    tangents = [
-        jnp.stack([jnp.full_like(a, float(j == k)) for k in range(q)]) for j, a in enumerate(leaves)
-    ]
-
-    def push(*tangent_leaves):
-        tangent = jax.tree.unflatten(treedef, tangent_leaves)
-        return jax.jvp(lambda s: apply_fn(diag_params, s, x)[0], (state,), (tangent,))[1]
-
-    columns = jax.tree.leaves(jax.vmap(push)(*tangents))  # leaf k: (q, n_k), row k2
+    columns = unit_jacobian_columns(
+        apply_fn, structure, params, state, x, keep_diagonal=keep_diagonal
+    )
+    q = len(layers)
     return [
-        [columns[k][k2] if layers[k] == layers[k2] else None for k2 in range(q)] for k in range(q)
+        [columns[k2][k] if layers[k] == layers[k2] else None for k2 in range(q)] for k in range(q)
     ]
+
+
+def unit_jacobian_columns(
+    apply_fn, structure: Structure, params, state, x, *, keep_diagonal: bool = True
+) -> list[jax.Array]:
+    """``columns[k2][k, i] = ∂s_k[i] / ∂s_k2[i]`` for every state leaf k2, and every state
+    leaf k of the same layer (rows of another layer hold no block of ``A_t``).
+
+    Within a layer the diagonalised model's state Jacobian (:func:`diagonalised_params`;
+    with ``keep_diagonal=False``, the model without its recurrent kernels) is
+    unit-diagonal, so a cotangent of ones on state leaf k pulls back to exactly its
+    diagonal on each state leaf k2: one VJP per state leaf k, all of them batched. The
+    rows of one column come out as one array, stacked over k.
+    """
+    diag_params = diagonalised_params(structure, params, state, keep_diagonal=keep_diagonal)
+    _, pullback = jax.vjp(lambda s: apply_fn(diag_params, s, x)[0], state)
+    return jax.tree.leaves(jax.vmap(lambda ones: pullback(ones)[0])(ones_on_each_leaf(state)))
+
+
+def ones_on_each_leaf(tree: PyTree) -> PyTree:
+    """For a tree of q leaves, the q trees with ones on one leaf and zeros elsewhere,
+    stacked along a new leading axis: leaf j's row k is ones when ``j == k``."""
+    leaves, treedef = jax.tree.flatten(tree)
+    q = len(leaves)
+    return jax.tree.unflatten(
+        treedef,
+        [
+            jnp.stack([jnp.full_like(a, float(j == k)) for k in range(q)])
+            for j, a in enumerate(leaves)
+        ],
+    )
 
 
 # ----------------------------------------------------------------------------- checks
@@ -651,12 +673,22 @@ def preactivation_derivatives(apply_fn, structure: Structure, params, state, x, 
         )
         for name in names
     ]
-    stacked = jax.tree.map(lambda *t: jnp.stack(t), *tangents)
+    # Only the leaves with an input move: the others are held as constants, so the JVP
+    # forms no tangent of the products they take part in.
+    moving = [j for j, d in enumerate(inputs) if d is not None]
+    leaves, treedef = jax.tree.flatten(params)
+    stacked = [jnp.stack([jax.tree.leaves(t)[j] for t in tangents]) for j in moving]
 
-    def push(tangent):
-        return jax.jvp(lambda p: apply_fn(p, state, x)[0], (params,), (tangent,))[1]
+    def new_state(*moving_leaves):
+        full = list(leaves)
+        for j, leaf in zip(moving, moving_leaves):
+            full[j] = leaf
+        return apply_fn(jax.tree.unflatten(treedef, full), state, x)[0]
 
-    return names, jax.tree.leaves(jax.vmap(push)(stacked))
+    def push(*tangent):
+        return jax.jvp(new_state, [leaves[j] for j in moving], list(tangent))[1]
+
+    return names, jax.tree.leaves(jax.vmap(push)(*stacked))
 
 
 __all__ = [
@@ -669,4 +701,5 @@ __all__ = [
     "declared_units",
     "diagonalised_params",
     "unit_jacobian",
+    "unit_jacobian_columns",
 ]

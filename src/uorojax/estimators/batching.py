@@ -16,7 +16,9 @@ from uorojax.estimators.base import (
     run_window,
     split_per_stream,
     time_major_info,
+    validate,
 )
+from uorojax.tree import first
 
 
 def one_info(info):
@@ -72,6 +74,38 @@ def per_stream(estimator: Estimator) -> Estimator:
     if estimator.window == 1:
         return Estimator(init_state, step)
     return Estimator(init_state, step, estimator.window, window_step)
+
+
+def one_stream(step_of_streams):
+    """A step of B streams (``(params, carry, xs, ys) -> (grads, carry, info)``, leading
+    stream axes, the gradient of the mean loss) as the protocol's step of one stream: the
+    stream's carry, input and target given a leading axis of one, removed again from the
+    carry, the loss and the output.
+
+    Example::
+
+      step = one_stream(functools.partial(snap1_streams, apply_fn, loss_fn, structure))
+    """
+
+    def step(params, carry, x, y, key):
+        validate(params, key)
+        lead = lambda tree: jax.tree.map(lambda a: a[None], tree)  # noqa: E731
+        grads, new_carry, info = step_of_streams(params, lead(carry), lead(x), lead(y))
+        return grads, first(new_carry), info._replace(loss=info.loss[0], output=first(info.output))
+
+    return step
+
+
+def of_streams(step_of_streams):
+    """A step of B streams as the ``step`` of a ``per_stream`` estimator: the protocol's
+    checks, and its key (unused by deterministic estimators)."""
+
+    def step(params, carry, xs, ys, key):
+        validate(params, key)
+        check_streams(num_streams_of(carry), xs, ys)
+        return step_of_streams(params, carry, xs, ys)
+
+    return step
 
 
 def as_one_system(apply_fn: ApplyFn, loss_fn: LossFn) -> tuple[ApplyFn, LossFn]:

@@ -54,8 +54,9 @@ Cases:
   gradient.
 
 Memory: SnAp-1's, one number per parameter and state leaf of its layer (``O(|Θ|)``)
-per stream. A step costs one VJP, one JVP per state leaf (:math:`\tilde A_t`) and one
-VJP per state leaf (:math:`B_t \odot M`).
+per stream. A step costs one VJP, one VJP per state leaf (:math:`\tilde A_t`) and one
+VJP per state leaf (:math:`B_t \odot M`), and runs SnAp-1's fused step for B streams
+(:func:`~uorojax.estimators.snap.streams_step`).
 """
 
 from __future__ import annotations
@@ -63,28 +64,13 @@ from __future__ import annotations
 import functools
 from typing import Any, NamedTuple
 
-import jax
 import jax.numpy as jnp
 
 from uorojax import checks
-from uorojax.estimators.base import (
-    ApplyFn,
-    Estimator,
-    LossFn,
-    StepInfo,
-    loss_vjp,
-    model_step,
-    step_loss_and_cotangent,
-    validate,
-)
-from uorojax.estimators.snap import (
-    MODEL_HINT,
-    influence_step,
-    sparse_history,
-    zero_influence,
-)
-from uorojax.structure import Structure, diagonalised_params, leaf_units, require
-from uorojax.tree import tree_finite
+from uorojax.estimators.base import ApplyFn, Estimator, LossFn, StepInfo, init_per_stream
+from uorojax.estimators.batching import of_streams, one_stream
+from uorojax.estimators.snap import MODEL_HINT, streams_step, zero_influence
+from uorojax.structure import Structure, diagonalised_params, require
 
 PyTree = Any
 
@@ -94,9 +80,10 @@ EPROP_HINT = f"uorojax.leaky_rnn, uorojax.tanh_rnn, {MODEL_HINT}"
 class EPropState(NamedTuple):
     """E-prop carry: the model state and the eligibility traces.
 
-    ``trace[k][j]`` is shaped like parameter leaf j (flattened order) for the leaves of
-    state leaf k's layer, None elsewhere: entry ``p`` holds ``J̃_k[u(p), p]``, the trace
-    of ``θ_p`` in state leaf k of its unit ``u(p)`` (SnAp-1's pattern).
+    ``trace`` is laid out as SnAp-1's influence (:class:`~uorojax.SnApState`):
+    ``trace[j]`` is None or ``(q, n, *rest)`` for parameter leaf j, and its entry
+    ``[k, u(p), ...]`` holds ``J̃_k[u(p), p]``, the trace of ``θ_p`` in state leaf k of
+    its unit ``u(p)`` (SnAp-1's pattern).
     """
 
     state: PyTree
@@ -110,23 +97,15 @@ def without_recurrent_kernels(structure: Structure, params, state) -> PyTree:
     return diagonalised_params(structure, params, state, keep_diagonal=False)
 
 
-def eprop_step(apply_fn, loss_fn, structure, params, carry: EPropState, x, y, key):
-    """One e-prop step (see the module docstring)."""
-    validate(params, key)
-    units = leaf_units(structure, params)
-    new_state, output, loss, _, (delta_theta, delta_s_tilde) = loss_vjp(
-        lambda p, s: model_step(apply_fn, without_recurrent_kernels(structure, p, s), s, x),
-        step_loss_and_cotangent(loss_fn, y),
-        params,
-        carry.state,
-    )
-    # ∂L_t/∂s_t · J̃_t = δθ + δs̃_{t-1} · J̃_{t-1}
-    grads = sparse_history(delta_theta, jax.tree.leaves(delta_s_tilde), carry.trace, units)
-    trace, finite = influence_step(
-        apply_fn, structure, units, params, carry.state, x, carry.trace, keep_diagonal=False
-    )
-    info = StepInfo(loss, output, jnp.asarray(True), finite & tree_finite(new_state))
-    return grads, EPropState(new_state, trace), info
+def eprop_streams(apply_fn, loss_fn, structure, params, carry: EPropState, xs, ys):
+    """E-prop on B streams (leading axes): SnAp-1's fused step with the recurrent
+    kernels taken out of the state Jacobian and of the learning signal's backward pass
+    (see the module docstring): ``∂L_t/∂s_t · J̃_t = δθ + δs̃_{t-1} · J̃_{t-1}``."""
+    grads, states, trace, losses, outputs, finite = streams_step(
+        apply_fn, loss_fn, structure, params, carry.state, carry.trace, xs, ys,
+        keep_diagonal=False,
+    )  # fmt: skip
+    return grads, EPropState(states, trace), StepInfo(losses, outputs, jnp.asarray(True), finite)
 
 
 def eprop_named(who: str, apply_fn, loss_fn, structure) -> Estimator:
@@ -134,9 +113,15 @@ def eprop_named(who: str, apply_fn, loss_fn, structure) -> Estimator:
     checks.check_callable("apply_fn", apply_fn)
     checks.check_callable("loss_fn", loss_fn)
     structure = require(structure, who, EPROP_HINT)
+    streams = functools.partial(eprop_streams, apply_fn, loss_fn, structure)
+
+    def init_state(params, state0):
+        return EPropState(state0, zero_influence(structure, params, state0, who))
+
     return Estimator(
-        lambda params, state0: EPropState(state0, zero_influence(structure, params, state0, who)),
-        functools.partial(eprop_step, apply_fn, loss_fn, structure),
+        init_state,
+        one_stream(streams),
+        per_stream=Estimator(init_per_stream(init_state), of_streams(streams)),
     )
 
 

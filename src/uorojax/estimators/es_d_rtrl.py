@@ -61,7 +61,7 @@ provide it.
 
 Memory per stream: an input trace per kernel (its input width) and a unit trace per
 dense leaf and state leaf of its layer (``n`` each): ``O(I + O)`` per leaf, not
-``O(|Θ|)``. A step costs one VJP, one JVP per state leaf (:math:`D_t`), one JVP per
+``O(|Θ|)``. A step costs one VJP, one VJP per state leaf (:math:`D_t`), one JVP per
 pre-activation (:math:`D^f_t`) and ``O(|Θ|)`` for the outer products.
 """
 
@@ -80,26 +80,29 @@ from uorojax.estimators.base import (
     Estimator,
     LossFn,
     StepInfo,
+    init_per_stream,
     loss_vjp,
     model_step,
+    num_streams_of,
     step_loss_and_cotangent,
-    validate,
 )
+from uorojax.estimators.batching import of_streams, one_stream
 from uorojax.estimators.eprop import without_recurrent_kernels
 from uorojax.structure import (
+    DenseInput,
     Structure,
     along,
     check_dense_inputs,
     check_single_stream,
     dense_inputs,
     input_shape,
-    kronecker_leaf,
     leaf_units,
     preactivation_derivatives,
     require,
     state_layers,
     unit_jacobian,
 )
+from uorojax.tree import first
 
 PyTree = Any
 
@@ -198,28 +201,110 @@ def unit_trace_update(decay, blocks, old, derivative):
     )
 
 
-def es_d_rtrl_step(apply_fn, loss_fn, structure, decay, params, carry: ESDRTRLState, x, y, key):
-    """One ES-D-RTRL step (see the module docstring)."""
-    validate(params, key)
-    state = carry.state
+def signal_readers(inputs: list, names: list) -> dict:
+    """For every pre-activation, the leaves whose per-stream direct gradients give its
+    cotangent ``∂L_t/∂z``: its biases (a scalar input), whose gradient is ``∂L_t/∂z``
+    itself, when it has one; otherwise all its leaves (:func:`preactivation_cotangents`)."""
+    readers = {}
+    for name in names:
+        members = [j for j, d in enumerate(inputs) if d is not None and d.preactivation == name]
+        biases = [j for j in members if jnp.ndim(inputs[j].vector) == 0]
+        readers[name] = biases or members
+    return readers
+
+
+def summed_kronecker(d: jax.Array, a: jax.Array, ndim: int, axis: int) -> jax.Array:
+    """``Σ_b kronecker_leaf(d_b, a_b)`` over a leading stream axis: one matrix product
+    for a kernel (``d``: ``(B, n)``, ``a``: ``(B, m)``), a weighted sum for a bias (``a``:
+    ``(B,)``)."""
+    if ndim == 1:
+        return jnp.einsum("bu,b->u", d, a)
+    return jnp.einsum("bu,bi->ui", d, a) if axis == 0 else jnp.einsum("bi,bu->iu", a, d)
+
+
+def es_d_rtrl_streams(apply_fn, loss_fn, structure, decay, params, carry: ESDRTRLState, xs, ys):
+    """ES-D-RTRL on B streams (leading axes; see the module docstring), fused.
+
+    One batched backward of the mean loss, through the params without recurrent kernels,
+    gives every stream's ``δs̃_{t-1}``, the averaged direct gradient of the leaves that
+    move no state, and each stream's ``∂L_t/∂z`` from per-stream copies of the leaves
+    :func:`signal_readers` names (a pre-activation's bias): no per-stream gradient of a
+    kernel is formed. ``D^f_t`` comes from one JVP a pre-activation along those leaves
+    (the same direction for every stream), and a kernel's gradient, averaged over the
+    streams, from one matrix product of the signals and the input traces
+    (:func:`summed_kronecker`).
+    """
+    states = carry.state
+    num_streams = num_streams_of(states)
     units = leaf_units(structure, params)
-    new_state, output, loss, _, (delta_theta, delta_s_tilde) = loss_vjp(
-        lambda p, s: model_step(apply_fn, without_recurrent_kernels(structure, p, s), s, x),
-        step_loss_and_cotangent(loss_fn, y),
-        params,
-        state,
-    )
-    inputs = dense_inputs(structure, params, state, x)
+    p_leaves, treedef = jax.tree.flatten(params)
+    one_state, one_x = first(states), first(xs)
+    inputs = dense_inputs(structure, params, one_state, one_x)
     check_dense_inputs(structure, params, inputs, "es_d_rtrl")
-    names, derivatives = preactivation_derivatives(apply_fn, structure, params, state, x, inputs)
-    blocks = unit_jacobian(apply_fn, structure, params, state, x, keep_diagonal=False)
-    d_theta, treedef = jax.tree.flatten(delta_theta)
+    names = list(dict.fromkeys(d.preactivation for d in inputs if d is not None))
+    readers = signal_readers(inputs, names)
+    copied = sorted({j for js in readers.values() for j in js})
+
+    def losses_and_cotangents(outputs):
+        """Per-stream losses, and the cotangents of their mean over streams."""
+        losses, d_outputs = jax.vmap(lambda o, y1: step_loss_and_cotangent(loss_fn, y1)(o))(
+            outputs, ys
+        )
+        return losses, jax.tree.map(lambda d: d / num_streams, d_outputs)
+
+    def batched_forward(p, copies, s):
+        def one(s1, x1, *leaf_copies):
+            leaves = jax.tree.leaves(p)
+            for j, leaf in zip(copied, leaf_copies):
+                leaves[j] = leaf
+            p1 = jax.tree.unflatten(treedef, leaves)
+            return model_step(apply_fn, without_recurrent_kernels(structure, p1, s1), s1, x1)
+
+        return jax.vmap(one)(s, xs, *copies)
+
+    copies = [jnp.broadcast_to(p_leaves[j], (num_streams, *p_leaves[j].shape)) for j in copied]
+    new_states, outputs, losses, _, (mean_delta_theta, d_copies, delta_s_tilde) = loss_vjp(
+        batched_forward, losses_and_cotangents, params, copies, states
+    )
+    vectors = jax.vmap(  # each stream's input vectors
+        lambda s, x: [
+            None if d is None else d.vector for d in dense_inputs(structure, params, s, x)
+        ]
+    )(states, xs)
+    per_stream_theta = [None] * len(p_leaves)
+    for j, d in zip(copied, d_copies):
+        per_stream_theta[j] = d
+
+    def signal_cotangents(theta, read_vectors):
+        read = [
+            None if v is None else DenseInput(inputs[j].preactivation, v)
+            for j, v in enumerate(read_vectors)
+        ]
+        return preactivation_cotangents(theta, read, units, names)
+
+    d_z = jax.vmap(signal_cotangents)(
+        per_stream_theta, [v if j in copied else None for j, v in enumerate(vectors)]
+    )
+
+    def derivatives_of(s, x):
+        # The params without recurrent kernels give the step the same values and the same
+        # derivatives in z: XLA shares their forward pass with the backward's.
+        one_inputs = dense_inputs(structure, params, s, x)
+        read = [d if j in copied else None for j, d in enumerate(one_inputs)]
+        local = without_recurrent_kernels(structure, params, s)
+        return preactivation_derivatives(apply_fn, structure, local, s, x, read)[1]
+
+    derivatives = jax.vmap(derivatives_of)(states, xs)  # rows in the order the readers name
+    derivative_names = list(dict.fromkeys(inputs[j].preactivation for j in copied))
+    blocks = jax.vmap(
+        lambda s, x: unit_jacobian(apply_fn, structure, params, s, x, keep_diagonal=False)
+    )(states, xs)
     d_state = jax.tree.leaves(delta_s_tilde)
-    d_z = preactivation_cotangents(d_theta, inputs, units, names)
-    scale = correction(carry.steps, decay, d_state[0].dtype)
+    d_theta = jax.tree.leaves(mean_delta_theta)
+    scale = correction(carry.steps, decay, d_state[0].dtype)[:, None]
 
     grads, input_trace, unit_trace = [], [], []
-    for j, (dense, u) in enumerate(zip(inputs, units)):
+    for j, (dense, vector, u) in enumerate(zip(inputs, vectors, units)):
         if u is None:
             grads.append(d_theta[j])
             input_trace.append(None)
@@ -227,26 +312,28 @@ def es_d_rtrl_step(apply_fn, loss_fn, structure, decay, params, carry: ESDRTRLSt
             continue
         g = names.index(dense.preactivation)
         old_f = carry.unit_trace[j]
-        new_f = unit_trace_update(decay, blocks, old_f, [d[g] for d in derivatives])
-        # λ_t · ε^f_t = α δs̃_{t-1} · ε^f_{t-1} + (1 - α) ∂L_t/∂z_t, per unit
+        row = derivative_names.index(dense.preactivation)
+        new_f = unit_trace_update(decay, blocks, old_f, [d[:, row] for d in derivatives])
+        # λ_t · ε^f_t = α δs̃_{t-1} · ε^f_{t-1} + (1 - α) ∂L_t/∂z_t, per stream and unit
         signal = decay * sum(d_state[k] * f for k, f in enumerate(old_f) if f is not None)
         signal = (signal + (1 - decay) * d_z[g]) / scale
-        leaf = d_theta[j]
+        leaf = p_leaves[j]
         if leaf.ndim == 1:  # a bias: no input trace, its input (1) as it is
             new_x = None
-            grads.append((signal * dense.vector).astype(leaf.dtype))
+            grads.append(summed_kronecker(signal, vector, 1, 0).astype(leaf.dtype))
         else:
-            new_x = decay * carry.input_trace[j] + dense.vector.astype(leaf.dtype)
-            grads.append(kronecker_leaf(signal, new_x, leaf.ndim, u.axis).astype(leaf.dtype))
+            new_x = decay * carry.input_trace[j] + vector.astype(leaf.dtype)
+            grads.append(summed_kronecker(signal, new_x, leaf.ndim, u.axis).astype(leaf.dtype))
         input_trace.append(new_x)
         unit_trace.append(new_f)
     new_carry = ESDRTRLState(
-        new_state,
+        new_states,
         tuple(input_trace),
         tuple(unit_trace),
         jnp.minimum(carry.steps + 1, CORRECTION_STEPS),
     )
-    return jax.tree.unflatten(treedef, grads), new_carry, StepInfo(loss, output, jnp.asarray(True))
+    info = StepInfo(losses, outputs, jnp.asarray(True))
+    return jax.tree.unflatten(treedef, grads), new_carry, info
 
 
 def check_decay(decay: Any) -> float:
@@ -302,7 +389,10 @@ def es_d_rtrl(
             f"model's structure gives none. {MODEL_HINT}"
         )
     decay = check_decay(decay)
+    init_state = functools.partial(es_d_rtrl_init, structure)
+    streams = functools.partial(es_d_rtrl_streams, apply_fn, loss_fn, structure, decay)
     return Estimator(
-        functools.partial(es_d_rtrl_init, structure),
-        functools.partial(es_d_rtrl_step, apply_fn, loss_fn, structure, decay),
+        init_state,
+        one_stream(streams),
+        per_stream=Estimator(init_per_stream(init_state), of_streams(streams)),
     )
