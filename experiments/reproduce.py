@@ -468,23 +468,19 @@ SECTIONS = (headline_section, influence_section, lambda *a: chars_section(*a, "f
 
 
 def record_command(out: str, keep_existing: bool) -> None:
-    """Writes OUT/meta.json: the machine and the commands whose runs OUT holds.
+    """Writes OUT/meta.json: the machine and the commands whose runs OUT holds (and a
+    ``note`` on them, if one was written there).
 
-    A run with --keep-existing adds to the commands already recorded (it only adds runs);
-    any other starts the list afresh.
+    A run with --keep-existing adds to what is recorded (it only adds runs); any other
+    starts afresh.
     """
     path = os.path.join(out, "meta.json")
-    commands = []
-    if keep_existing and os.path.exists(path):
-        commands = json.load(open(path))["commands"]
+    meta = json.load(open(path)) if keep_existing and os.path.exists(path) else {}
     command = "python " + " ".join(sys.argv)
-    machine = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU"
+    meta["commands"] = [c for c in meta.get("commands", []) if c != command] + [command]
+    meta["machine"] = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, CPU"
     with open(path, "w") as f:
-        json.dump(
-            {"commands": [c for c in commands if c != command] + [command], "machine": machine},
-            f,
-            indent=1,
-        )
+        json.dump(meta, f, indent=1)
 
 
 def write_results(out: str, budget: Budget) -> str:

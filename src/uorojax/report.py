@@ -127,12 +127,18 @@ class Panel(NamedTuple):
     show_band: bool = True
 
 
-def figure(path: str, title: str, panels: Sequence[Panel], width: float = 6.0) -> list[str]:
-    """Panels side by side, saved as a PNG at ``path``; returns the markdown that shows
-    it (relative to the page)."""
+def figure(
+    path: str, title: str, panels: Sequence[Panel], width: float = 6.0, columns: int = 4
+) -> list[str]:
+    """Panels side by side, at most ``columns`` to a row, saved as a PNG at ``path``;
+    returns the markdown that shows it (relative to the page)."""
     plt = _pyplot()
-    fig, axes = plt.subplots(1, len(panels), figsize=(width * len(panels), 4.2), squeeze=False)
-    for ax, panel in zip(axes[0], panels):
+    cols = min(columns, len(panels))
+    rows = -(-len(panels) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(width * cols, 4.2 * rows), squeeze=False)
+    for ax in axes.flat[len(panels) :]:
+        ax.axis("off")
+    for ax, panel in zip(axes.flat, panels):
         for label, (x, runs) in panel.bands.items():
             band(ax, x, runs, label, panel.show_band)
         for label, (x, y, style) in panel.lines.items():
