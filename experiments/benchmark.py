@@ -58,6 +58,7 @@ METHODS = {  # name: (registry method "algorithm:hyperparameter=value,...", batc
     "eprop": ("eprop", "per_stream"),
     "es_d_rtrl": ("es_d_rtrl", "per_stream"),
     "kf_rtrl": ("kf_rtrl", "per_stream"),
+    **{f"ok{rank}": (f"ok:rank={rank}", "per_stream") for rank in (1, 2, 4, 8)},
     "rtrl_shared": ("rtrl", "shared"),
 }
 
