@@ -61,8 +61,9 @@ provide it.
 
 Memory per stream: an input trace per kernel (its input width) and a unit trace per
 dense leaf and state leaf of its layer (``n`` each): ``O(I + O)`` per leaf, not
-``O(|Θ|)``. A step costs one VJP, one VJP per state leaf (:math:`D_t`), one JVP per
-pre-activation (:math:`D^f_t`) and ``O(|Θ|)`` for the outer products.
+``O(|Θ|)``. A step costs one forward and one backward batched over ``1 + q`` cotangents
+(the loss's, and ones on each of the ``q`` state leaves for :math:`D_t` and
+:math:`D^f_t`), and ``O(|Θ|)`` for the outer products.
 """
 
 from __future__ import annotations
