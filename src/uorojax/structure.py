@@ -223,12 +223,13 @@ def diagonalised_params(
     for rk in structure.recurrent_kernels:
         kernel = get_path(params, rk.kernel)
         s = jax.lax.stop_gradient(get_path(state, rk.state))
-        diagonal = (
-            jnp.diagonal(kernel) if keep_diagonal else jnp.zeros(kernel.shape[0], kernel.dtype)
-        )
         full = s @ kernel if rk.layout == "in_out" else kernel @ s
-        moved = full - s * diagonal
-        params = set_path(params, rk.kernel, jnp.diag(diagonal))
+        if keep_diagonal:
+            diagonal = jnp.diagonal(kernel)
+            moved, kept = full - s * diagonal, jnp.diag(diagonal)
+        else:  # a constant zero kernel: XLA shares the step's forward between its uses
+            moved, kept = full, jnp.zeros_like(kernel)
+        params = set_path(params, rk.kernel, kept)
         params = set_path(params, rk.bias, get_path(params, rk.bias) + moved)
     return params
 

@@ -61,8 +61,9 @@ provide it.
 
 Memory per stream: an input trace per kernel (its input width) and a unit trace per
 dense leaf and state leaf of its layer (``n`` each): ``O(I + O)`` per leaf, not
-``O(|Θ|)``. A step costs one VJP, one VJP per state leaf (:math:`D_t`), one JVP per
-pre-activation (:math:`D^f_t`) and ``O(|Θ|)`` for the outer products.
+``O(|Θ|)``. A step costs one forward and one backward batched over ``1 + q`` cotangents
+(the loss's, and ones on each of the ``q`` state leaves for :math:`D_t` and
+:math:`D^f_t`), and ``O(|Θ|)`` for the outer products.
 """
 
 from __future__ import annotations
@@ -81,7 +82,6 @@ from uorojax.estimators.base import (
     LossFn,
     StepInfo,
     init_per_stream,
-    loss_vjp,
     model_step,
     num_streams_of,
     step_loss_and_cotangent,
@@ -97,12 +97,11 @@ from uorojax.structure import (
     dense_inputs,
     input_shape,
     leaf_units,
-    preactivation_derivatives,
+    ones_on_each_leaf,
     require,
     state_layers,
-    unit_jacobian,
 )
-from uorojax.tree import first
+from uorojax.tree import first, zeros_like
 
 PyTree = Any
 
@@ -116,15 +115,16 @@ CORRECTION_STEPS = 1000
 
 
 class ESDRTRLState(NamedTuple):
-    """ES-D-RTRL carry.
+    """ES-D-RTRL carry, laid out as a few stacked arrays (see :func:`trace_layout`).
 
     Attributes:
       state: the model state.
-      input_trace: ``ε^x`` for every params leaf (flattened order): a vector over the
-        kernel's input axis, None for a bias or a leaf that moves no state.
-      unit_trace: ``ε^f`` for every params leaf: a tuple over the state leaves, an
-        ``(n_k,)`` vector for each state leaf k of the leaf's layer (None for the
-        others); None for a leaf that moves no state.
+      input_trace: ``ε^x`` of the kernels, one ``(p, m)`` array per group of kernels
+        that :func:`trace_layout` stacks (same layer, input width, unit axis and dtype):
+        row r is the r-th kernel of the group.
+      unit_trace: ``ε^f`` for every state leaf k: an ``(P, n_k)`` array whose row r is
+        the unit trace of the r-th dense leaf of k's layer (the layer's rows in
+        :func:`trace_layout`); None for a state leaf whose layer has no dense leaf.
       steps: the steps of the stream so far, counted up to ``CORRECTION_STEPS``.
     """
 
@@ -134,27 +134,53 @@ class ESDRTRLState(NamedTuple):
     steps: jax.Array
 
 
+class TraceLayout(NamedTuple):
+    """Where every dense leaf's traces live in the carry (:class:`ESDRTRLState`).
+
+    Attributes:
+      groups: the kernels stacked into one input trace each, by flattened leaf index.
+      rows: for every layer, its dense leaves in the order of its unit traces' rows:
+        the groups' kernels first, group by group, then the biases (so each group's
+        rows, and the biases', are one contiguous slice).
+    """
+
+    groups: tuple
+    rows: dict
+
+
+def trace_layout(leaves: list, units: list) -> TraceLayout:
+    """The carry's layout: kernels (2-d leaves with units) grouped by ``(layer, input
+    width, unit axis, dtype)`` in the order they first occur, and each layer's rows."""
+    keys: dict = {}
+    for j, (leaf, u) in enumerate(zip(leaves, units)):
+        if u is not None and leaf.ndim == 2:
+            key = (u.layer, leaf.shape[1 - u.axis], u.axis, jnp.dtype(leaf.dtype))
+            keys.setdefault(key, []).append(j)
+    groups = tuple(tuple(g) for g in keys.values())
+    rows: dict = {}
+    for g in groups:
+        rows.setdefault(units[g[0]].layer, []).extend(g)
+    for j, (leaf, u) in enumerate(zip(leaves, units)):
+        if u is not None and leaf.ndim == 1:
+            rows.setdefault(u.layer, []).append(j)
+    return TraceLayout(groups, {layer: tuple(r) for layer, r in rows.items()})
+
+
 def es_d_rtrl_init(structure: Structure, params, state0) -> ESDRTRLState:
     """Zero traces, shaped from the params and the state."""
     checks.check_init(params, state0, "es_d_rtrl")
     check_single_stream(structure, params, state0, "es_d_rtrl")
-    units = leaf_units(structure, params)
-    layers = state_layers(structure, state0)
-    s_leaves = jax.tree.leaves(state0)
-    input_trace, unit_trace = [], []
-    for leaf, u in zip(jax.tree.leaves(params), units):
-        if u is None:
-            input_trace.append(None)
-            unit_trace.append(None)
-            continue
-        input_trace.append(None if leaf.ndim == 1 else jnp.zeros(input_shape(leaf, u), leaf.dtype))
-        unit_trace.append(
-            tuple(
-                jnp.zeros_like(s) if layer == u.layer else None
-                for s, layer in zip(s_leaves, layers)
-            )
-        )
-    return ESDRTRLState(state0, tuple(input_trace), tuple(unit_trace), jnp.zeros((), jnp.int32))
+    leaves, units = jax.tree.leaves(params), leaf_units(structure, params)
+    layout = trace_layout(leaves, units)
+    input_trace = tuple(
+        jnp.zeros((len(g), *input_shape(leaves[g[0]], units[g[0]])), leaves[g[0]].dtype)
+        for g in layout.groups
+    )
+    unit_trace = tuple(
+        jnp.zeros((len(layout.rows[layer]), *s.shape), s.dtype) if layer in layout.rows else None
+        for s, layer in zip(jax.tree.leaves(state0), state_layers(structure, state0))
+    )
+    return ESDRTRLState(state0, input_trace, unit_trace, jnp.zeros((), jnp.int32))
 
 
 def contract_input(cotangent: jax.Array, a: jax.Array, axis: int) -> jax.Array:
@@ -191,11 +217,16 @@ def correction(steps: jax.Array, decay: float, dtype) -> jax.Array:
 
 
 def unit_trace_update(decay, blocks, old, derivative):
-    """``ε^f_k ← α Σ_k2 D[k, k2] ε^f_k2 + (1 - α) D^f_k`` for the state leaves of a layer."""
+    """``ε^f_k ← α Σ_k2 D[k, k2] ε^f_k2 + (1 - α) D^f_k`` for the state leaves of a layer:
+    ``blocks[k][k2]`` is ``(B, n)`` (None across layers), ``old[k]`` and
+    ``derivative[k]`` are ``(B, P, n)`` (a row per dense leaf of k's layer), or None."""
     return tuple(
         None
         if old_k is None
-        else decay * sum(blocks[k][k2] * old[k2] for k2 in range(len(old)) if old[k2] is not None)
+        else decay
+        * sum(
+            blocks[k][k2][:, None] * old[k2] for k2 in range(len(old)) if blocks[k][k2] is not None
+        )
         + (1 - decay) * derivative[k]
         for k, old_k in enumerate(old)
     )
@@ -213,37 +244,84 @@ def signal_readers(inputs: list, names: list) -> dict:
     return readers
 
 
-def summed_kronecker(d: jax.Array, a: jax.Array, ndim: int, axis: int) -> jax.Array:
-    """``Σ_b kronecker_leaf(d_b, a_b)`` over a leading stream axis: one matrix product
-    for a kernel (``d``: ``(B, n)``, ``a``: ``(B, m)``), a weighted sum for a bias (``a``:
-    ``(B,)``)."""
+def stacked_gradients(signal: jax.Array, traces: jax.Array, ndim: int, axis: int) -> jax.Array:
+    """``Σ_b kronecker_leaf(signal_{b,r}, trace_{b,r})`` for every row r of a stack of
+    leaves (a leading stream axis ``b``, the row axis next): one batched matrix product
+    for kernels (``signal``: ``(B, p, n)``, ``traces``: ``(B, p, m)``; the result ``(p, n,
+    m)`` or ``(p, m, n)`` by the unit ``axis``), a weighted sum for biases (``traces``:
+    ``(B, p)``, the result ``(p, n)``)."""
     if ndim == 1:
-        return jnp.einsum("bu,b->u", d, a)
-    return jnp.einsum("bu,bi->ui", d, a) if axis == 0 else jnp.einsum("bi,bu->iu", a, d)
+        return jnp.sum(signal * traces[:, :, None], axis=0)
+    if axis == 0:
+        return jnp.einsum("bru,bri->rui", signal, traces)
+    return jnp.einsum("bri,bru->riu", traces, signal)
+
+
+def as_rows(per_name: list, names: list, inputs: list, rows) -> jax.Array:
+    """Per-pre-activation ``(..., n)`` arrays laid out as a layer's rows, ``(..., P, n)``:
+    row r the array of the pre-activation that the r-th leaf feeds (one concatenation;
+    a gather from a stack ran several times slower)."""
+    return jnp.stack([per_name[names.index(inputs[j].preactivation)] for j in rows], axis=-2)
+
+
+def stacked_copies(leaves: list, copied: list) -> list:
+    """The leaves copied per stream, grouped by shape and dtype (each group one stacked
+    copy), in the order they occur."""
+    groups: dict = {}
+    for j in copied:
+        groups.setdefault((leaves[j].shape, jnp.dtype(leaves[j].dtype)), []).append(j)
+    return [tuple(g) for g in groups.values()]
+
+
+def row_cotangents(new_states, outputs, d_outputs):
+    """The cotangents of one backward pass batched over ``1 + q`` rows (``q`` state
+    leaves): row 0 the mean loss's (``∂L/∂output``, no state cotangent), row ``1 + k``
+    ones on state leaf k and nothing on the output."""
+    ones = ones_on_each_leaf(new_states)
+    zero_state, zero_output = zeros_like(new_states), zeros_like(outputs)
+    stack = lambda first_row, rows: jax.tree.map(  # noqa: E731
+        lambda a, b: jnp.concatenate([a[None], b]), first_row, rows
+    )
+    q = len(jax.tree.leaves(new_states))
+    return (
+        stack(zero_state, ones),
+        stack(d_outputs, jax.tree.map(lambda a: jnp.broadcast_to(a, (q, *a.shape)), zero_output)),
+    )
 
 
 def es_d_rtrl_streams(apply_fn, loss_fn, structure, decay, params, carry: ESDRTRLState, xs, ys):
     """ES-D-RTRL on B streams (leading axes; see the module docstring), fused.
 
-    One batched backward of the mean loss, through the params without recurrent kernels,
-    gives every stream's ``δs̃_{t-1}``, the averaged direct gradient of the leaves that
-    move no state, and each stream's ``∂L_t/∂z`` from per-stream copies of the leaves
-    :func:`signal_readers` names (a pre-activation's bias): no per-stream gradient of a
-    kernel is formed. ``D^f_t`` comes from one JVP a pre-activation along those leaves
-    (the same direction for every stream), and a kernel's gradient, averaged over the
-    streams, from one matrix product of the signals and the input traces
-    (:func:`summed_kronecker`).
+    One forward of the step through the params without recurrent kernels, with
+    per-stream copies of the leaves :func:`signal_readers` names (a pre-activation's
+    bias), serves two backward passes:
+
+    * the mean loss's, which gives every stream's ``δs̃_{t-1}``, the averaged direct
+      gradient of the leaves that move no state, and each stream's ``∂L_t/∂z`` (the
+      copies' cotangents): no per-stream gradient of a kernel is formed;
+    * the new state's, batched over a cotangent of ones on each state leaf k (the model
+      without recurrent kernels is unit-diagonal in a layer): its state cotangent is row
+      k of the diagonal blocks of ``D_t`` (as :func:`~uorojax.structure.
+      unit_jacobian_columns`), and its copies' cotangents are ``D^f_t = ∂s_k/∂z`` per
+      unit (the adjoint of the JVP along ``1 ⊗ a/‖a‖²``,
+      :func:`~uorojax.structure.preactivation_derivatives`).
+
+    The traces of a layer are updated as one stack (:func:`trace_layout`), and the
+    gradient of a group of kernels, averaged over the streams, is one batched matrix
+    product of the signals and the input traces (:func:`stacked_gradients`).
     """
     states = carry.state
     num_streams = num_streams_of(states)
     units = leaf_units(structure, params)
     p_leaves, treedef = jax.tree.flatten(params)
+    layout = trace_layout(p_leaves, units)
     one_state, one_x = first(states), first(xs)
     inputs = dense_inputs(structure, params, one_state, one_x)
     check_dense_inputs(structure, params, inputs, "es_d_rtrl")
     names = list(dict.fromkeys(d.preactivation for d in inputs if d is not None))
     readers = signal_readers(inputs, names)
     copied = sorted({j for js in readers.values() for j in js})
+    layers = state_layers(structure, one_state)
 
     def losses_and_cotangents(outputs):
         """Per-stream losses, and the cotangents of their mean over streams."""
@@ -252,84 +330,97 @@ def es_d_rtrl_streams(apply_fn, loss_fn, structure, decay, params, carry: ESDRTR
         )
         return losses, jax.tree.map(lambda d: d / num_streams, d_outputs)
 
+    copy_groups = stacked_copies(p_leaves, copied)
+
     def batched_forward(p, copies, s):
-        def one(s1, x1, *leaf_copies):
+        def one(s1, x1, *group_copies):
             leaves = jax.tree.leaves(p)
-            for j, leaf in zip(copied, leaf_copies):
-                leaves[j] = leaf
+            for group, stack in zip(copy_groups, group_copies):
+                for r, j in enumerate(group):
+                    leaves[j] = stack[r]
             p1 = jax.tree.unflatten(treedef, leaves)
             return model_step(apply_fn, without_recurrent_kernels(structure, p1, s1), s1, x1)
 
         return jax.vmap(one)(s, xs, *copies)
 
-    copies = [jnp.broadcast_to(p_leaves[j], (num_streams, *p_leaves[j].shape)) for j in copied]
-    new_states, outputs, losses, _, (mean_delta_theta, d_copies, delta_s_tilde) = loss_vjp(
-        batched_forward, losses_and_cotangents, params, copies, states
-    )
+    copies = [
+        jnp.broadcast_to(
+            jnp.stack([p_leaves[j] for j in g]), (num_streams, len(g), *p_leaves[g[0]].shape)
+        )
+        for g in copy_groups
+    ]
+    (new_states, outputs), pullback = jax.vjp(batched_forward, params, copies, states)
+    losses, d_outputs = losses_and_cotangents(outputs)
+    d_theta, d_copies, d_states = jax.vmap(pullback)(row_cotangents(new_states, outputs, d_outputs))
+    mean_delta_theta, delta_s_tilde = first(d_theta), first(d_states)
+    columns = jax.tree.leaves(jax.tree.map(lambda a: a[1:], d_states))
+    blocks = [  # blocks[k][k2] = ∂s_k/∂s_k2 per stream and unit
+        [columns[k2][k] if layers[k] == layers[k2] else None for k2 in range(len(layers))]
+        for k in range(len(layers))
+    ]
     vectors = jax.vmap(  # each stream's input vectors
         lambda s, x: [
             None if d is None else d.vector for d in dense_inputs(structure, params, s, x)
         ]
     )(states, xs)
-    per_stream_theta = [None] * len(p_leaves)
-    for j, d in zip(copied, d_copies):
-        per_stream_theta[j] = d
+    read_vectors = [v if j in copied else None for j, v in enumerate(vectors)]
 
-    def signal_cotangents(theta, read_vectors):
-        read = [
+    def signal_cotangents(group_cotangents, read):
+        theta = [None] * len(p_leaves)
+        for group, d in zip(copy_groups, group_cotangents):
+            for r, j in enumerate(group):
+                theta[j] = d[r]
+        dense = [
             None if v is None else DenseInput(inputs[j].preactivation, v)
-            for j, v in enumerate(read_vectors)
+            for j, v in enumerate(read)
         ]
-        return preactivation_cotangents(theta, read, units, names)
+        return preactivation_cotangents(theta, dense, units, names)
 
-    d_z = jax.vmap(signal_cotangents)(
-        per_stream_theta, [v if j in copied else None for j, v in enumerate(vectors)]
-    )
-
-    def derivatives_of(s, x):
-        # The params without recurrent kernels give the step the same values and the same
-        # derivatives in z: XLA shares their forward pass with the backward's.
-        one_inputs = dense_inputs(structure, params, s, x)
-        read = [d if j in copied else None for j, d in enumerate(one_inputs)]
-        local = without_recurrent_kernels(structure, params, s)
-        return preactivation_derivatives(apply_fn, structure, local, s, x, read)[1]
-
-    derivatives = jax.vmap(derivatives_of)(states, xs)  # rows in the order the readers name
-    derivative_names = list(dict.fromkeys(inputs[j].preactivation for j in copied))
-    blocks = jax.vmap(
-        lambda s, x: unit_jacobian(apply_fn, structure, params, s, x, keep_diagonal=False)
-    )(states, xs)
+    # Row 0: ∂L_t/∂z per stream and pre-activation; row 1 + k: D^f_t of state leaf k.
+    per_name = jax.vmap(jax.vmap(signal_cotangents), in_axes=(0, None))(d_copies, read_vectors)
     d_state = jax.tree.leaves(delta_s_tilde)
     d_theta = jax.tree.leaves(mean_delta_theta)
-    scale = correction(carry.steps, decay, d_state[0].dtype)[:, None]
+    scale = correction(carry.steps, decay, d_state[0].dtype)[:, None, None]
 
-    grads, input_trace, unit_trace = [], [], []
-    for j, (dense, vector, u) in enumerate(zip(inputs, vectors, units)):
-        if u is None:
-            grads.append(d_theta[j])
-            input_trace.append(None)
-            unit_trace.append(None)
-            continue
-        g = names.index(dense.preactivation)
-        old_f = carry.unit_trace[j]
-        row = derivative_names.index(dense.preactivation)
-        new_f = unit_trace_update(decay, blocks, old_f, [d[:, row] for d in derivatives])
-        # λ_t · ε^f_t = α δs̃_{t-1} · ε^f_{t-1} + (1 - α) ∂L_t/∂z_t, per stream and unit
-        signal = decay * sum(d_state[k] * f for k, f in enumerate(old_f) if f is not None)
-        signal = (signal + (1 - decay) * d_z[g]) / scale
-        leaf = p_leaves[j]
-        if leaf.ndim == 1:  # a bias: no input trace, its input (1) as it is
-            new_x = None
-            grads.append(summed_kronecker(signal, vector, 1, 0).astype(leaf.dtype))
-        else:
-            new_x = decay * carry.input_trace[j] + vector.astype(leaf.dtype)
-            grads.append(summed_kronecker(signal, new_x, leaf.ndim, u.axis).astype(leaf.dtype))
+    rows_of = {layer: as_rows(per_name, names, inputs, rows)
+               for layer, rows in layout.rows.items()}  # fmt: skip
+    derivative = [
+        None if f is None else rows_of[layer][1 + k]
+        for k, (f, layer) in enumerate(zip(carry.unit_trace, layers))
+    ]
+    unit_trace = unit_trace_update(decay, blocks, carry.unit_trace, derivative)
+    signals = {}
+    for layer in layout.rows:
+        # λ_t · ε^f_t = α δs̃_{t-1} · ε^f_{t-1} + (1 - α) ∂L_t/∂z_t, per stream and row
+        history = sum(
+            d_state[k][:, None] * f
+            for k, f in enumerate(carry.unit_trace)
+            if f is not None and layers[k] == layer
+        )
+        signals[layer] = (decay * history + (1 - decay) * rows_of[layer][0]) / scale
+
+    grads = [d if u is None else None for d, u in zip(d_theta, units)]
+    input_trace = []
+    for group, old in zip(layout.groups, carry.input_trace):
+        layer, axis = units[group[0]].layer, units[group[0]].axis
+        start = layout.rows[layer].index(group[0])
+        new_x = decay * old + jnp.stack([vectors[j] for j in group], axis=1).astype(old.dtype)
+        signal = signals[layer][:, start : start + len(group)]
+        for j, g in zip(group, stacked_gradients(signal, new_x, 2, axis)):
+            grads[j] = g.astype(p_leaves[j].dtype)
         input_trace.append(new_x)
-        unit_trace.append(new_f)
+    for layer, rows in layout.rows.items():
+        biases = [j for j in rows if p_leaves[j].ndim == 1]
+        if biases:
+            start = rows.index(biases[0])
+            ones = jnp.stack([vectors[j] for j in biases], axis=1)
+            signal = signals[layer][:, start : start + len(biases)]
+            for j, g in zip(biases, stacked_gradients(signal, ones, 1, 0)):
+                grads[j] = g.astype(p_leaves[j].dtype)
     new_carry = ESDRTRLState(
         new_states,
         tuple(input_trace),
-        tuple(unit_trace),
+        unit_trace,
         jnp.minimum(carry.steps + 1, CORRECTION_STEPS),
     )
     info = StepInfo(losses, outputs, jnp.asarray(True))
