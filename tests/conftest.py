@@ -6,8 +6,19 @@ subprocess, for a float32 subset).
 """
 
 import os
+import tempfile
 
 import jax
 
 jax.config.update("jax_enable_x64", os.environ.get("UOROJAX_TEST_X64", "1") != "0")
 jax.config.update("jax_default_matmul_precision", "highest")
+
+# One compilation cache for the session (and the subprocesses the tests start): the
+# runner's tests compile the same programs in many runs; a cached one is loaded, not
+# compiled again. Results do not depend on it.
+_CACHE = os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "uorojax-test-jax-cache")
+)
+jax.config.update("jax_compilation_cache_dir", _CACHE)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+jax.config.update("jax_persistent_cache_min_entry_size_bytes", 0)
