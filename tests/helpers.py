@@ -157,3 +157,21 @@ def check_rescaled_step(apply_fn, params, state0, x, y, seed):
     # Balanced: each rank-one term has equal norms on its two sides.
     np.testing.assert_allclose(rho0 * norm(s_prime), norm(carry.theta_tilde) / rho0, rtol=1e-9)
     np.testing.assert_allclose(rho1 * norm(nu), norm(theta_prime) / rho1, rtol=1e-9)
+
+
+def sigmoid(z):
+    return 1 / (1 + jnp.exp(-z))
+
+
+def lstm_step_by_hand(cell, readout, c, h, x, y):
+    """One step of flax's LSTMCell and a linear readout with a squared error, written
+    out: the gates ``(i, f, o, g)``, ``c_t``, ``h_t`` and the readout's error (output
+    minus target), for the tests that write a rule out by hand."""
+    z = {
+        g: x @ cell[f"i{g}"]["kernel"] + h @ cell[f"h{g}"]["kernel"] + cell[f"h{g}"]["bias"]
+        for g in "ifgo"
+    }
+    i, f, o, g = sigmoid(z["i"]), sigmoid(z["f"]), sigmoid(z["o"]), jnp.tanh(z["g"])
+    c_new = f * c + i * g
+    h_new = o * jnp.tanh(c_new)
+    return (i, f, o, g), c_new, h_new, h_new @ readout["kernel"] + readout["bias"] - y

@@ -4,7 +4,15 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import flat, float64_model, regression_stream, rel_err, scan_estimator, tiny_rnn
+from helpers import (
+    flat,
+    float64_model,
+    lstm_step_by_hand,
+    regression_stream,
+    rel_err,
+    scan_estimator,
+    tiny_rnn,
+)
 
 import uorojax
 from uorojax import ConfigError, registry
@@ -97,10 +105,6 @@ def test_the_leaky_rnn_is_murrays_model_and_its_structure_holds():
 # ----------------------------------------------------------------------------- LSTM
 
 
-def sigmoid(z):
-    return 1 / (1 + jnp.exp(-z))
-
-
 def bellec_lstm_by_hand(params, state0, xs, ys):
     """Bellec et al. (2020), e-prop for LSTMs: the eligibility vector runs through the
     cell state, e^c_t = f_t e^c_{t-1} + ∂c_t/∂θ (gates i, f, g), and the gradient is
@@ -111,14 +115,7 @@ def bellec_lstm_by_hand(params, state0, xs, ys):
     out = []
     for x, y in zip(xs, ys):
         inputs = {"i": x, "h": h}
-        z = {
-            g: x @ cell[f"i{g}"]["kernel"] + h @ cell[f"h{g}"]["kernel"] + cell[f"h{g}"]["bias"]
-            for g in "ifgo"
-        }
-        i, f, o, g = sigmoid(z["i"]), sigmoid(z["f"]), sigmoid(z["o"]), jnp.tanh(z["g"])
-        c_new = f * c + i * g
-        h_new = o * jnp.tanh(c_new)
-        error = h_new @ readout["kernel"] + readout["bias"] - y
+        (i, f, o, g), c_new, h_new, error = lstm_step_by_hand(cell, readout, c, h, x, y)
         signal = readout["kernel"] @ error  # L_t = ∂L_t/∂h_t
         dc_dz = {"i": g * i * (1 - i), "f": c * f * (1 - f), "g": i * (1 - g**2)}
         dh_dc = o * (1 - jnp.tanh(c_new) ** 2)

@@ -4,7 +4,16 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from helpers import flat, float64_model, regression_stream, rel_err, scan_estimator, tiny_rnn
+from helpers import (
+    flat,
+    float64_model,
+    lstm_step_by_hand,
+    regression_stream,
+    rel_err,
+    scan_estimator,
+    sigmoid,
+    tiny_rnn,
+)
 
 import uorojax
 from uorojax import ConfigError, ModelError, registry
@@ -31,10 +40,6 @@ def assert_every_step_equal(grads, expected, tol=1e-10):
 def smoothed(old, new, alpha):
     """ε^f ← α D ε^f + (1 - α) D^f, with ``old`` already multiplied by D."""
     return alpha * old + (1 - alpha) * new
-
-
-def sigmoid(z):
-    return 1 / (1 + jnp.exp(-z))
 
 
 # ----------------------------------------------------------------------------- dense RNN
@@ -145,14 +150,7 @@ def lstm_by_hand(params, state0, xs, ys, alpha):
     e_x = {name: jnp.zeros_like(cell[name]["kernel"][:, 0]) for name in cell}
     out = []
     for t, (x, y) in enumerate(zip(xs, ys)):
-        z = {
-            g: x @ cell[f"i{g}"]["kernel"] + h @ cell[f"h{g}"]["kernel"] + cell[f"h{g}"]["bias"]
-            for g in "ifgo"
-        }
-        i, f, o, g = sigmoid(z["i"]), sigmoid(z["f"]), sigmoid(z["o"]), jnp.tanh(z["g"])
-        c_new = f * c + i * g
-        h_new = o * jnp.tanh(c_new)
-        error = h_new @ readout["kernel"] + readout["bias"] - y
+        (i, f, o, g), c_new, h_new, error = lstm_step_by_hand(cell, readout, c, h, x, y)
         dh_dc = o * (1 - jnp.tanh(c_new) ** 2)
         dc_dz = {"i": g * i * (1 - i), "f": c * f * (1 - f), "g": i * (1 - g**2), "o": 0 * c}
         dh_dz = {k: dh_dc * v for k, v in dc_dz.items()}
