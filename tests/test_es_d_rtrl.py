@@ -87,6 +87,18 @@ def test_es_d_rtrl_on_a_dense_rnn_is_its_equations_written_out(tau):
 # ----------------------------------------------------------------------------- GRU
 
 
+def cell_and_readout_grads(cell, e_x, units, h, error):
+    """The gradient of a one-cell linen model: each cell leaf's kernel ε_x ⊗ (its unit
+    factor), its bias the unit factor; the readout's from ``h`` and the error."""
+    grads = {}
+    for name in cell:
+        grads[name] = {"kernel": jnp.outer(e_x[name], units[name])}
+        if "bias" in cell[name]:
+            grads[name]["bias"] = units[name]
+    readout = {"kernel": jnp.outer(h, error), "bias": error}
+    return {"params": {"cells_0": grads, "readout": readout}}
+
+
 def gru_by_hand(params, state0, xs, ys, alpha):
     """flax's GRU: r = σ(x W_ir + b_ir + h W_hr), z = σ(x W_iz + b_iz + h W_hz),
     n = tanh(x W_in + b_in + r (h W_hn + b_hn)), h' = (1 - z) n + z h. Without the
@@ -117,14 +129,8 @@ def gru_by_hand(params, state0, xs, ys, alpha):
         e_f = {k: smoothed(z * e_f[k], d_f[k], alpha) for k in e_f}
         e_x = {name: alpha * e_x[name] + (x if name[0] == "i" else h) for name in e_x}
         signal = (readout["kernel"] @ error) / (1 - alpha ** (t + 1))
-        grads = {}
-        for name in cell:
-            unit = signal * e_f[group[name]]
-            grads[name] = {"kernel": jnp.outer(e_x[name], unit)}
-            if "bias" in cell[name]:
-                grads[name]["bias"] = unit
-        readout_grads = {"kernel": jnp.outer(h_new, error), "bias": error}
-        out.append({"params": {"cells_0": grads, "readout": readout_grads}})
+        units = {name: signal * e_f[group[name]] for name in cell}
+        out.append(cell_and_readout_grads(cell, e_x, units, h_new, error))
         h = h_new
     return out
 
@@ -161,14 +167,8 @@ def lstm_by_hand(params, state0, xs, ys, alpha):
         }
         e_x = {name: alpha * e_x[name] + (x if name[0] == "i" else h) for name in e_x}
         signal = (readout["kernel"] @ error) / (1 - alpha ** (t + 1))  # on h; zero on c
-        grads = {}
-        for name in cell:
-            unit = signal * e_f[name[1]][1]
-            grads[name] = {"kernel": jnp.outer(e_x[name], unit)}
-            if "bias" in cell[name]:
-                grads[name]["bias"] = unit
-        readout_grads = {"kernel": jnp.outer(h_new, error), "bias": error}
-        out.append({"params": {"cells_0": grads, "readout": readout_grads}})
+        units = {name: signal * e_f[name[1]][1] for name in cell}
+        out.append(cell_and_readout_grads(cell, e_x, units, h_new, error))
         c, h = c_new, h_new
     return out
 
