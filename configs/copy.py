@@ -8,7 +8,7 @@ model is ``uorojax.lru_stack`` (hidden_size: complex state units per layer, mode
 the residual width), on which SnAp-1 is exact RTRL within each layer.
 """
 
-from uorojax.experiment import default_config
+from uorojax.runs.config import default_config
 
 
 def get_config():

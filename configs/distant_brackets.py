@@ -1,6 +1,6 @@
 """Distant brackets (5, 5, 1, 10) with a 64-unit GRU, online batch 1 (defaults as anbn)."""
 
-from uorojax.experiment import default_config
+from uorojax.runs.config import default_config
 
 
 def get_config():

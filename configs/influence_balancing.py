@@ -1,6 +1,6 @@
 """Influence balancing (n=23, 10 positive units), plain SGD 1e-5, θ0 = 0.5; θ* = -1/6."""
 
-from uorojax.experiment import default_config
+from uorojax.runs.config import default_config
 
 
 def get_config():

@@ -4,7 +4,7 @@ The default corpus is Python's own help texts; ``--config.task_args.path=FILE`` 
 UTF-8 file instead.
 """
 
-from uorojax.experiment import default_config
+from uorojax.runs.config import default_config
 
 
 def get_config():

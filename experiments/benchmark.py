@@ -44,7 +44,8 @@ from jax.flatten_util import ravel_pytree
 from ml_collections import config_flags
 
 import uorojax
-from uorojax import hlo, registry
+from uorojax.analysis import hlo
+from uorojax.estimators import registry
 
 METHODS = {  # name: (registry method "algorithm:hyperparameter=value,...", batch mode)
     "tbptt1": ("tbptt:truncation=1", "per_stream"),
@@ -161,9 +162,9 @@ def handwritten_uoro_chunk(model, loss, params):
 def own_loop_chunk(estimator, params, states):
     """The loop a user writes around the public step: ``lax.scan`` over
     ``estimator.step`` with a key split per step and an Adam update (gated on
-    ``info.ready`` with ``uorojax.trainer.when_ready`` for a windowed estimator), no
+    ``info.ready`` with ``uorojax.training.when_ready`` for a windowed estimator), no
     guards. The train state is ``(params, opt_state, carry, key)``, donated."""
-    opt = uorojax.trainer.when_ready(optax.adam(1e-3))
+    opt = uorojax.training.when_ready(optax.adam(1e-3))
 
     def step(train_state, xy):
         params, opt_state, carry, key = train_state
@@ -179,7 +180,7 @@ def own_loop_chunk(estimator, params, states):
 
     def init():
         carry = estimator.init_state(params, states)
-        return uorojax.trainer.own_buffers((params, opt.init(params), carry, jax.random.key(0)))
+        return uorojax.training.own_buffers((params, opt.init(params), carry, jax.random.key(0)))
 
     return run, init
 

@@ -22,11 +22,11 @@ import sys
 import tempfile
 import time
 
-from uorojax import distributed
+from uorojax.training import distributed
 
 
 def _config(args):
-    from uorojax import experiment
+    from uorojax import runs as experiment
 
     c = experiment.default_config()
     c.task, c.task_args = "anbn", {"k": 1, "l": 32}
@@ -43,7 +43,7 @@ def worker(args) -> None:
     distributed.initialize(args.coordinator_address, args.num_processes, args.process_id)
     import jax
 
-    from uorojax import experiment
+    from uorojax import runs as experiment
 
     job = experiment.start(_config(args), args.workdir, overwrite=True)
     stream = job.exp.streams[0]

@@ -2,7 +2,7 @@
 
 import argparse
 
-from uorojax import plots
+from uorojax.analysis import plots
 
 if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__)

@@ -7,7 +7,7 @@
     python experiments/reproduce.py --demo --out runs/demo          # the README's main job
 
 This file is a list of runs, claims and figures. Every run is a config (``configs/*.py``
-plus overrides) run by the runner of ``experiments/run.py`` (``uorojax.experiment.run``),
+plus overrides) run by the runner of ``experiments/run.py`` (``uorojax.runs.run``),
 its seeds trained together in one compiled program; gradient quality is the runner's
 measurement too (``quality_every``). Work directories go to ``--runs`` (resumable); each
 run's rows are copied to ``OUT/runs/<name>.csv`` (``quality.csv`` to
@@ -45,9 +45,9 @@ from typing import NamedTuple
 
 import numpy as np
 
-from uorojax import report
-from uorojax.metric_log import read_rows, write_rows
-from uorojax.report import Claim, at_step, final, fmt, markdown_table
+from uorojax.runs import report
+from uorojax.runs.report import Claim, at_step, final, fmt, markdown_table
+from uorojax.training.metric_log import read_rows, write_rows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 AUTHORS = "the authors' code and logs (github.com/ctallec/uoro)"
@@ -207,7 +207,7 @@ PARTS = {"influence": influence_runs, "chars": chars_runs, "family": family_runs
 def execute(job) -> tuple[str, float]:
     """Runs (or resumes, or skips when finished) one run and copies its rows to OUT."""
     run, runs_dir, out = job
-    from uorojax import experiment
+    from uorojax import runs as experiment
 
     config = experiment.config_from_file(os.path.join(ROOT, run.config), run.overrides)
     config.quiet = True

@@ -4,7 +4,7 @@
         --config.algorithm=tbptt --config.truncation=16
 
 Rerunning on the same workdir resumes from its latest checkpoint; a larger
-``--config.steps`` continues the run. See ``uorojax.experiment.default_config`` for every
+``--config.steps`` continues the run. See ``uorojax.runs.default_config`` for every
 field. A bad command line or config prints ``error: ...`` and exits with status 2
 (``--debug`` shows the traceback).
 
@@ -22,7 +22,9 @@ import sys
 from absl import flags
 from ml_collections import config_flags
 
-from uorojax import cli, distributed, experiment
+from uorojax import runs as experiment
+from uorojax.runs import cli
+from uorojax.training import distributed
 
 _CONFIG = config_flags.DEFINE_config_file("config", "configs/anbn.py", "Config file.")
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")

@@ -10,7 +10,7 @@ def main():
     import optax
 
     import uorojax
-    from uorojax import registry
+    from uorojax.estimators import registry
 
     assert not jax.config.jax_enable_x64
     jax.config.update("jax_default_matmul_precision", "highest")

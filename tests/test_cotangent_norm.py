@@ -11,8 +11,8 @@ from flax import nnx
 from helpers import flat
 
 import uorojax
-from uorojax import cotangent_norm
-from uorojax.cotangent_norm import pullback_and_norm
+from uorojax.estimators import cotangent_norm
+from uorojax.estimators.cotangent_norm import pullback_and_norm
 
 F64 = jnp.float64
 

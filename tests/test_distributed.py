@@ -12,7 +12,11 @@ import jax
 import numpy as np
 import pytest
 
-from uorojax import ConfigError, distributed, experiment, tasks
+from uorojax import ConfigError, tasks
+from uorojax import runs as experiment
+from uorojax.runs import runner
+from uorojax.training import distributed
+from uorojax.training.metric_log import read_rows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 RUN = os.path.join(ROOT, "experiments", "run.py")
@@ -111,7 +115,7 @@ def _ok(results):
 
 
 def _columns(workdir):
-    rows = experiment.read_rows(os.path.join(workdir, "metrics.csv"))
+    rows = read_rows(os.path.join(workdir, "metrics.csv"))
     return {k: np.array([float(r[k]) for r in rows]) for k in rows[0]}
 
 
@@ -217,4 +221,4 @@ def test_what_two_processes_cannot_split_is_named(monkeypatch, overrides, messag
 def test_a_checkpoint_of_another_process_count_is_refused():
     meta = {"streams_by_process": [[{}], [{}]]}
     with pytest.raises(ConfigError, match=r"written by 2 process\(es\); resume the run with 2"):
-        experiment._own_stream_states(meta, "runs/x")
+        runner._own_stream_states(meta, "runs/x")

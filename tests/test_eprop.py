@@ -15,9 +15,10 @@ from helpers import (
 )
 
 import uorojax
-from uorojax import ConfigError, registry
+from uorojax import ConfigError
+from uorojax.estimators import registry
 from uorojax.estimators.eprop import without_recurrent_kernels
-from uorojax.structure import check_structure
+from uorojax.models.structure.check import check_structure
 
 LOSS = uorojax.squared_error
 TAU = 3.0

@@ -16,8 +16,10 @@ from helpers import (
 )
 
 import uorojax
-from uorojax import ConfigError, ModelError, registry
-from uorojax.structure import DenseInput, check_structure
+from uorojax import ConfigError, ModelError
+from uorojax.estimators import registry
+from uorojax.models.structure.check import check_structure
+from uorojax.models.structure.types import DenseInput
 
 LOSS = uorojax.squared_error
 ALPHA = 0.7

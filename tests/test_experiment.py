@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from helpers import flat
 
-from uorojax import ConfigError, experiment
-from uorojax.metric_log import MetricLogger
+from uorojax import ConfigError
+from uorojax import runs as experiment
+from uorojax.training.metric_log import MetricLogger, read_rows
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -91,7 +92,7 @@ CRASH_SCRIPT = textwrap.dedent(
     """
     import os, sys
     from orbax.checkpoint._src.path import atomicity
-    from uorojax import experiment
+    from uorojax import runs as experiment
     sys.path.insert(0, {tests!r})
     from test_experiment import small_config
 
@@ -189,7 +190,7 @@ def test_shadow_rtrl_logs_gradient_agreement(tmp_path):
         c = small_config(steps=100, checkpoint_every=100, hidden_size=4, shadow_rtrl=True,
                          algorithm=algorithm)  # fmt: skip
         experiment.run(c, str(tmp_path / algorithm))
-        rows = experiment.read_rows(str(tmp_path / algorithm / "metrics.csv"))
+        rows = read_rows(str(tmp_path / algorithm / "metrics.csv"))
         cosine[algorithm] = np.array([float(r["shadow_cosine"]) for r in rows])
     np.testing.assert_allclose(cosine["rtrl"], 1.0, rtol=1e-6)  # the exact gradient itself
     assert cosine["uoro"].min() < 0.99  # one noisy estimate is not
@@ -199,7 +200,7 @@ def test_the_authors_running_metrics(tmp_path):
     """cumulative = the mean bits/char since the start; recent r ← r(1 − 1/√t) + L_t/√t."""
     c = small_config(steps=300, log_every=1, chunk=64, checkpoint_every=300)
     summary = experiment.run(c, str(tmp_path / "run"))
-    rows = experiment.read_rows(str(tmp_path / "run" / "metrics.csv"))
+    rows = read_rows(str(tmp_path / "run" / "metrics.csv"))
     bits = np.array([float(r["bits_per_char"]) for r in rows])
     t = np.arange(1, len(bits) + 1)
     np.testing.assert_allclose(
@@ -264,7 +265,8 @@ def test_command_line_run_shows_characters_and_steps(tmp_path):
 SHARDED_SCRIPT = textwrap.dedent(
     """
     import os, sys, jax
-    from uorojax import experiment
+    from uorojax import runs as experiment
+    from uorojax.training.metric_log import read_rows
     sys.path.insert(0, {tests!r})
     from test_experiment import small_config
     assert jax.device_count() == 4, jax.devices()
@@ -272,7 +274,7 @@ SHARDED_SCRIPT = textwrap.dedent(
     for shard in (True, False):
         c = small_config(num_streams=4, steps=200, shard_streams=shard)
         experiment.run(c, os.path.join(sys.argv[1], str(shard)))
-        rows[shard] = experiment.read_rows(os.path.join(sys.argv[1], str(shard), "metrics.csv"))
+        rows[shard] = read_rows(os.path.join(sys.argv[1], str(shard), "metrics.csv"))
     ts, _ = experiment.load_train_state(os.path.join(sys.argv[1], "True"))
     carried = [a for a in jax.tree.leaves(ts.carry) if a.ndim and a.shape[0] == 4]
     assert rows[True] and len(rows[True]) == len(rows[False])

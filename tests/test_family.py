@@ -18,16 +18,12 @@ from helpers import (
 from jax.flatten_util import ravel_pytree
 
 import uorojax
-from uorojax import ConfigError, ModelError, registry
+from uorojax import ConfigError, ModelError
+from uorojax.estimators import registry
 from uorojax.estimators.kf_rtrl import kf_rtrl
 from uorojax.estimators.snap import snap1, weighted_sum_over_streams
-from uorojax.structure import (
-    RecurrentKernel,
-    Units,
-    check_structure,
-    leaf_units,
-    state_layers,
-)
+from uorojax.models.structure.check import check_structure
+from uorojax.models.structure.types import RecurrentKernel, Units, leaf_units, state_layers
 
 LOSS = uorojax.squared_error
 

@@ -4,7 +4,7 @@ import jax
 import jax.numpy as jnp
 import pytest
 
-from uorojax import hlo
+from uorojax.analysis import hlo
 
 
 def _chunk(length, unroll, inner=0):

@@ -12,7 +12,8 @@ from jax.flatten_util import ravel_pytree
 import uorojax
 from uorojax import ConfigError, ModelError
 from uorojax.estimators.kf_rtrl import kf_rtrl
-from uorojax.structure import Feedforward, Units, check_structure
+from uorojax.models.structure.check import check_structure
+from uorojax.models.structure.types import Feedforward, Units
 
 LOSS = uorojax.squared_error
 F64 = jnp.float64

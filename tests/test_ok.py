@@ -22,8 +22,10 @@ from helpers import (
 from jax.flatten_util import ravel_pytree
 
 import uorojax
-from uorojax import ConfigError, experiment, registry
-from uorojax.structure import leaf_units
+from uorojax import ConfigError
+from uorojax import runs as experiment
+from uorojax.estimators import registry
+from uorojax.models.structure.types import leaf_units
 
 OK_MODULE = importlib.import_module("uorojax.estimators.ok")
 LOSS = uorojax.squared_error

@@ -15,7 +15,7 @@ from absl.testing import parameterized
 from helpers import flat, regression_stream, tiny_rnn
 
 import uorojax
-from uorojax import registry
+from uorojax.estimators import registry
 
 LOSS = uorojax.squared_error
 

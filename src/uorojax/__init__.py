@@ -1,15 +1,24 @@
 """uorojax: online gradient estimation for recurrent networks in JAX.
 
+The packages follow the layers of the library, bottom up: ``estimators`` (the maths:
+one module per estimator, on one protocol), ``models`` (cells, LRUs, adapters and the
+structure of a model), ``tasks`` (streams), ``training`` (the online trainer, the optax
+transform, sharding, runs over several processes), ``runs`` (configs, the runner, its
+work directory and command line) and ``analysis`` (gradient quality, compiled cost).
+``docs/architecture.md`` draws them.
+
 ``import uorojax`` loads the core only (jax, flax, optax, chex, numpy). The experiment
-runner (``uorojax.experiment``) and figures (``uorojax.plots``) need the ``run`` extra
-and are imported on their own.
+runner (``uorojax.runs``), checkpoints and figures need the ``run`` extra and are
+imported on their own.
 """
 
-from uorojax import diagnostics, estimators, registry, structure, tasks, tree
+from uorojax import checks, estimators, models, tasks, training, tree
+from uorojax.analysis import diagnostics
 from uorojax.checks import ConfigError, ModelError, NonFiniteError
-from uorojax.cotangent_norm import pullback_and_norm
+from uorojax.estimators import registry
 from uorojax.estimators.base import Estimator, StepInfo, forward_sequence, run_window
 from uorojax.estimators.batching import as_one_system, per_stream
+from uorojax.estimators.cotangent_norm import pullback_and_norm
 from uorojax.estimators.eprop import EPropState, eprop
 from uorojax.estimators.es_d_rtrl import ESDRTRLState, es_d_rtrl
 from uorojax.estimators.kf_rtrl import KFRTRLState, kf_rtrl
@@ -20,30 +29,38 @@ from uorojax.estimators.snap import SnApState, snap1
 from uorojax.estimators.tbptt import tbptt
 from uorojax.estimators.uoro import UOROState, tangent_outer, uoro, uoro_rescale
 from uorojax.estimators.windowed import WindowState
-from uorojax.lru import LRUCell, lru_stack
 from uorojax.models import (
     ElementwiseMGUCell,
+    LRUCell,
     Model,
     from_equinox,
     from_linen_cells,
     from_nnx,
     leaky_rnn,
     linen_model,
+    lru_stack,
     ravel_params,
     softmax_cross_entropy,
     squared_error,
+    structure,
     tanh_rnn,
 )
-from uorojax.sharding import carry_stream_axes, shard_chunk, shard_train_state, stream_mesh
-from uorojax.trainer import (
+from uorojax.models.structure import check_structure
+from uorojax.training import (
+    OnlineGradientState,
     Trainer,
     TrainState,
+    as_optax,
+    carry_stream_axes,
+    distributed,
     gradient_agreement,
     make_trainer,
     paper_schedule,
+    shard_chunk,
+    shard_train_state,
     step_key,
+    stream_mesh,
 )
-from uorojax.transform import OnlineGradientState, as_optax
 from uorojax.tree import tree_norm, tree_vdot
 
 __version__ = "0.1.0"
@@ -71,7 +88,10 @@ __all__ = [
     "as_one_system",
     "as_optax",
     "carry_stream_axes",
+    "check_structure",
+    "checks",
     "diagnostics",
+    "distributed",
     "eprop",
     "es_d_rtrl",
     "estimators",
@@ -86,6 +106,7 @@ __all__ = [
     "linen_model",
     "lru_stack",
     "make_trainer",
+    "models",
     "ok",
     "paper_schedule",
     "per_stream",
@@ -107,6 +128,7 @@ __all__ = [
     "tanh_rnn",
     "tasks",
     "tbptt",
+    "training",
     "tree",
     "tree_norm",
     "tree_vdot",

@@ -70,7 +70,8 @@ from uorojax import checks
 from uorojax.estimators.base import ApplyFn, Estimator, LossFn, StepInfo, init_per_stream
 from uorojax.estimators.batching import of_streams, one_stream
 from uorojax.estimators.snap import MODEL_HINT, streams_step, zero_influence
-from uorojax.structure import Structure, diagonalised_params, require
+from uorojax.models.structure.jacobian import diagonalised_params
+from uorojax.models.structure.types import Structure, require
 
 PyTree = Any
 

@@ -88,16 +88,14 @@ from uorojax.estimators.base import (
 )
 from uorojax.estimators.batching import of_streams, one_stream
 from uorojax.estimators.eprop import without_recurrent_kernels
-from uorojax.structure import (
+from uorojax.models.structure.check import check_single_stream
+from uorojax.models.structure.dense import check_dense_inputs, dense_inputs, input_shape
+from uorojax.models.structure.jacobian import ones_on_each_leaf
+from uorojax.models.structure.types import (
     DenseInput,
     Structure,
     along,
-    check_dense_inputs,
-    check_single_stream,
-    dense_inputs,
-    input_shape,
     leaf_units,
-    ones_on_each_leaf,
     require,
     state_layers,
 )

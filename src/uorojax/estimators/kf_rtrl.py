@@ -54,7 +54,8 @@ from uorojax.estimators.kronecker import (
     zero_input_factor,
 )
 from uorojax.estimators.uoro import safe_ratio
-from uorojax.structure import Structure, check_layer_inputs, layer_derivative, leaf_units, require
+from uorojax.models.structure.dense import check_layer_inputs, layer_derivative
+from uorojax.models.structure.types import Structure, leaf_units, require
 from uorojax.tree import tree_norm
 
 PyTree = Any

@@ -27,13 +27,9 @@ import jax.numpy as jnp
 
 from uorojax import checks
 from uorojax.estimators.base import state_jvp
-from uorojax.structure import (
-    Structure,
-    check_single_stream,
-    input_shape,
-    kronecker_leaf,
-    leaf_units,
-)
+from uorojax.models.structure.check import check_single_stream
+from uorojax.models.structure.dense import input_shape, kronecker_leaf
+from uorojax.models.structure.types import Structure, leaf_units
 
 PyTree = Any
 

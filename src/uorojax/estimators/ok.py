@@ -73,7 +73,8 @@ from uorojax.estimators.kronecker import (
     state_jacobian_times,
     zero_input_factor,
 )
-from uorojax.structure import Structure, check_layer_inputs, layer_derivative, leaf_units, require
+from uorojax.models.structure.dense import check_layer_inputs, layer_derivative
+from uorojax.models.structure.types import Structure, leaf_units, require
 
 PyTree = Any
 

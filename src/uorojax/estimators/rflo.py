@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from uorojax.estimators.base import ApplyFn, Estimator, LossFn
 from uorojax.estimators.eprop import eprop_named
-from uorojax.structure import Structure
+from uorojax.models.structure.types import Structure
 
 
 def rflo(apply_fn: ApplyFn, loss_fn: LossFn, *, structure: Structure | None) -> Estimator:

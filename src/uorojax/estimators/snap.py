@@ -62,7 +62,6 @@ import jax
 import jax.numpy as jnp
 
 from uorojax import checks
-from uorojax.cotangent_norm import pullback_and_squared_norms
 from uorojax.estimators.base import (
     ApplyFn,
     Estimator,
@@ -75,16 +74,14 @@ from uorojax.estimators.base import (
     step_loss_and_cotangent,
 )
 from uorojax.estimators.batching import of_streams, one_stream
-from uorojax.structure import (
-    Structure,
-    check_single_stream,
+from uorojax.estimators.cotangent_norm import pullback_and_squared_norms
+from uorojax.models.structure.check import check_single_stream
+from uorojax.models.structure.jacobian import (
     diagonalised_params,
-    leaf_units,
     ones_on_each_leaf,
-    require,
-    state_layers,
     unit_jacobian_columns,
 )
+from uorojax.models.structure.types import Structure, leaf_units, require, state_layers
 from uorojax.tree import tree_finite
 
 PyTree = Any
@@ -177,7 +174,7 @@ def influence_pattern(apply_fn, params, state, x) -> tuple[list, list]:
     k is ``B_t ⊙ M`` on state leaf k (its meaningful entries: leaf j's own layer), and a
     ``(q,)`` array of the rows' squared norms. One params VJP per state leaf with a
     cotangent of ones on that leaf, batched over the leaves
-    (:func:`~uorojax.cotangent_norm.pullback_and_squared_norms`): ``Σ_i ∂s_k[i]/∂θ_p``
+    (:func:`~uorojax.estimators.cotangent_norm.pullback_and_squared_norms`): ``Σ_i ∂s_k[i]/∂θ_p``
     has the single term ``i = u(p)``. For one stream a dense kernel's row is an outer
     product whose norm comes from its factors, so its one use is the influence update,
     where XLA fuses it instead of writing it out (per stream, ``B·|Θ|`` floats a leaf).

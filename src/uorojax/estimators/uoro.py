@@ -35,7 +35,6 @@ import jax.numpy as jnp
 from jax.flatten_util import ravel_pytree
 
 from uorojax import checks
-from uorojax.cotangent_norm import pullback_and_norm
 from uorojax.estimators.base import (
     ApplyFn,
     Estimator,
@@ -51,6 +50,7 @@ from uorojax.estimators.base import (
     step_loss_and_cotangent,
     validate,
 )
+from uorojax.estimators.cotangent_norm import pullback_and_norm
 from uorojax.estimators.windowed import WindowState, example_buffers, from_window_function
 from uorojax.tree import (
     batched_cotangent_norm,

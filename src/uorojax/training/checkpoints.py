@@ -14,7 +14,7 @@ import os
 import jax
 import numpy as np
 
-from uorojax.trainer import TrainState
+from uorojax.training.update import TrainState
 
 
 def checkpoint_manager(workdir: str, keep: int):

@@ -22,11 +22,16 @@ from collections import Counter
 from typing import NamedTuple
 
 BOOKKEEPING = {"parameter", "get-tuple-element", "tuple", "constant", "bitcast", "after-all"}
+
 BYTES = {"pred": 1, "s8": 1, "u8": 1, "s16": 2, "u16": 2, "f16": 2, "bf16": 2, "s32": 4,
          "u32": 4, "f32": 4, "s64": 8, "u64": 8, "f64": 8, "c64": 8, "c128": 16}  # fmt: skip
+
 _COMPUTATION = re.compile(r"^(ENTRY\s+)?%([\w.\-]+)\s.*\{\s*$")
+
 _INSTRUCTION = re.compile(r"^\s*(?:ROOT\s+)?%([\w.\-]+)\s*=\s*(.*?)\s([a-z][a-z0-9\-]*)\((.*)$")
+
 _ARRAY = re.compile(r"\b([a-z]+\d*)\[([\d,]*)\]")
+
 _TRIP = re.compile(r'"known_trip_count":\{"n":"(\d+)"\}')
 
 
@@ -129,6 +134,7 @@ def _inner_flops(comps, name: str) -> float:
 
 
 _SLICES = {"slice", "dynamic-slice"}
+
 _VIEWS = {"bitcast", "reshape"}
 
 

@@ -14,7 +14,7 @@ def plot_workdir(workdir: str, out: str | None = None) -> str:
     line per seed.
 
     Args:
-      workdir: a directory written by :func:`uorojax.experiment.run`.
+      workdir: a directory written by :func:`uorojax.runs.run`.
       out: the PNG path; ``workdir/metrics.png`` by default.
 
     Returns:

@@ -163,9 +163,6 @@ def check_same_config(config: dict) -> None:
             )
 
 
-# ----------------------------------------------------------------------------- launching
-
-
 class ProcessResult(NamedTuple):
     """One launched process: exit status (negative: killed by that signal), output, and
     whether it was killed after the launch's timeout or another process's failure."""

@@ -58,7 +58,9 @@ class Norm(NamedTuple):
 
 
 Record = Factors | Norm | None
+
 _SAME_VALUE_NORM = frozenset({"copy", "copy_p", "neg", "convert_element_type"})
+
 _RESHAPES = frozenset({"reshape", "squeeze", "expand_dims"})
 
 

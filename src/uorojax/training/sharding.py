@@ -21,7 +21,7 @@ import numpy as np
 
 from uorojax import checks
 from uorojax.estimators.base import Estimator
-from uorojax.trainer import TrainState
+from uorojax.training.update import TrainState
 
 PyTree = Any
 
@@ -59,7 +59,7 @@ def process_streams(num_streams: int, mesh: jax.sharding.Mesh | None = None) -> 
 
     Example::
 
-      streams = uorojax.sharding.process_streams(8)  # range(4, 8) on process 1 of 2
+      streams = uorojax.training.sharding.process_streams(8)  # range(4, 8) on process 1 of 2
     """
     if mesh is None and jax.process_count() == 1:
         return range(num_streams)

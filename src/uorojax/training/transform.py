@@ -9,7 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from uorojax.estimators.base import Estimator
-from uorojax.trainer import step_finite, when_ready
+from uorojax.training.update import step_finite, when_ready
 from uorojax.tree import zeros_like
 
 PyTree = Any

@@ -21,7 +21,7 @@ import typing
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from uorojax import checks, tasks
+from uorojax import checks
 from uorojax.estimators.base import Estimator
 from uorojax.estimators.batching import as_one_system, per_stream
 from uorojax.estimators.eprop import eprop
@@ -33,7 +33,7 @@ from uorojax.estimators.rtrl import rtrl
 from uorojax.estimators.snap import snap1
 from uorojax.estimators.tbptt import tbptt
 from uorojax.estimators.uoro import uoro
-from uorojax.structure import Structure
+from uorojax.models.structure.types import Structure
 from uorojax.tree import repeat_streams
 
 # Keywords a constructor may take that describe the model, not the estimator: the
@@ -66,11 +66,6 @@ ESTIMATORS: dict[str, EstimatorEntry] = {
     "eprop": EstimatorEntry(eprop, ("per_stream",)),
     "rflo": EstimatorEntry(rflo, ("per_stream",)),
     "es_d_rtrl": EstimatorEntry(es_d_rtrl, ("per_stream",)),
-}
-
-TASKS: dict[str, Callable[..., Any]] = {
-    **tasks.SYMBOL_TASKS,
-    "influence_balancing": tasks.influence_balancing,
 }
 
 

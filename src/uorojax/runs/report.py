@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from uorojax.metric_log import read_rows
+from uorojax.training.metric_log import read_rows
 
 
 class Claim(NamedTuple):
