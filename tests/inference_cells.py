@@ -38,6 +38,13 @@ BLOCKS = {
     "reshape_T": (True, {"s": (N,)}, lambda p, a, b, tok: a.reshape(2, 2).T.reshape(N) * p["s"]),
     "merge_digits": (True, {}, lambda p, a, b, tok: jnp.concatenate([a, b]).reshape(2, N).T.reshape(2 * N)[::2] + b[::-1]),
     "reshape_3d": (True, {}, lambda p, a, b, tok: (a.reshape(1, 2, 2, 1) * b.reshape(2, 1, 1, 2)).reshape(N, N).sum(0)),
+    "carry_reshape": (
+        True,
+        {},
+        lambda p, a, b, tok: (
+            lambda r: jnp.concatenate([r[0, :2] * r[1, 1:], r[:, 2]])
+        )(jnp.concatenate([a[:1], b[:3], a[1:3]]).reshape(2, 3)),
+    ),
     "take_static": (True, {"s": (N,)}, lambda p, a, b, tok: a[jnp.array([3, 0, 0, 2])] * p["s"]),
     "gather_2d": (True, {}, lambda p, a, b, tok: (a[:, None] * b[None, :])[jnp.array([0, 2, 3, 1]), jnp.array([1, 1, 0, 3])]),
     "sum": (True, {}, lambda p, a, b, tok: a * jnp.sum(b)),
@@ -60,6 +67,8 @@ BLOCKS = {
         0, tok + 3, lambda k, c: c * p["w"] + _roll(c), a)),
     # widened rules: the relation contains the Jacobian patterns
     "embedding": (False, {"E": (5, N)}, lambda p, a, b, tok: p["E"][tok] * a),
+    "take_dynamic": (False, {"E": (5, N)}, lambda p, a, b, tok: jnp.take(p["E"], tok, axis=0) * a),
+    "gather_dynamic": (False, {}, lambda p, a, b, tok: a[jnp.stack([tok, tok + 1, 0, tok])] * b),
     "max": (False, {}, lambda p, a, b, tok: a + jnp.max(b)),
     "cumsum": (False, {}, lambda p, a, b, tok: jnp.cumsum(a) * b),
     "sort": (False, {}, lambda p, a, b, tok: jnp.sort(a) + b),

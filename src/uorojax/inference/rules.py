@@ -28,6 +28,7 @@ from uorojax.inference.affine import (
     const,
     exact_div,
     full_term,
+    minus,
     remap,
     restrict,
     restrict_mod,
@@ -193,26 +194,50 @@ def squeeze(term, src_shape, dims):
     return [set_out(term, [e for d, e in enumerate(term.out) if d not in dims])]
 
 
-def _divmod(t: Term, n: int) -> Term | None:
-    """``t.out[0] = Q`` replaced by ``(Q // n, Q % n)``, splitting variables whose steps
-    carry; None if the digits overlap."""
-    for _ in range(16):
+CARRY_LIMIT = 4
+"""Most carries of a reshape's digit split into separate terms before it is widened."""
+
+
+def _divmod(t: Term, n: int) -> list[Term] | None:
+    """``t.out[0] = Q`` replaced by ``(Q // n, Q % n)``: variables whose steps carry are
+    split into digits, a low part that crosses a multiple of ``n`` a few times is cut
+    into one term per carry; None where neither works (the caller widens)."""
+    pending, done = [t], []
+    for _ in range(64):
+        if not pending:
+            return done
+        t = pending.pop()
         q_coefs, q0 = t.out[0]
         negative = [v for v, a in enumerate(q_coefs) if a < 0]
         if negative:
-            t = flip_var(t, negative[0])
+            pending.append(flip_var(t, negative[0]))
             continue
         low = [v for v, a in enumerate(q_coefs) if a % n]
-        top = sum(q_coefs[v] * (t.ranges[v] - 1) for v in low) + q0 % n
+        low_part = (tuple(a if v in low else 0 for v, a in enumerate(q_coefs)), q0 % n)
+        top = bounds(t.ranges, low_part)[1]
         if top < n:
-            rem = (tuple(a if v in low else 0 for v, a in enumerate(q_coefs)), q0 % n)
             quot = (tuple(0 if v in low else a // n for v, a in enumerate(q_coefs)), q0 // n)
-            return set_out(t, (quot, rem, *t.out[1:]))
+            done.append(set_out(t, (quot, low_part, *t.out[1:])))
+            continue
         v = max(low, key=lambda w: q_coefs[w] * (t.ranges[w] - 1))
         k = n // gcd(q_coefs[v], n)
-        if k >= t.ranges[v] or t.ranges[v] % k:
+        if k < t.ranges[v] and t.ranges[v] % k == 0:
+            pending.append(split_var(t, v, k))
+            continue
+        if top // n + 1 > CARRY_LIMIT:
             return None
-        t = split_var(t, v, k)
+        with_low = set_out(t, (*t.out, low_part))
+        for c in range(top // n + 1):
+            parts = restrict(with_low, len(t.out), c * n, (c + 1) * n)
+            if parts is None:
+                return None
+            for p in parts:
+                part = p.out[-1]
+                quot = exact_div(minus(p.out[0], part), n)
+                if quot is None:
+                    return None
+                rem = (part[0], part[1] - c * n)
+                done.append(set_out(p, (shift(quot, c), rem, *p.out[1:-1])))
     return None
 
 
@@ -226,14 +251,17 @@ def reshape(term, src_shape, in_shape, out_shape):
         e = scale(term.out[d], stride)
         flat = (tuple(a + b for a, b in zip(flat[0], e[0])), flat[1] + e[1])
         stride *= in_shape[d]
-    t = set_out(term, (flat,))
+    terms = [set_out(term, (flat,))]
     for n in reversed(out_shape[1:]):
-        nxt = _divmod(t, n)
-        if nxt is None:
-            t, fresh = with_fresh(term, out_shape)
-            return finish([set_out(t, fresh)], src_shape)
-        t = nxt
-    return finish([t], src_shape)
+        nxt = []
+        for t in terms:
+            cut = _divmod(t, n)
+            if cut is None:
+                wide, fresh = with_fresh(term, out_shape)
+                return finish([set_out(wide, fresh)], src_shape)
+            nxt.extend(cut)
+        terms = nxt
+    return finish(terms, src_shape)
 
 
 def slice_(term, src_shape, starts, limits, strides):
