@@ -42,7 +42,7 @@ BLOCKS = {
         True,
         {},
         lambda p, a, b, tok: (
-            lambda r: jnp.concatenate([r[0, :2] * r[1, 1:], r[:, 2]])
+            lambda r: jnp.concatenate([r[0, :2] * r[1, :2], r[:, 2]])
         )(jnp.concatenate([a[:1], b[:3], a[1:3]]).reshape(2, 3)),
     ),
     "take_static": (True, {"s": (N,)}, lambda p, a, b, tok: a[jnp.array([3, 0, 0, 2])] * p["s"]),
@@ -52,6 +52,19 @@ BLOCKS = {
     "scalar_gain": (True, {"g": ()}, lambda p, a, b, tok: a * p["g"] + b),
     "where": (True, {"w": (N,)}, lambda p, a, b, tok: jnp.where(tok % 2 == 0, a * p["w"], b)),
     "pad_rev_slice": (True, {}, lambda p, a, b, tok: jnp.concatenate([jnp.pad(a, (1, 1))[::3], a[::-1][1:3]]) + b),
+    "pad_interior": (
+        True,
+        {},
+        lambda p, a, b, tok: jax.lax.pad(a, 0.0, ((1, -1, 1),))[1:5] + b,
+    ),
+    "scan_ys": (
+        True,
+        {"X": (3, N), "w": (N,)},
+        lambda p, a, b, tok: jax.lax.scan(
+            lambda c, x: (jnp.tanh(c * p["w"] + x), c * x), a, p["X"]
+        )[1][1]
+        * b,
+    ),
     "static_dynamic_slice": (True, {}, lambda p, a, b, tok: jax.lax.dynamic_slice(jnp.concatenate([a, b]), (2,), (N,))),
     "softplus": (True, {}, lambda p, a, b, tok: jax.nn.softplus(a) * b),
     "custom_vjp": (True, {}, lambda p, a, b, tok: custom_sin(a) + b),

@@ -93,6 +93,31 @@ def test_a_norm_of_the_state_is_named():
         infer(case.apply, case.params, case.state, case.x)
 
 
+def test_a_parameter_read_at_another_units_index_is_refused():
+    """Entry p of w moves unit p - 1: not the Units layout (entry g·n + u moves unit u)."""
+
+    def apply(p, h, x):
+        h = jnp.tanh(p["w"][1:4] * h + x)
+        return h, h
+
+    with pytest.raises(ConfigError, match=r"params leaf \['w'\] moves several units"):
+        infer(apply, {"w": jnp.ones(6)}, jnp.zeros(3), jnp.zeros(3))
+
+
+def test_a_dense_use_inside_control_flow_is_refused_only_if_it_reaches_the_state():
+    def apply(p, h, x):
+        z = jax.lax.cond(x[0] > 0, lambda v: p["K"] @ v, lambda v: v, h)
+        out = jax.lax.cond(x[0] > 0, lambda v: p["V"] @ v, lambda v: v, h)
+        return jnp.tanh(z + x), out
+
+    params = {"K": jnp.eye(3), "V": jnp.eye(3)}
+    with pytest.raises(ConfigError, match=r"params \['K'\] inside a lax.cond"):
+        infer(apply, params, jnp.zeros(3), jnp.zeros(3))
+    readout_only = lambda p, h, x: (jnp.tanh(h + x), apply(p, h, x)[1])  # noqa: E731
+    program = infer(readout_only, params, jnp.zeros(3), jnp.zeros(3))
+    assert program.roles == (None, None)
+
+
 def test_a_state_leaf_that_is_not_a_vector_is_named():
     def apply(p, s, x):
         return {"m": jnp.tanh(p["W"] @ s["m"]), "v": s["v"]}, x

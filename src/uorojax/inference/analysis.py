@@ -66,7 +66,7 @@ class Seen(NamedTuple):
     path: tuple
     eqn: Any
     kernel: int
-    hidden: bool
+    hidden: tuple | None  # the path of the control-flow equation it is inside, if any
     producer: str
     infos: tuple
 
@@ -112,8 +112,10 @@ def small_const(value):
     return None
 
 
-def run(jaxpr, consts, infos, ctx: Context, path=(), hidden=False) -> list[Info]:
-    """The :class:`Info` of every output of ``jaxpr`` from those of its inputs."""
+def run(jaxpr, consts, infos, ctx: Context, path=(), hidden=None) -> list[Info]:
+    """The :class:`Info` of every output of ``jaxpr`` from those of its inputs
+    (``hidden``: the path of the control-flow or custom-derivative equation that
+    ``jaxpr`` runs inside, where dense uses cannot be marked)."""
     env: dict = {}
     producers: dict = {}
 
@@ -145,13 +147,15 @@ def step(eqn, ins, ctx, path, hidden, producers) -> list[Info]:
     name = eqn.primitive.name
     body = call_body(eqn) if (name in CALLS or name in CUSTOM) else None
     if body is not None:
-        return run(body[0], body[1], ins, ctx, path, hidden or name in CUSTOM)
+        inside = hidden if hidden is not None or name not in CUSTOM else path
+        return run(body[0], body[1], ins, ctx, path, inside)
+    root = path if hidden is None else hidden
     if name == "cond":
-        return cond(eqn, ins, ctx, path)
+        return cond(eqn, ins, ctx, path, root)
     if name == "scan":
-        return scan(eqn, ins, ctx, path)
+        return scan(eqn, ins, ctx, path, root)
     if name == "while":
-        return while_loop(eqn, ins, ctx, path)
+        return while_loop(eqn, ins, ctx, path, root)
     rels = equation_relations(eqn, [i.rels for i in ins], [i.const for i in ins], ctx.src_shapes)
     if name == "dot_general":
         rels = [dense_use(eqn, ins, rels[0], ctx, path, hidden, producers)]
@@ -204,7 +208,7 @@ def dense_use(eqn, ins, rels, ctx, path, hidden, producers) -> dict:
     producer = describe(producers.get(eqn.invars[1 - kernel]))
     seen = Seen(path, eqn, kernel, hidden, producer, tuple(ins))
     ctx.uses[path] = seen
-    if ctx.hook is not None and not hidden:
+    if ctx.hook is not None and hidden is None:
         replaced = ctx.hook(seen, rels)
         if replaced is not None:
             return replaced
@@ -221,10 +225,10 @@ def _merge_infos(groups, outvars, src_shapes) -> list[Info]:
     ]
 
 
-def cond(eqn, ins, ctx, path) -> list[Info]:
+def cond(eqn, ins, ctx, path, root) -> list[Info]:
     ops = [Info(i.rels, i.pure, i.const) for i in ins[1:]]
     groups = [
-        run(br.jaxpr, br.consts, ops, ctx, path + (b,), True)
+        run(br.jaxpr, br.consts, ops, ctx, path + (b,), root)
         for b, br in enumerate(eqn.params["branches"])
     ]
     return _merge_infos(groups, eqn.outvars, ctx.src_shapes)
@@ -255,7 +259,7 @@ def _fixpoint(run_body, carry, shapes, src_shapes):
     return run_body(carry), carry
 
 
-def scan(eqn, ins, ctx, path) -> list[Info]:
+def scan(eqn, ins, ctx, path, root) -> list[Info]:
     p = eqn.params
     body, nc, nk, length = p["jaxpr"], p["num_consts"], p["num_carry"], p["length"]
     consts, carry, xs = ins[:nc], ins[nc : nc + nk], ins[nc + nk :]
@@ -266,7 +270,7 @@ def scan(eqn, ins, ctx, path) -> list[Info]:
 
     def body_run(carry_rels, x_infos):
         args = list(consts) + [Info(r) for r in carry_rels] + x_infos
-        return run(body.jaxpr, body.consts, args, ctx, path, True)
+        return run(body.jaxpr, body.consts, args, ctx, path, root)
 
     if length <= EXACT_SCAN:
         carry_rels = [c.rels for c in carry]
@@ -297,7 +301,7 @@ def scan(eqn, ins, ctx, path) -> list[Info]:
     return [Info(r) for r in carry_rels] + [Info(y) for y in ys]
 
 
-def while_loop(eqn, ins, ctx, path) -> list[Info]:
+def while_loop(eqn, ins, ctx, path, root) -> list[Info]:
     p = eqn.params
     nc, nb, body = p["cond_nconsts"], p["body_nconsts"], p["body_jaxpr"]
     consts, init = ins[nc : nc + nb], ins[nc + nb :]
@@ -305,7 +309,7 @@ def while_loop(eqn, ins, ctx, path) -> list[Info]:
 
     def body_run(carry_rels):
         args = list(consts) + [Info(r) for r in carry_rels]
-        return run(body.jaxpr, body.consts, args, ctx, path, True)
+        return run(body.jaxpr, body.consts, args, ctx, path, root)
 
     _, carry_rels = _fixpoint(body_run, [i.rels for i in init], shapes, ctx.src_shapes)
     return [Info(r) for r in carry_rels]

@@ -100,9 +100,8 @@ def describe_uses(traced, seen: dict, marks: dict, layer_of_leaf, names) -> tupl
     out = []
     for path in sorted(seen):
         s = seen[path]
-        if s.hidden:
-            reached = any(marks.get(path[:i]) for i in range(1, len(path) + 1))
-            if reached:
+        if s.hidden is not None:
+            if marks.get(s.hidden):
                 leaves = [names[sid] for sid in s.infos[s.kernel].rels]
                 raise checks.ConfigError(
                     f"infer: a dense map of params {', '.join(leaves)} inside a lax.cond, "
