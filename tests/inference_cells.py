@@ -28,30 +28,63 @@ def _roll(v):
 BLOCKS = {
     "dense": (True, {"W": (N, N)}, lambda p, a, b, tok: p["W"] @ a),
     "dense_T": (True, {"W": (N, N)}, lambda p, a, b, tok: a @ p["W"]),
-    "batched_dot": (True, {"W": (2, 2, 2)},
-                    lambda p, a, b, tok: jnp.einsum("gij,gj->gi", p["W"], a.reshape(2, 2)).reshape(N)),
-    "tensordot": (True, {"T": (2, 2, N)},
-                  lambda p, a, b, tok: jnp.tensordot(a.reshape(2, 2), p["T"], axes=([0, 1], [0, 1]))),
-    "split_concat": (True, {}, lambda p, a, b, tok: jnp.concatenate([a[2:] * b[:2], jnp.tanh(a[:2])])),
-    "split_prim": (True, {}, lambda p, a, b, tok: (lambda s: jnp.concatenate([s[1] * s[2], s[3]]))(
-        jnp.split(jnp.concatenate([a, b]), 4))),
+    "batched_dot": (
+        True,
+        {"W": (2, 2, 2)},
+        lambda p, a, b, tok: jnp.einsum("gij,gj->gi", p["W"], a.reshape(2, 2)).reshape(N),
+    ),
+    "tensordot": (
+        True,
+        {"T": (2, 2, N)},
+        lambda p, a, b, tok: jnp.tensordot(a.reshape(2, 2), p["T"], axes=([0, 1], [0, 1])),
+    ),
+    "split_concat": (
+        True,
+        {},
+        lambda p, a, b, tok: jnp.concatenate([a[2:] * b[:2], jnp.tanh(a[:2])]),
+    ),
+    "split_prim": (
+        True,
+        {},
+        lambda p, a, b, tok: (lambda s: jnp.concatenate([s[1] * s[2], s[3]]))(
+            jnp.split(jnp.concatenate([a, b]), 4)
+        ),
+    ),
     "reshape_T": (True, {"s": (N,)}, lambda p, a, b, tok: a.reshape(2, 2).T.reshape(N) * p["s"]),
-    "merge_digits": (True, {}, lambda p, a, b, tok: jnp.concatenate([a, b]).reshape(2, N).T.reshape(2 * N)[::2] + b[::-1]),
-    "reshape_3d": (True, {}, lambda p, a, b, tok: (a.reshape(1, 2, 2, 1) * b.reshape(2, 1, 1, 2)).reshape(N, N).sum(0)),
+    "merge_digits": (
+        True,
+        {},
+        lambda p, a, b, tok: jnp.concatenate([a, b]).reshape(2, N).T.reshape(2 * N)[::2] + b[::-1],
+    ),
+    "reshape_3d": (
+        True,
+        {},
+        lambda p, a, b, tok: (a.reshape(1, 2, 2, 1) * b.reshape(2, 1, 1, 2)).reshape(N, N).sum(0),
+    ),
     "carry_reshape": (
         True,
         {},
-        lambda p, a, b, tok: (
-            lambda r: jnp.concatenate([r[0, :2] * r[1, :2], r[:, 2]])
-        )(jnp.concatenate([a[:1], b[:3], a[1:3]]).reshape(2, 3)),
+        lambda p, a, b, tok: (lambda r: jnp.concatenate([r[0, :2] * r[1, :2], r[:, 2]]))(
+            jnp.concatenate([a[:1], b[:3], a[1:3]]).reshape(2, 3)
+        ),
     ),
     "take_static": (True, {"s": (N,)}, lambda p, a, b, tok: a[jnp.array([3, 0, 0, 2])] * p["s"]),
-    "gather_2d": (True, {}, lambda p, a, b, tok: (a[:, None] * b[None, :])[jnp.array([0, 2, 3, 1]), jnp.array([1, 1, 0, 3])]),
+    "gather_2d": (
+        True,
+        {},
+        lambda p, a, b, tok: (a[:, None] * b[None, :])[
+            jnp.array([0, 2, 3, 1]), jnp.array([1, 1, 0, 3])
+        ],
+    ),
     "sum": (True, {}, lambda p, a, b, tok: a * jnp.sum(b)),
     "outer": (True, {"s": (N,)}, lambda p, a, b, tok: (a[:, None] * b[None, :]) @ p["s"]),
     "scalar_gain": (True, {"g": ()}, lambda p, a, b, tok: a * p["g"] + b),
     "where": (True, {"w": (N,)}, lambda p, a, b, tok: jnp.where(tok % 2 == 0, a * p["w"], b)),
-    "pad_rev_slice": (True, {}, lambda p, a, b, tok: jnp.concatenate([jnp.pad(a, (1, 1))[::3], a[::-1][1:3]]) + b),
+    "pad_rev_slice": (
+        True,
+        {},
+        lambda p, a, b, tok: jnp.concatenate([jnp.pad(a, (1, 1))[::3], a[::-1][1:3]]) + b,
+    ),
     "pad_interior": (
         True,
         {},
@@ -60,24 +93,49 @@ BLOCKS = {
     "scan_ys": (
         True,
         {"X": (3, N), "w": (N,)},
-        lambda p, a, b, tok: jax.lax.scan(
-            lambda c, x: (jnp.tanh(c * p["w"] + x), c * x), a, p["X"]
-        )[1][1]
-        * b,
+        lambda p, a, b, tok: (
+            jax.lax.scan(lambda c, x: (jnp.tanh(c * p["w"] + x), c * x), a, p["X"])[1][1] * b
+        ),
     ),
-    "static_dynamic_slice": (True, {}, lambda p, a, b, tok: jax.lax.dynamic_slice(jnp.concatenate([a, b]), (2,), (N,))),
+    "static_dynamic_slice": (
+        True,
+        {},
+        lambda p, a, b, tok: jax.lax.dynamic_slice(jnp.concatenate([a, b]), (2,), (N,)),
+    ),
     "softplus": (True, {}, lambda p, a, b, tok: jax.nn.softplus(a) * b),
     "custom_vjp": (True, {}, lambda p, a, b, tok: custom_sin(a) + b),
-    "no_derivative": (True, {}, lambda p, a, b, tok: a + jax.lax.stop_gradient(b) + jnp.floor(b) + jnp.argmax(b)),
+    "no_derivative": (
+        True,
+        {},
+        lambda p, a, b, tok: a + jax.lax.stop_gradient(b) + jnp.floor(b) + jnp.argmax(b),
+    ),
     "clip": (True, {}, lambda p, a, b, tok: jnp.clip(a, -50.0, 50.0) * b),
-    "scan_short": (True, {"X": (3, N), "w": (N,)}, lambda p, a, b, tok: (lambda c, ys: c + ys.sum(0))(
-        *jax.lax.scan(lambda c, x: (jnp.tanh(c * p["w"] + x), c * x), a, p["X"]))),
-    "scan_long": (True, {"w": (N,)}, lambda p, a, b, tok: jax.lax.scan(
-        lambda c, _: (c * p["w"] + 0.5 * _roll(c), None), a, None, length=9)[0]),
-    "cond": (True, {"w": (N,)}, lambda p, a, b, tok: jax.lax.cond(
-        tok % 2 == 0, lambda v: v * p["w"], lambda v: _roll(v) + v[0], a)),
-    "while": (True, {"w": (N,)}, lambda p, a, b, tok: jax.lax.fori_loop(
-        0, tok + 3, lambda k, c: c * p["w"] + _roll(c), a)),
+    "scan_short": (
+        True,
+        {"X": (3, N), "w": (N,)},
+        lambda p, a, b, tok: (lambda c, ys: c + ys.sum(0))(
+            *jax.lax.scan(lambda c, x: (jnp.tanh(c * p["w"] + x), c * x), a, p["X"])
+        ),
+    ),
+    "scan_long": (
+        True,
+        {"w": (N,)},
+        lambda p, a, b, tok: jax.lax.scan(
+            lambda c, _: (c * p["w"] + 0.5 * _roll(c), None), a, None, length=9
+        )[0],
+    ),
+    "cond": (
+        True,
+        {"w": (N,)},
+        lambda p, a, b, tok: jax.lax.cond(
+            tok % 2 == 0, lambda v: v * p["w"], lambda v: _roll(v) + v[0], a
+        ),
+    ),
+    "while": (
+        True,
+        {"w": (N,)},
+        lambda p, a, b, tok: jax.lax.fori_loop(0, tok + 3, lambda k, c: c * p["w"] + _roll(c), a),
+    ),
     # widened rules: the relation contains the Jacobian patterns
     "embedding": (False, {"E": (5, N)}, lambda p, a, b, tok: p["E"][tok] * a),
     "take_dynamic": (False, {"E": (5, N)}, lambda p, a, b, tok: jnp.take(p["E"], tok, axis=0) * a),
@@ -85,10 +143,14 @@ BLOCKS = {
     "max": (False, {}, lambda p, a, b, tok: a + jnp.max(b)),
     "cumsum": (False, {}, lambda p, a, b, tok: jnp.cumsum(a) * b),
     "sort": (False, {}, lambda p, a, b, tok: jnp.sort(a) + b),
-    "dynamic_slice": (False, {}, lambda p, a, b, tok: jax.lax.dynamic_slice(jnp.concatenate([a, b]), (tok,), (N,))),
+    "dynamic_slice": (
+        False,
+        {},
+        lambda p, a, b, tok: jax.lax.dynamic_slice(jnp.concatenate([a, b]), (tok,), (N,)),
+    ),
     "scatter_add": (False, {}, lambda p, a, b, tok: a.at[tok].add(b[0])),
     "convolve": (False, {"k": (3,)}, lambda p, a, b, tok: jnp.convolve(a, p["k"], mode="same")),
-}  # fmt: skip
+}
 
 
 def random_cell(seed, names, n_blocks=5):
@@ -145,8 +207,11 @@ def jacobian_patterns(cell, params, state, points=3, seed=1, forward=False):
     s_leaves, s_def = jax.tree.flatten(state)
 
     def f(p_leaves, s_leaves, v, tok):
-        new_state, out = cell(jax.tree.unflatten(p_def, p_leaves),
-                              jax.tree.unflatten(s_def, s_leaves), {"v": v, "tok": tok})  # fmt: skip
+        new_state, out = cell(
+            jax.tree.unflatten(p_def, p_leaves),
+            jax.tree.unflatten(s_def, s_leaves),
+            {"v": v, "tok": tok},
+        )
         return jax.tree.leaves(new_state) + jax.tree.leaves(out)
 
     jac = jax.jit((jax.jacfwd if forward else jax.jacrev)(f, argnums=(0, 1, 2)))

@@ -30,8 +30,9 @@ def test_roles_are_those_of_the_code(name):
 
 def test_inference_reads_only_shapes():
     case = VALID["nnx_gru"]()
-    shapes = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype),
-                          (case.params, case.state, case.x))  # fmt: skip
+    shapes = jax.tree.map(
+        lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype), (case.params, case.state, case.x)
+    )
     program = infer(case.apply, *shapes)
     assert list(program.roles) == case.roles
 

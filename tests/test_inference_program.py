@@ -152,7 +152,7 @@ def test_probes_give_exact_preactivation_derivatives_at_a_zero_state():
     h0 = jnp.zeros(3)
     program = infer(case.apply, case.params, h0, case.x)
     is_h = [u.leaves[0][0] == 0 for u in program.dense_uses]  # leaf 0: dense_h's kernel
-    zeros = [jnp.zeros(u.out_shape) for u in program.dense_uses]
+    zeros = program.probe_zeros()
 
     def by_program(probes):
         return program.apply(case.params, h0, case.x, probes=probes)[0]
@@ -198,8 +198,11 @@ def test_the_program_runs_under_jit_vmap_scan_jvp_and_vjp():
 
         return jax.jit(lambda s: jax.lax.scan(step, s, jnp.stack([x, -x, 2 * x])))(states)
 
-    np.testing.assert_allclose(ravel_pytree(run(in_mode(program, "diagonal")))[0],
-                               ravel_pytree(run(model.apply))[0], atol=1e-12)  # fmt: skip
+    np.testing.assert_allclose(
+        ravel_pytree(run(in_mode(program, "diagonal")))[0],
+        ravel_pytree(run(model.apply))[0],
+        atol=1e-12,
+    )
     tangent = jax.tree.map(jnp.ones_like, params)
     _, jvp_got = jax.jvp(
         lambda p: program.apply(p, state, x, recurrent="none"), (params,), (tangent,)

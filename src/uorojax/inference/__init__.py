@@ -27,6 +27,17 @@ Jacobian is unit-diagonal. :meth:`Program.apply` re-evaluates the jaxpr with the
 recurrent uses diagonalised (``"diagonal"``) or taken out of the state Jacobian
 (``"none"``), with the same values and exact params derivatives in every mode.
 
+**For estimator authors.** ``program.roles`` replaces ``Structure.param_units`` (its
+:class:`Units` adds ``groups``, the fused gate blocks along ``axis``; a learned embedding,
+which the hand-written linen structure declares ``Units(0, None)``, is
+``Feedforward(0)``); ``program.state_layers`` replaces ``state_units``;
+``apply(..., recurrent="diagonal")`` replaces ``diagonalised_params`` (no bias needed),
+``recurrent="none"`` its ``keep_diagonal=False``; ``probes`` with a JVP or VJP give
+``∂s/∂z`` and ``∂L/∂z`` of every dense use's output ``z`` per unit, and
+:meth:`Program.dense_inputs` its vector ``a``, which ``leaf_inputs`` and
+``preactivation_derivatives`` gave (``B = D_z ⊗ a``); ``DenseUse.leaves`` and ``rows``
+say which leaf fills which block of the kernel and which rows of ``a`` read which leaf.
+
 **Guarantees.** The relations are *sound*: every entry of the true one-step Jacobian,
 at any point, lies inside them; they never depend on values at a point (a relu, a clip
 or a saturated unit does not hide an entry). Every known primitive has an exact rule
@@ -35,17 +46,20 @@ rule counts as full mixing, so a missing rule widens a pattern or causes a refus
 never a narrower pattern. :func:`analyse` and :func:`materialise` expose the relations
 for tests.
 
-**Limits.** A reshape whose digits carry, a strided slice of an axis read through
-several variables, a scan or while loop whose carries keep shifting, and a gather with
-many or unknown indices are widened (a wider pattern). Dense uses inside ``lax.cond``,
-``lax.scan``, ``lax.while_loop`` or a ``custom_jvp``/``custom_vjp`` function cannot be
-marked: if they reach the state, :func:`infer` refuses the model. A recurrent use must
-contract its whole vector (``K @ v``, no batch axes). Gate layouts must be block-major
-(``g·n + u``); interleaved layouts are refused. ``custom_vjp`` functions are read through
-their forward function: a backward rule denser than the forward's pattern (a
-straight-through estimator) is not seen. In ``"diagonal"``/``"none"`` mode an entry of a
-recurrent use's vector that reads both its own layer's state and a lower layer's is held
-constant as a whole. :func:`compare_roles` checks a hand-written structure against the
+**Limits.** Where an index map is not affine the pattern is widened, never narrowed: a
+reshape whose digits carry more than a few times, a slice of an axis read through
+several overlapping variables, a scan or while loop whose carries keep growing (after
+three rounds), a gather with unknown or many (more than 64) start indices, a dynamic
+slice with an unknown start, scatters, cumulative sums and sorts. Dense uses inside
+``lax.cond``, ``lax.scan``, ``lax.while_loop`` or a ``custom_jvp``/``custom_vjp``
+function cannot be marked: if that control flow reaches the state, :func:`infer` refuses
+the model. A recurrent use must contract its whole vector (``K @ v``, no batch axes),
+and its kernel's units must be block-major (``g·n + u``; interleaved layouts are
+refused). A ``custom_vjp`` function is read through its forward function: a backward
+rule denser than the forward's pattern (a straight-through estimator) is not seen. In
+``"diagonal"``/``"none"`` mode an entry of a recurrent use's vector that reads both its
+own layer's state and a lower layer's is held constant as a whole. A state leaf must be
+a real vector. :func:`compare_roles` checks a hand-written structure against the
 inferred roles.
 """
 

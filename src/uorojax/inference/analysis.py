@@ -40,12 +40,36 @@ WIDEN_AFTER = 3
 MAX_ROUNDS = 8
 FOLD_LIMIT = 4096
 
-CALLS = {"jit": "jaxpr", "pjit": "jaxpr", "closed_call": "call_jaxpr", "core_call": "call_jaxpr",
-         "remat2": "jaxpr", "checkpoint": "jaxpr", "remat": "jaxpr"}  # fmt: skip
-CUSTOM = {"custom_jvp_call": "call_jaxpr", "custom_vjp_call": "call_jaxpr",
-          "custom_vjp_call_jaxpr": "fun_jaxpr", "custom_lin": None}  # fmt: skip
-MOVES = frozenset({"transpose", "reshape", "squeeze", "slice", "concatenate", "rev", "split",
-                   "convert_element_type", "copy", "copy_p", "broadcast_in_dim"})  # fmt: skip
+CALLS = {
+    "jit": "jaxpr",
+    "pjit": "jaxpr",
+    "closed_call": "call_jaxpr",
+    "core_call": "call_jaxpr",
+    "remat2": "jaxpr",
+    "checkpoint": "jaxpr",
+    "remat": "jaxpr",
+}
+CUSTOM = {
+    "custom_jvp_call": "call_jaxpr",
+    "custom_vjp_call": "call_jaxpr",
+    "custom_vjp_call_jaxpr": "fun_jaxpr",
+    "custom_lin": None,
+}
+MOVES = frozenset(
+    {
+        "transpose",
+        "reshape",
+        "squeeze",
+        "slice",
+        "concatenate",
+        "rev",
+        "split",
+        "convert_element_type",
+        "copy",
+        "copy_p",
+        "broadcast_in_dim",
+    }
+)
 """Primitives that move params entries without combining them (a pure params value)."""
 
 
@@ -178,8 +202,11 @@ def fold(eqn, ins) -> list:
     none = [None] * len(eqn.outvars)
     if any(i.const is None for i in ins):
         return none
-    if not all(v.aval.dtype.kind in "iub" and np.prod(v.aval.shape) <= FOLD_LIMIT
-               for v in eqn.outvars if hasattr(v.aval, "dtype")):  # fmt: skip
+    if not all(
+        v.aval.dtype.kind in "iub" and np.prod(v.aval.shape) <= FOLD_LIMIT
+        for v in eqn.outvars
+        if hasattr(v.aval, "dtype")
+    ):
         return none
     try:
         with jax.ensure_compile_time_eval():

@@ -57,42 +57,80 @@ def infer(apply_fn: Callable, params, state, x) -> Program:
       new_state, out = program.apply(params, state0, x, recurrent="diagonal")
     """
     traced = trace(apply_fn, params, state, x)
-    p_names, s_names = traced.paths[0], traced.paths[1]
+    names = list(traced.paths[0])
     first, ctx = analyse_traced(traced)
+    layers, sizes = _layers(traced, first)
+    layer_of = {k: layer for layer, leaves in enumerate(layers) for k in leaves}
+    marks: dict = {}
+    q, n_out = traced.count("state"), len(traced.jaxpr.outvars) - traced.count("state")
+    reach(traced.jaxpr, [1 << layer_of[k] for k in range(q)] + [0] * n_out, marks)
+    uses = describe_uses(traced, ctx.uses, marks, layer_of, names)
+    roles = _feedforward(traced, candidate_roles(first, layers, sizes, names), uses, layers, names)
+    recurrent = [u for u in uses if u.kind == "recurrent"]
+    _check_recurrent_vectors(recurrent, names)
+    diag = {
+        u.index: diagonal_relation(
+            u, ctx.uses[u.path].infos[u.kernel_operand].rels, roles, traced, sizes[u.layer]
+        )
+        for u in recurrent
+    }
+    second, ctx2 = analyse_traced(
+        traced,
+        kinds=("state",),
+        hook=_diagonaliser(traced, recurrent, diag, layers, layer_of),
+        keep_scopes=True,
+    )
+    pairings = {
+        u.index: pairing(
+            u,
+            ctx2.uses[u.path].infos[1 - u.kernel_operand].rels,
+            ctx.uses[u.path].infos[1 - u.kernel_operand].rels,
+            diag[u.index],
+            layers[u.layer],
+            traced,
+            sizes[u.layer],
+        )
+        for u in recurrent
+    }
+    _check_unit_diagonal(traced, second, ctx2, layers, marks)
+    return Program(traced, roles, layers, sizes, uses, pairings)
+
+
+def _state_names(traced) -> list[str]:
+    return [f"state leaf {name or '(the state)'}" for name in traced.paths[1]]
+
+
+def _layers(traced, first):
+    """The layers of the first analysis' state graph, and their sizes (ConfigError
+    for a state leaf that is not a real vector, or a layer of leaves of two sizes)."""
     q = traced.count("state")
-    s_shapes = [tuple(leaf.shape) for leaf in traced.leaves[1]]
-    s_dtypes = [leaf.dtype for leaf in traced.leaves[1]]
-    state_names = [f"state leaf {name or '(the state)'}" for name in s_names]
     deps = [
         {k2 for k2 in range(q) if first.relation(("state", k), ("state", k2))} for k in range(q)
     ]
     layers = layers_of(deps)
-    sizes = check_layers(layers, s_shapes, s_dtypes, state_names)
-    layer_of = {k: layer for layer, leaves in enumerate(layers) for k in leaves}
-    marks: dict = {}
-    n_out = len(traced.jaxpr.outvars) - q
-    reach(traced.jaxpr, [1 << layer_of[k] for k in range(q)] + [0] * n_out, marks)
-    uses = describe_uses(traced, ctx.uses, marks, layer_of, list(p_names))
-    candidates = candidate_roles(first, layers, sizes, p_names)
-    roles = _feedforward(traced, candidates, uses, layers, p_names)
-    for u in uses:
-        if u.kind == "recurrent" and (u.vector_batch or len(u.vector_axes) != len(u.vector_shape)):
+    shapes = [tuple(leaf.shape) for leaf in traced.leaves[1]]
+    dtypes = [leaf.dtype for leaf in traced.leaves[1]]
+    return layers, check_layers(layers, shapes, dtypes, _state_names(traced))
+
+
+def _check_recurrent_vectors(recurrent, names) -> None:
+    for u in recurrent:
+        if u.vector_batch or len(u.vector_axes) != len(u.vector_shape):
             raise checks.ConfigError(
-                f"infer: the recurrent dense use of {_kernels(u, p_names)} multiplies a "
+                f"infer: the recurrent dense use of {_kernels(u, names)} multiplies a "
                 f"vector of shape {u.vector_shape} with batch or free axes; only K @ v with "
                 "v contracted whole can be diagonalised"
             )
-    recurrent = [u for u in uses if u.kind == "recurrent"]
-    diag = {
-        u.index: diagonal_relation(
-            u, ctx.uses[u.path].infos[u.kernel_operand].rels, roles, traced, sizes[u.layer]
-        )  # fmt: skip
-        for u in recurrent
-    }
-    by_path = {u.path: u for u in recurrent}
-    source_layer = {traced.source("state", k): layer_of[k] for k in range(q)}
 
-    def diagonalise(seen, default):
+
+def _diagonaliser(traced, recurrent, diag, layers, layer_of):
+    """The hook of the diagonalised analysis: at a recurrent use of layer L, output
+    entry c reads unit u(c) of each state leaf of L its vector reads (and, as before,
+    the other layers' state)."""
+    by_path = {u.path: u for u in recurrent}
+    source_layer = {traced.source("state", k): layer for k, layer in layer_of.items()}
+
+    def hook(seen, default):
         use = by_path.get(seen.path)
         if use is None:
             return None
@@ -104,31 +142,25 @@ def infer(apply_fn: Callable, params, state, x) -> Program:
                 out[sid] = diag[use.index]
         return out
 
-    second, ctx2 = analyse_traced(traced, kinds=("state",), hook=diagonalise, keep_scopes=True)
-    pairings = {
-        u.index: pairing(
-            u,
-            ctx2.uses[u.path].infos[1 - u.kernel_operand].rels,
-            ctx.uses[u.path].infos[1 - u.kernel_operand].rels,
-            diag[u.index],
-            layers[u.layer],
-            traced,
-            sizes[u.layer],
-        )  # fmt: skip
-        for u in recurrent
-    }
+    return hook
+
+
+def _check_unit_diagonal(traced, second, ctx2, layers, marks) -> None:
+    """ConfigError naming the first pair of state leaves of a layer whose diagonalised
+    one-step relation is not unit-diagonal, and the value that mixes their units."""
     bad = unit_diagonal_errors(second.outs, layers, traced)
-    if bad:
-        layer, k, k2 = bad[0]
-        culprit = mixing_value(ctx2.scopes, marks, layer, traced.source("state", k2))
-        raise checks.ConfigError(
-            f"infer: with its recurrent kernels diagonalised, layer {layer}'s state Jacobian "
-            f"is still not unit-diagonal: new {state_names[k]} depends on other units of old "
-            f"{state_names[k2]} through {culprit} (for example a layer norm of the state, or "
-            "a state shifted or mixed by a fixed matrix). SnAp-1 needs every unit to read "
-            "only itself outside the dense recurrent kernels; use uoro or rtrl"
-        )
-    return Program(traced, roles, layers, sizes, uses, pairings)
+    if not bad:
+        return
+    layer, k, k2 = bad[0]
+    names = _state_names(traced)
+    culprit = mixing_value(ctx2.scopes, marks, layer, traced.source("state", k2))
+    raise checks.ConfigError(
+        f"infer: with its recurrent kernels diagonalised, layer {layer}'s state Jacobian "
+        f"is still not unit-diagonal: new {names[k]} depends on other units of old "
+        f"{names[k2]} through {culprit} (for example a layer norm of the state, or "
+        "a state shifted or mixed by a fixed matrix). SnAp-1 needs every unit to read "
+        "only itself outside the dense recurrent kernels; use uoro or rtrl"
+    )
 
 
 def _kernels(use, names) -> str:
@@ -138,8 +170,11 @@ def _kernels(use, names) -> str:
 def _feedforward(traced, candidates, uses, layers, names) -> list:
     """The roles, with every Feedforward candidate checked by the stop-at-input
     analysis. Raises ConfigError for the first candidate that fails."""
-    ff = {traced.source("params", j): layer for j, layer in enumerate(candidates)
-          if isinstance(layer, int) and not isinstance(layer, bool)}  # fmt: skip
+    ff = {
+        traced.source("params", j): layer
+        for j, layer in enumerate(candidates)
+        if isinstance(layer, int) and not isinstance(layer, bool)
+    }
     if not ff:
         return list(candidates)
     stops = {u.path: u.layer for u in uses if u.kind == "input"}
@@ -159,8 +194,9 @@ def _feedforward(traced, candidates, uses, layers, names) -> list:
     errors = feedforward_errors(candidates, third, ctx3, uses, layers, names, traced)
     if errors:
         raise checks.ConfigError(errors[min(errors)])
-    return [Feedforward(r) if isinstance(r, int) and not isinstance(r, bool) else r
-            for r in candidates]  # fmt: skip
+    return [
+        Feedforward(r) if isinstance(r, int) and not isinstance(r, bool) else r for r in candidates
+    ]
 
 
 __all__ = ["infer"]

@@ -94,8 +94,11 @@ def check_layers(layers, shapes, dtypes, names) -> tuple[int, ...]:
     """
     import numpy as np
 
-    bad = [names[k] for k, (s, d) in enumerate(zip(shapes, dtypes))
-           if len(s) != 1 or not np.issubdtype(d, np.floating)]  # fmt: skip
+    bad = [
+        names[k]
+        for k, (s, d) in enumerate(zip(shapes, dtypes))
+        if len(s) != 1 or not np.issubdtype(d, np.floating)
+    ]
     if bad:
         raise checks.ConfigError(
             f"infer: every state leaf must be a real vector (one axis of units); "

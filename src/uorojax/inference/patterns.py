@@ -13,7 +13,7 @@ import numpy as np
 from uorojax.inference.affine import Affine, Term
 
 
-def grid(term: Term, variables=None) -> list[np.ndarray]:
+def grid(term: Term, variables: list[int] | None = None) -> list[np.ndarray]:
     """Broadcastable index grids of the term's variables (only ``variables`` if given,
     the others held at 0)."""
     nv = len(term.ranges)
@@ -38,7 +38,7 @@ def evaluate(e: Affine, grids: list[np.ndarray]):
     return value
 
 
-def materialise(relation, out_shape, src_shape) -> np.ndarray:
+def materialise(relation: frozenset, out_shape: tuple, src_shape: tuple) -> np.ndarray:
     """The relation as a boolean array of shape ``out_shape + src_shape``: entry
     ``[i, p]`` is True where ``V[i]`` depends on ``S[p]``.
 

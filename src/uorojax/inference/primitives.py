@@ -45,8 +45,20 @@ PASS_THROUGH = frozenset({"device_put", "optimization_barrier"})
 
 REDUCTIONS = frozenset({"reduce_sum", "reduce_max", "reduce_min", "reduce_prod"})
 CUMULATIVE = frozenset({"cumsum", "cumprod", "cummax", "cummin", "cumlogsumexp"})
-SCATTERS = frozenset({"scatter", "scatter-add", "scatter_add", "scatter-mul", "scatter_mul",
-                      "scatter-min", "scatter_min", "scatter-max", "scatter_max", "scatter_sub"})  # fmt: skip
+SCATTERS = frozenset(
+    {
+        "scatter",
+        "scatter-add",
+        "scatter_add",
+        "scatter-mul",
+        "scatter_mul",
+        "scatter-min",
+        "scatter_min",
+        "scatter-max",
+        "scatter_max",
+        "scatter_sub",
+    }
+)
 
 
 def mixing(rels_list, out_shapes, src_shapes) -> list[dict]:
@@ -85,9 +97,11 @@ def equation_relations(eqn, rels_list, consts, src_shapes) -> list[dict]:
         return list(rels_list)
     if name in ELEMENTWISE:
         parts = [
-            rels if shape == out_shape else mapped(rels, rules.elementwise, out_shape, (shape, out_shape), src_shapes)
+            rels
+            if shape == out_shape
+            else mapped(rels, rules.elementwise, out_shape, (shape, out_shape), src_shapes)
             for rels, shape in zip(rels_list, in_shapes)
-        ]  # fmt: skip
+        ]
         return [merge(parts, out_shape, src_shapes)]
     if name == "broadcast_in_dim":
         static = (in_shapes[0], out_shape, tuple(p["broadcast_dimensions"]))
@@ -144,8 +158,11 @@ def equation_relations(eqn, rels_list, consts, src_shapes) -> list[dict]:
     if name == "sort":
         dim = p["dimension"]
         static = (dim, out_shape[dim])
-        spread = merge([mapped(r, rules.widen, out_shape, static, src_shapes) for r in rels_list],
-                       out_shape, src_shapes)  # fmt: skip
+        spread = merge(
+            [mapped(r, rules.widen, out_shape, static, src_shapes) for r in rels_list],
+            out_shape,
+            src_shapes,
+        )
         return [spread for _ in out_shapes]
     if name == "gather":
         return indexing.gather_relations(eqn, rels_list, in_shapes, consts, src_shapes)

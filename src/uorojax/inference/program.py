@@ -124,9 +124,10 @@ class Program:
         self._eval(p + s + xs, _Run("full", None, None, record))
         return [record[u.index] for u in self.dense_uses]
 
-    def probe_zeros(self, dtype=None) -> list:
-        """Zero probes, one per dense use (for ``apply(..., probes=...)``)."""
-        return [jnp.zeros(u.out_shape, dtype or jnp.float32) for u in self.dense_uses]
+    def probe_zeros(self) -> list:
+        """Zero probes, one per dense use, shaped and typed like its output (for
+        ``apply(..., probes=...)``)."""
+        return [jnp.zeros(u.out_shape, u.out_dtype) for u in self.dense_uses]
 
     # ------------------------------------------------------------------ internals
 
@@ -148,8 +149,9 @@ class Program:
 
     def _flatten(self, params, state, x):
         out = []
-        for name, tree, treedef in zip(("params", "state", "x"), (params, state, x),
-                                       self.traced.in_defs):  # fmt: skip
+        for name, tree, treedef in zip(
+            ("params", "state", "x"), (params, state, x), self.traced.in_defs
+        ):
             leaves, got = jax.tree.flatten(tree)
             if got != treedef:
                 raise checks.ConfigError(

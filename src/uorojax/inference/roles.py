@@ -19,7 +19,8 @@ the state).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Sequence
+from typing import Any, NamedTuple
 
 from uorojax import checks
 from uorojax.inference.affine import minus, scale
@@ -97,8 +98,13 @@ def candidate_roles(analysis, layers, sizes, names):
     out = []
     for j in range(traced.count("params")):
         shape = tuple(traced.leaves[0][j].shape)
-        moved = sorted({layer_of[k] for k in range(traced.count("state"))
-                        if analysis.relation(("state", k), ("params", j))})  # fmt: skip
+        moved = sorted(
+            {
+                layer_of[k]
+                for k in range(traced.count("state"))
+                if analysis.relation(("state", k), ("params", j))
+            }
+        )
         if not moved:
             out.append(None)
             continue
@@ -133,10 +139,13 @@ def feedforward_errors(candidates, ff_analysis, ff_ctx, uses, layers, names, tra
         if not any(ff_analysis.outs[k].rels.get(sid) for k in layers[layer]):
             continue
         via = [
-            by_path[p] for p, s in ff_ctx.uses.items()
-            if p in by_path and by_path[p].kind == "recurrent" and by_path[p].layer == layer
+            by_path[p]
+            for p, s in ff_ctx.uses.items()
+            if p in by_path
+            and by_path[p].kind == "recurrent"
+            and by_path[p].layer == layer
             and sid in s.infos[1 - s.kernel].rels
-        ]  # fmt: skip
+        ]
         if via:
             use = via[0]
             kernel = ", ".join(names[i] for i, _ in use.leaves)
@@ -159,7 +168,7 @@ def feedforward_errors(candidates, ff_analysis, ff_ctx, uses, layers, names, tra
     return errors
 
 
-def describe_role(role) -> str:
+def describe_role(role: Any) -> str:
     """What a role says the leaf moves, in words."""
     if role is None:
         return "moves no state in one step"
@@ -188,7 +197,9 @@ def _same(declared, inferred) -> bool:
     )
 
 
-def compare_roles(declared, inferred, names=None) -> list[str]:
+def compare_roles(
+    declared: Sequence, inferred: Any, names: Sequence[str] | None = None
+) -> list[str]:
     """Where a declared (hand-written) role differs from the inferred one.
 
     Args:

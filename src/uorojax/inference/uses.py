@@ -12,7 +12,7 @@ when it does not, and an **output** use when it reaches no state (a readout).
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 from uorojax import checks
 from uorojax.inference.affine import bounds
@@ -37,7 +37,7 @@ class DenseUse(NamedTuple):
         entries of the vector (a range per vector axis) read which params, state or
         input leaf (``[x, h] @ K``: x's rows, then h's).
       kernel_shape, vector_shape, out_shape: shapes of the params value, the vector and
-        the product.
+        the product; out_dtype: the product's dtype.
       producer: the primitive that made the vector.
     """
 
@@ -55,6 +55,7 @@ class DenseUse(NamedTuple):
     kernel_shape: tuple
     vector_shape: tuple
     out_shape: tuple
+    out_dtype: Any
     producer: str
 
 
@@ -151,8 +152,9 @@ def describe_uses(traced, seen: dict, marks: dict, layer_of_leaf, names) -> tupl
                 kernel_shape,
                 vector_shape,
                 tuple(eqn.outvars[0].aval.shape),
+                eqn.outvars[0].aval.dtype,
                 s.producer,
-            )  # fmt: skip
+            )
         )
     return tuple(out)
 
