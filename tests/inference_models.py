@@ -103,6 +103,21 @@ def concat_lstm():
     return Case(apply, params, state, jnp.ones(M), [Units(0, 1, 4), Units(0, 0, 4)], ((0, 1),))
 
 
+def peephole_lstm():
+    """An LSTM on ``[x, c, h] @ K``: two rows of the vector per unit."""
+    params = _normal(11, {"K": (M + 2 * N, 4 * N)})
+
+    def apply(p, state, x):
+        c, h = state
+        i, f, g, o = jnp.split(jnp.concatenate([x, c, h]) @ p["K"], 4)
+        c = sigmoid(f) * c + sigmoid(i) * jnp.tanh(g)
+        h = sigmoid(o) * jnp.tanh(c)
+        return (c, h), h
+
+    state = (0.1 * jnp.arange(N, dtype=float), -0.2 * jnp.ones(N))
+    return Case(apply, params, state, jnp.ones(M), [Units(0, 1, 4)], ((0, 1),))
+
+
 def two_layer_gru():
     """Two fused GRU layers: layer 1 reads layer 0's new state."""
     p0 = fused_gru_in_out().params
@@ -238,6 +253,7 @@ VALID = {
     "fused_gru_in_out": fused_gru_in_out,
     "fused_gru_out_in": fused_gru_out_in,
     "concat_lstm": concat_lstm,
+    "peephole_lstm": peephole_lstm,
     "two_layer_gru": two_layer_gru,
     "nnx_gru": nnx_gru,
     "eqx_gru": eqx_gru,

@@ -50,7 +50,14 @@ MODELS = {
     "leaky_rnn": leaky,
     **{
         name: plain(name)
-        for name in ("concat_lstm", "two_layer_gru", "nnx_gru", "eqx_gru", "control_flow_rnn")
+        for name in (
+            "concat_lstm",
+            "peephole_lstm",
+            "two_layer_gru",
+            "nnx_gru",
+            "eqx_gru",
+            "control_flow_rnn",
+        )
     },
 }
 
