@@ -1,4 +1,4 @@
-"""What ``uorojax.inference.infer`` costs: time and memory to read a model's structure.
+"""What ``uorojax.models.inference.infer`` costs: time and memory to read a model's structure.
 
     python experiments/infer_cost.py
 
@@ -6,7 +6,7 @@ Each model is described by ``jax.ShapeDtypeStruct`` leaves only (``jax.eval_shap
 its init): nothing is allocated or computed on arrays of the model's size, and the
 analysis is symbolic, so its time should not grow with the width. Per model: the first
 call (tracing the model included), then the best of ``repeats`` calls, each with the
-relation cache emptied (``uorojax.inference.rules.transform``), so they redo the whole
+relation cache emptied (``uorojax.models.inference.rules.transform``), so they redo the whole
 analysis. Memory: the peak of Python allocations during one call (``tracemalloc``) and
 the process's peak resident memory (``resource``) at the end.
 """
@@ -21,8 +21,8 @@ import jax
 import jax.numpy as jnp
 
 import uorojax
-from uorojax.inference import infer
-from uorojax.inference.rules import transform
+from uorojax.models.inference import infer
+from uorojax.models.inference.rules import transform
 
 INPUTS = 64
 

@@ -1,4 +1,4 @@
-"""Cells for the uorojax.inference tests: random cells built from blocks that exercise the
+"""Cells for the uorojax.models.inference tests: random cells built from blocks that exercise the
 primitives the relation analysis has rules for, and a checker that compares the
 analysis with the pattern of dense Jacobians."""
 
@@ -6,7 +6,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from uorojax.inference import analyse
+from uorojax.models.inference import analyse
 
 N = 4  # every block maps vectors of N entries to a vector of N entries
 

@@ -1,4 +1,4 @@
-"""Plain-JAX, flax.nnx and Equinox cells for the uorojax.inference tests, each with the
+"""Plain-JAX, flax.nnx and Equinox cells for the uorojax.models.inference tests, each with the
 roles a reader of its code would write down (``Units(layer, axis, groups)``)."""
 
 import equinox as eqx
@@ -7,7 +7,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from uorojax.inference import Feedforward, Units
+from uorojax.models.inference import Feedforward, Units
 
 N, M = 3, 2  # units, inputs
 

@@ -1,4 +1,4 @@
-"""uorojax.inference on cells written in plain JAX, flax.nnx and Equinox: the roles a
+"""uorojax.models.inference on cells written in plain JAX, flax.nnx and Equinox: the roles a
 reader of the code would write down, the layers, the dense uses, and the named errors
 for the cells the structured estimators cannot use."""
 
@@ -16,7 +16,7 @@ from inference_models import (
 )
 
 from uorojax import ConfigError
-from uorojax.inference import Feedforward, Units, compare_roles, infer
+from uorojax.models.inference import Feedforward, Units, compare_roles, infer
 
 
 @pytest.mark.parametrize("name", sorted(VALID))

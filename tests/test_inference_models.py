@@ -1,14 +1,14 @@
-"""uorojax.inference on the built-in models: the inferred roles and layers are the
+"""uorojax.models.inference on the built-in models: the inferred roles and layers are the
 hand-written structures' (a learned embedding is inferred as Feedforward(0), where the
 hand-written linen structure says it moves every unit)."""
 
 import jax
 import jax.numpy as jnp
 import pytest
+from uorojax.structure import declared_units, state_layers
 
 import uorojax
-from uorojax.inference import Feedforward, compare_roles, infer
-from uorojax.structure import declared_units, state_layers
+from uorojax.models.inference import Feedforward, compare_roles, infer
 
 CELLS = ("simple", "gru", "mgu", "lstm", "optimized_lstm", "elementwise_mgu")
 

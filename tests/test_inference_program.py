@@ -1,4 +1,4 @@
-"""uorojax.inference's evaluator: the same values as the model in every mode; in
+"""uorojax.models.inference's evaluator: the same values as the model in every mode; in
 "diagonal" mode the state Jacobian is its own unit-diagonal blocks, in "none" mode the
 recurrent kernels are out of it, and params derivatives stay exact; probes give exact
 pre-activation derivatives; everything runs under jit, vmap, scan, jvp and vjp."""
@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from inference_models import VALID, nnx_gru
 from jax.flatten_util import ravel_pytree
+from uorojax.structure import diagonalised_params
 
 import uorojax
-from uorojax.inference import infer
-from uorojax.structure import diagonalised_params
+from uorojax.models.inference import infer
 
 MODES = ("full", "diagonal", "none")
 

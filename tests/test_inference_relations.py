@@ -1,4 +1,4 @@
-"""uorojax.inference's relation analysis: sound (it contains every Jacobian entry) and,
+"""uorojax.models.inference's relation analysis: sound (it contains every Jacobian entry) and,
 for generic cells of primitives with exact rules, tight (it equals the Jacobian pattern),
 whatever the array sizes."""
 
@@ -9,9 +9,9 @@ import pytest
 from inference_cells import BLOCKS, block_cell, compare, random_cell
 
 import uorojax
-from uorojax.inference import Term, analyse, materialise
-from uorojax.inference.affine import canonical, restrict
-from uorojax.inference.rules import reshape, slice_, transform
+from uorojax.models.inference import Term, analyse, materialise
+from uorojax.models.inference.affine import canonical, restrict
+from uorojax.models.inference.rules import reshape, slice_, transform
 
 EXACT = sorted(name for name, (exact, _, _) in BLOCKS.items() if exact)
 WIDENED = sorted(name for name, (exact, _, _) in BLOCKS.items() if not exact)

@@ -4,7 +4,7 @@ In ``"diagonal"`` mode a recurrent use ``K @ v`` of layer L becomes
 ``K @ v_f + diag(K) ⊙ (v − v_f)``, ``v_f`` being ``v`` with the old state held constant.
 ``diag(K)`` pairs row ``r`` of the vector with the output columns ``c`` of the same unit:
 rows from the vector's relation to layer L's state (``v[r]`` reads unit ``u(r)``),
-columns from the kernel leaves' :class:`~uorojax.inference.roles.Units` (column
+columns from the kernel leaves' :class:`~uorojax.models.inference.roles.Units` (column
 ``g·n + u`` of group g). :func:`pairing` turns that into index arrays, so the diagonal
 product is a gather: ``Σ_j K[k_j(c)] (v − v_f)[r_j(c)]``.
 
@@ -21,9 +21,9 @@ from typing import NamedTuple
 import numpy as np
 
 from uorojax import checks
-from uorojax.inference.affine import Term, canonical, restrict, shift, used
-from uorojax.inference.patterns import evaluate, grid
-from uorojax.inference.roles import Units
+from uorojax.models.inference.affine import Term, canonical, restrict, shift, used
+from uorojax.models.inference.patterns import evaluate, grid
+from uorojax.models.inference.roles import Units
 
 GRID_LIMIT = 1 << 24
 
@@ -123,7 +123,7 @@ def pairing(use, vector_rels, true_rels, diag_rel, layer_leaves, traced, n) -> P
     """The index arrays of one recurrent use (see :class:`Pairing`).
 
     Args:
-      use: the :class:`~uorojax.inference.uses.DenseUse` (its vector fully contracted).
+      use: the :class:`~uorojax.models.inference.uses.DenseUse` (its vector fully contracted).
       vector_rels: the vector's relations in the diagonalised analysis.
       true_rels: the vector's relations in the first analysis.
       diag_rel: :func:`diagonal_relation` of the use.

@@ -23,7 +23,7 @@ from collections.abc import Sequence
 from typing import Any, NamedTuple
 
 from uorojax import checks
-from uorojax.inference.affine import minus, scale
+from uorojax.models.inference.affine import minus, scale
 
 
 class Units(NamedTuple):
@@ -206,7 +206,7 @@ def compare_roles(
       declared: one role per params leaf in flatten order (``Units(layer, axis)`` with or
         without ``groups``, ``Feedforward(feeds)`` or None), for example
         ``uorojax.structure.declared_units(structure, params)``.
-      inferred: a :class:`~uorojax.inference.Program`, or its ``roles``.
+      inferred: a :class:`~uorojax.models.inference.Program`, or its ``roles``.
       names: the leaves' paths (taken from the program when it is one).
 
     Returns:

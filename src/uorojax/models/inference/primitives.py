@@ -1,12 +1,12 @@
 r"""The relation of every output of one jaxpr equation, from its inputs' relations.
 
 :func:`equation_relations` dispatches on the primitive's name. Known primitives have
-exact rules (:mod:`~uorojax.inference.rules`, :mod:`~uorojax.inference.indexing`);
+exact rules (:mod:`~uorojax.models.inference.rules`, :mod:`~uorojax.models.inference.indexing`);
 primitives whose derivative is zero (``stop_gradient``, ``sign``, ``floor``, …) give no
 relation; **any other primitive counts as full mixing**: every output entry depends on
 every entry of every source its inputs depend on. A missing rule can only widen a
 pattern, never narrow it. Call-like and control-flow primitives are handled by the
-interpreter (:mod:`~uorojax.inference.analysis`), which recurses into their jaxprs.
+interpreter (:mod:`~uorojax.models.inference.analysis`), which recurses into their jaxprs.
 
 A relation map is a ``dict`` from a source id to a non-empty relation (a frozenset of
 terms); a source that does not appear has no dependence.
@@ -18,8 +18,8 @@ Example::
 
 from __future__ import annotations
 
-from uorojax.inference import indexing, rules
-from uorojax.inference.rules import full, mapped, merge
+from uorojax.models.inference import indexing, rules
+from uorojax.models.inference.rules import full, mapped, merge
 
 ELEMENTWISE = frozenset(
     """add sub mul div neg exp exp2 log log1p expm1 tanh logistic sin cos tan asin acos atan

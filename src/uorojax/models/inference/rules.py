@@ -1,6 +1,6 @@
 r"""How one primitive maps the terms of an input's relation to the terms of its output's.
 
-Each rule takes one :class:`~uorojax.inference.affine.Term` of an operand (its output
+Each rule takes one :class:`~uorojax.models.inference.affine.Term` of an operand (its output
 axes index the operand) and returns terms whose output axes index the primitive's result,
 in normal form. Where an index map cannot be written exactly (a reshape whose digits
 carry, a slice of an axis read through overlapping variables) the axis is *widened*: it
@@ -20,7 +20,7 @@ from __future__ import annotations
 from functools import lru_cache
 from math import gcd, prod
 
-from uorojax.inference.affine import (
+from uorojax.models.inference.affine import (
     Term,
     add_vars,
     bounds,

@@ -1,6 +1,6 @@
 r"""``infer``: a model's recurrent structure, read from its jaxpr.
 
-Three analyses of the traced step (:mod:`~uorojax.inference.analysis`):
+Three analyses of the traced step (:mod:`~uorojax.models.inference.analysis`):
 
 1. with every params, state and input leaf as a source: the layers (strongly connected
    components of the state graph), the dense uses and their kind, and each params
@@ -17,19 +17,19 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from uorojax import checks
-from uorojax.inference.analysis import reach
-from uorojax.inference.diagonal import (
+from uorojax.models.inference.analysis import reach
+from uorojax.models.inference.diagonal import (
     diagonal_relation,
     mixing_value,
     pairing,
     unit_diagonal_errors,
 )
-from uorojax.inference.layers import check_layers, layers_of
-from uorojax.inference.primitives import dot_relations
-from uorojax.inference.program import Program
-from uorojax.inference.roles import Feedforward, candidate_roles, feedforward_errors
-from uorojax.inference.tracing import analyse_traced, trace
-from uorojax.inference.uses import describe_uses
+from uorojax.models.inference.layers import check_layers, layers_of
+from uorojax.models.inference.primitives import dot_relations
+from uorojax.models.inference.program import Program
+from uorojax.models.inference.roles import Feedforward, candidate_roles, feedforward_errors
+from uorojax.models.inference.tracing import analyse_traced, trace
+from uorojax.models.inference.uses import describe_uses
 
 
 def infer(apply_fn: Callable, params, state, x) -> Program:
@@ -44,7 +44,7 @@ def infer(apply_fn: Callable, params, state, x) -> Program:
       params, state, x: pytrees of arrays or ``jax.ShapeDtypeStruct``.
 
     Returns:
-      A :class:`~uorojax.inference.Program`.
+      A :class:`~uorojax.models.inference.Program`.
 
     Raises:
       ConfigError: where the model does not have the structure the structured

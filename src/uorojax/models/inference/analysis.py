@@ -2,7 +2,7 @@ r"""Abstract interpretation of a model's jaxpr: the relation of every value to e
 
 :func:`trace` turns ``apply_fn(params, state, x)`` into a jaxpr on flat leaves, reading
 only shapes, dtypes and tree structure. :func:`run` walks a jaxpr and gives each value an
-:class:`Info`: its relation map (source id → :class:`~uorojax.inference.affine.Term`
+:class:`Info`: its relation map (source id → :class:`~uorojax.models.inference.affine.Term`
 set), whether it is a *pure params value* (one entry of one params leaf per element,
 through transposes, reshapes, slices, concatenations and float casts) and, for small
 integer arrays known at trace time, their value (for static gather indices).
@@ -18,7 +18,7 @@ integer arrays known at trace time, their value (for static gather indices).
 
 Every ``dot_general`` with one pure params operand is reported to ``Context.uses``
 (a *dense use*); a ``Context.hook`` may replace its output relation (the diagonalised
-and the stop-at-input analyses of :mod:`~uorojax.inference.roles`).
+and the stop-at-input analyses of :mod:`~uorojax.models.inference.roles`).
 """
 
 from __future__ import annotations
@@ -30,8 +30,8 @@ import jax.numpy as jnp
 import numpy as np
 from jax.extend.core import Literal
 
-from uorojax.inference import rules
-from uorojax.inference.primitives import ZERO_DERIVATIVE, equation_relations, merge
+from uorojax.models.inference import rules
+from uorojax.models.inference.primitives import ZERO_DERIVATIVE, equation_relations, merge
 
 EXACT_SCAN = 4
 """Scans of at most this many steps are analysed step by step."""

@@ -18,8 +18,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from uorojax.inference.affine import Term, add_vars, const, restrict, var
-from uorojax.inference.rules import anywhere, finish, mapped, merge, set_out, shifted, slice_
+from uorojax.models.inference.affine import Term, add_vars, const, restrict, var
+from uorojax.models.inference.rules import anywhere, finish, mapped, merge, set_out, shifted, slice_
 
 STATIC_LIMIT = 64
 """Largest number of known start vectors a gather is made exact for."""

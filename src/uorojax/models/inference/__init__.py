@@ -17,7 +17,7 @@ pytrees: dicts, tuples, ``flax.nnx`` states, Equinox modules split by
 **What it computes.** An abstract interpretation of the jaxpr keeps, for every value and
 every params, old-state and input leaf, the exact relation "entry i depends on entries
 p", as a union of affine terms whose cost does not depend on the array sizes
-(:mod:`~uorojax.inference.affine`). From the new state's relations: the *layers* (the
+(:mod:`~uorojax.models.inference.affine`). From the new state's relations: the *layers* (the
 strongly connected components of the state graph, in topological order), the *dense
 uses* (``dot_general`` with a pure params operand, split into recurrent and input uses
 by the layer they reach), each params leaf's *role* (:class:`Units`,
@@ -63,13 +63,13 @@ a real vector. :func:`compare_roles` checks a hand-written structure against the
 inferred roles.
 """
 
-from uorojax.inference.affine import Term
-from uorojax.inference.build import infer
-from uorojax.inference.patterns import materialise
-from uorojax.inference.program import Program
-from uorojax.inference.roles import Feedforward, Units, compare_roles, describe_role
-from uorojax.inference.tracing import Analysis, analyse
-from uorojax.inference.uses import DenseUse
+from uorojax.models.inference.affine import Term
+from uorojax.models.inference.build import infer
+from uorojax.models.inference.patterns import materialise
+from uorojax.models.inference.program import Program
+from uorojax.models.inference.roles import Feedforward, Units, compare_roles, describe_role
+from uorojax.models.inference.tracing import Analysis, analyse
+from uorojax.models.inference.uses import DenseUse
 
 __all__ = [
     "Analysis",

@@ -16,10 +16,10 @@ GRU with 1024 units has the same terms as one with 8.
 
 :func:`canonical` puts a term in a normal form (unused and unit variables dropped,
 variables oriented and ordered, digits of a merged axis fused back, full-range source
-axes made FREE) so that equal terms compare equal; :func:`~uorojax.inference.patterns.
+axes made FREE) so that equal terms compare equal; :func:`~uorojax.models.inference.patterns.
 materialise` draws a relation as a boolean array, for tests.
 
-Example (with :func:`~uorojax.inference.patterns.materialise`)::
+Example (with :func:`~uorojax.models.inference.patterns.materialise`)::
 
     t = Term((4,), (((1,), 0),), (((1,), 2), None))   # V[i] <- S[i + 2, :]
     materialise(frozenset([t]), (4,), (6, 3))[1, 3]    # True for every column

@@ -1,5 +1,5 @@
 r"""Relations drawn as index arrays: :func:`materialise` (a dense boolean pattern, for
-tests) and the grids :mod:`~uorojax.inference.diagonal` enumerates a term's entries on.
+tests) and the grids :mod:`~uorojax.models.inference.diagonal` enumerates a term's entries on.
 
 Example::
 
@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from uorojax.inference.affine import Affine, Term
+from uorojax.models.inference.affine import Affine, Term
 
 
 def grid(term: Term, variables: list[int] | None = None) -> list[np.ndarray]:

@@ -34,8 +34,8 @@ import jax.numpy as jnp
 from jax.extend.core import Literal
 
 from uorojax import checks
-from uorojax.inference.analysis import call_body
-from uorojax.inference.roles import describe_role
+from uorojax.models.inference.analysis import call_body
+from uorojax.models.inference.roles import describe_role
 
 MODES = ("full", "diagonal", "none")
 
@@ -55,7 +55,7 @@ def _bind(eqn, invals):
 
 class Program:
     """A model step with its inferred recurrent structure (built by
-    :func:`~uorojax.inference.infer`).
+    :func:`~uorojax.models.inference.infer`).
 
     Attributes:
       roles: one role per params leaf in flatten order: :class:`Units`,

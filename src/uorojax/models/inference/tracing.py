@@ -22,9 +22,9 @@ import jax
 import numpy as np
 
 from uorojax import checks
-from uorojax.inference.affine import Term, canonical, var
-from uorojax.inference.analysis import Context, Info, run
-from uorojax.inference.patterns import materialise
+from uorojax.models.inference.affine import Term, canonical, var
+from uorojax.models.inference.analysis import Context, Info, run
+from uorojax.models.inference.patterns import materialise
 
 KINDS = ("params", "state", "x")
 
@@ -158,7 +158,7 @@ def analyse(apply_fn: Callable, params, state, x, *, hook=None) -> Analysis:
     Args:
       apply_fn: ``(params, state, x) -> (new_state, output)``.
       params, state, x: pytrees of arrays or ``jax.ShapeDtypeStruct``.
-      hook: optional dense-use hook (see :class:`~uorojax.inference.analysis.Context`).
+      hook: optional dense-use hook (see :class:`~uorojax.models.inference.analysis.Context`).
 
     Returns:
       An :class:`Analysis`.

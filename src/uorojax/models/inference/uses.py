@@ -15,7 +15,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from uorojax import checks
-from uorojax.inference.affine import bounds
+from uorojax.models.inference.affine import bounds
 
 
 class DenseUse(NamedTuple):
