@@ -5,10 +5,10 @@ hand-written linen structure says it moves every unit)."""
 import jax
 import jax.numpy as jnp
 import pytest
-from uorojax.structure import declared_units, state_layers
 
 import uorojax
 from uorojax.models.inference import Feedforward, compare_roles, infer
+from uorojax.models.structure import declared_units, state_layers
 
 CELLS = ("simple", "gru", "mgu", "lstm", "optimized_lstm", "elementwise_mgu")
 

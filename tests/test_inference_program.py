@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from inference_models import VALID, nnx_gru
 from jax.flatten_util import ravel_pytree
-from uorojax.structure import diagonalised_params
 
 import uorojax
 from uorojax.models.inference import infer
+from uorojax.models.structure import diagonalised_params
 
 MODES = ("full", "diagonal", "none")
 
