@@ -29,7 +29,7 @@ PyTree = Any
 class RTRLState(NamedTuple):
     """Exact RTRL carry: the model state and the Jacobian ``J = ds/dθ``.
 
-    ``jacobian`` is shaped like the state, each leaf with a leading axis of size |Θ|
+    ``jacobian`` is shaped like the state, each leaf with a leading axis of size ``|Θ|``
     (the flattened parameter count): leaf ``[j]`` is column j of J, the derivative of
     that state leaf with respect to flattened parameter j.
     """
@@ -83,12 +83,12 @@ def rtrl_step(apply_fn, loss_fn, params, carry: RTRLState, x, y, key):
 def rtrl(apply_fn: ApplyFn, loss_fn: LossFn) -> Estimator:
     r"""Exact real-time recurrent learning: carries ``J_t = ds_t/dθ`` exactly.
 
-    ``J_t = A_t J_{t-1} + B_t``: the |Θ| columns of ``J`` are pushed through the step by
+    ``J_t = A_t J_{t-1} + B_t``: the ``|Θ|`` columns of ``J`` are pushed through the step by
     one ``jax.jvp`` under ``jax.vmap`` (no dense ``A_t``), and ``B_t`` comes from
-    ``jax.jacrev`` (|S| VJPs). The gradient is ``g = δs · J_{t-1} + δθ``, exactly
+    ``jax.jacrev`` (``|S|`` VJPs). The gradient is ``g = δs · J_{t-1} + δθ``, exactly
     ``dL_t/dθ`` for frozen params (equal to ``jax.grad`` through the unrolled sequence).
 
-    Memory is ``|S|·|Θ|`` per stream and cost |Θ| JVPs per step: for small models and as
+    Memory is ``|S|·|Θ|`` per stream and cost ``|Θ|`` JVPs per step: for small models and as
     the reference for correctness.
 
     Args:

@@ -13,7 +13,7 @@ from uorojax.tasks.stream import SymbolStream
 
 
 class AnBn(SymbolStream):
-    """anbn(k, l): records ``a``×n, newline, ``b``×n, newline with n uniform on [k, l].
+    """anbn(k, l): records ``a`` × n, newline, ``b`` × n, newline with n uniform on [k, l].
 
     Vocabulary ``"ab\\n"``. The entropy rate is ``log2(l-k+1) / (2 E[n] + 2)`` bits per
     character, about 0.143 for the default (1, 32).

@@ -2,7 +2,7 @@
 
 JAX's multi-controller runtime runs one Python process per host (or per accelerator);
 every process runs the same program on its own devices, and arrays that span all
-devices are built from each process's part (:mod:`uorojax.sharding`). This module holds
+devices are built from each process's part (:mod:`uorojax.training.sharding`). This module holds
 what the experiment runner needs around that:
 
 * :func:`initialize`: ``jax.distributed.initialize`` from explicit settings, from a

@@ -202,7 +202,7 @@ def make_trainer(
       donate: ``step``, ``run`` and ``run_chunk`` donate the train state they are given
         (``jax.jit``'s ``donate_argnums``), so XLA updates the params, optimizer state
         and carry in place instead of holding a second copy: for per-stream UORO that
-        saves B·|Θ| floats of device memory. The train state passed in is unusable
+        saves ``B·|Θ|`` floats of device memory. The train state passed in is unusable
         afterwards (keep the one returned); ``init`` copies the params and state it is
         given, so those stay usable. Results do not change.
 
