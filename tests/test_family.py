@@ -21,7 +21,8 @@ import uorojax
 from uorojax import ConfigError, ModelError
 from uorojax.estimators import registry
 from uorojax.estimators.kf_rtrl import kf_rtrl
-from uorojax.estimators.snap import snap1, weighted_sum_over_streams
+from uorojax.estimators.snap import snap1
+from uorojax.estimators.sparse_influence import weighted_sum_over_streams
 from uorojax.models.structure.check import check_structure
 from uorojax.models.structure.types import RecurrentKernel, Units, leaf_units, state_layers
 
