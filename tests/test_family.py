@@ -1,5 +1,7 @@
 """KF-RTRL, SnAp-1, the element-wise cell and the structure descriptions they read."""
 
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -220,6 +222,18 @@ def test_snap1_without_a_structure_says_what_is_missing():
     params, h0, nnx_apply = _nnx_model()
     with pytest.raises(ConfigError, match="structure=model.structure"):
         registry.build_estimator("snap1", nnx_apply, LOSS)
+
+
+@pytest.mark.parametrize("who", ["snap1", "eprop", "rflo", "es_d_rtrl", "kf_rtrl", "ok"])
+def test_the_missing_structure_hint_names_each_model_once(who):
+    """The hint lists the models that provide a structure, each once (e-prop's listed
+    uorojax.tanh_rnn twice: it put its own models before SnAp-1's list, which has it)."""
+    apply_fn = uorojax.tanh_rnn(3, 2, 2).apply
+    with pytest.raises(ConfigError, match=f"{who} needs") as raised:
+        registry.ESTIMATORS[who].constructor(apply_fn, LOSS, structure=None)
+    named = re.findall(r"uorojax\.[a-z_]+\b(?!\.)", str(raised.value))
+    assert "uorojax.tanh_rnn" in named
+    assert len(named) == len(set(named)), named
 
 
 def _nnx_model():
