@@ -189,8 +189,13 @@ def split_per_stream(key: jax.Array, num_streams: int) -> jax.Array:
 
 def init_per_stream(init_state: Callable[[PyTree, PyTree], PyTree]) -> Callable:
     """``(params, states0) -> carry`` of B streams: ``init_state`` over the leading stream
-    axis of ``states0``."""
-    return lambda params, states0: jax.vmap(lambda s: init_state(params, s))(states0)
+    axis of ``states0`` (B >= 1)."""
+
+    def init(params, states0):
+        check_some_streams(num_streams_of(states0))
+        return jax.vmap(lambda s: init_state(params, s))(states0)
+
+    return init
 
 
 def mean_over_stream_axis(grads: PyTree) -> PyTree:
@@ -198,8 +203,19 @@ def mean_over_stream_axis(grads: PyTree) -> PyTree:
     return jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
 
 
+def check_some_streams(num_streams: int) -> None:
+    """A batch of streams must hold at least one: the mean over none is no gradient."""
+    if num_streams == 0:
+        raise checks.ConfigError(
+            "per_stream was given zero streams (a leading stream axis of size 0): there is "
+            "no stream to estimate a gradient from; give the states one row per stream"
+        )
+
+
 def check_streams(num_streams: int, xs: PyTree, ys: PyTree) -> None:
-    """Inputs and targets must have a leading stream axis of ``num_streams``."""
+    """At least one stream, and inputs and targets with a leading stream axis of
+    ``num_streams``."""
+    check_some_streams(num_streams)
     checks.check_leading_axis("x", xs, num_streams, "stream")
     checks.check_leading_axis("y", ys, num_streams, "stream")
 
