@@ -31,12 +31,13 @@ estimator in the registry):
   apply. An estimator with ``window == 1`` is ready on every step; one with ``window ==
   T`` is ready on the last step of every window of T steps (and returns zeros before).
 
-Two optional fields hold faster ways to do the same work, in the way optax's
-``GradientTransformationExtraArgs`` extends ``GradientTransformation``: ``window_step``
-(a whole window at once) and ``per_stream`` (the estimator for B streams, fused).
+Two optional fields hold faster ways to do the same work: ``window_step`` (a whole
+window at once) and ``per_stream`` (the estimator for B streams, fused).
 :func:`run_window` and :func:`~uorojax.per_stream` use them where they are given and the
-protocol otherwise. They are fields, so ``est._replace(step=wrapper)`` keeps them: a
-wrapper of ``step`` must replace them too (or set them to None) to run everywhere.
+protocol otherwise (optax has no such fields; ``docs/protocol.md`` says what its
+``GradientTransformationExtraArgs`` does and what carries over). They are fields, so
+``est._replace(step=wrapper)`` keeps them: a wrapper of ``step`` must replace them too
+(or set them to None) to run everywhere.
 """
 
 from __future__ import annotations
