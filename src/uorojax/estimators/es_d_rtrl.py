@@ -103,16 +103,17 @@ CORRECTION_STEPS = 1000
 
 
 class ESDRTRLState(NamedTuple):
-    """ES-D-RTRL carry, laid out as a few stacked arrays (see :func:`trace_layout`).
+    """ES-D-RTRL carry, laid out as a few stacked arrays (see
+    :func:`~uorojax.estimators.factored_traces.trace_layout`).
 
     Attributes:
       state: the model state.
       input_trace: ``ε^x`` of the kernels, one ``(p, m)`` array per group of kernels
-        that :func:`trace_layout` stacks (same layer, input width, unit axis and dtype):
-        row r is the r-th kernel of the group.
+        that the layout stacks (same layer, input width, unit axis and dtype): row r is
+        the r-th kernel of the group.
       unit_trace: ``ε^f`` for every state leaf k: an ``(P, n_k)`` array whose row r is
-        the unit trace of the r-th dense leaf of k's layer (the layer's rows in
-        :func:`trace_layout`); None for a state leaf whose layer has no dense leaf.
+        the unit trace of the r-th dense leaf of k's layer (the layer's rows in the
+        layout); None for a state leaf whose layer has no dense leaf.
       steps: the steps of the stream so far, counted up to ``CORRECTION_STEPS``.
     """
 
@@ -208,8 +209,9 @@ def es_d_rtrl_streams(
     apply_fn, loss_fn, structure, decay, params, carry: ESDRTRLState, xs, ys, stream_keys
 ):
     """One ES-D-RTRL step of B streams (leading axes; one stream is B = 1): the module
-    docstring's equations, from :func:`local_backward`, with each layer's traces updated
-    as one stack (:func:`trace_layout`).
+    docstring's equations, from one batched backward
+    (:func:`~uorojax.estimators.factored_traces.local_backward`), with each layer's
+    traces updated as one stack (:func:`~uorojax.estimators.factored_traces.trace_layout`).
 
     Returns:
       ``(grads, carry, info)``, the gradient averaged over the streams.

@@ -37,7 +37,7 @@ from uorojax.tree import zeros_like
 
 
 class TraceLayout(NamedTuple):
-    """Where every dense leaf's traces live in the carry (:class:`ESDRTRLState`).
+    """Where every dense leaf's traces live in the carry (:class:`~uorojax.ESDRTRLState`).
 
     Attributes:
       groups: the kernels stacked into one input trace each, by flattened leaf index.
