@@ -17,7 +17,7 @@ from helpers import (
 import uorojax
 from uorojax import ConfigError
 from uorojax.estimators import registry
-from uorojax.estimators.eprop import without_recurrent_kernels
+from uorojax.estimators.shared import without_recurrent_kernels
 from uorojax.models.structure.check import check_structure
 
 LOSS = uorojax.squared_error

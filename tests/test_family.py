@@ -1,5 +1,7 @@
 """KF-RTRL, SnAp-1, the element-wise cell and the structure descriptions they read."""
 
+import re
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -21,7 +23,8 @@ import uorojax
 from uorojax import ConfigError, ModelError
 from uorojax.estimators import registry
 from uorojax.estimators.kf_rtrl import kf_rtrl
-from uorojax.estimators.snap import snap1, weighted_sum_over_streams
+from uorojax.estimators.snap import snap1
+from uorojax.estimators.sparse_influence import weighted_partial_sums, weighted_sum_over_streams
 from uorojax.models.structure.check import check_structure
 from uorojax.models.structure.types import RecurrentKernel, Units, leaf_units, state_layers
 
@@ -181,15 +184,55 @@ def test_snap1_equals_its_dense_definition(name):
 
 
 @pytest.mark.parametrize("max_terms", [128, 4])
-@pytest.mark.parametrize("shape", [(3, 1, 4), (5, 2, 4, 3)])
+@pytest.mark.parametrize("shape", [(3, 1, 4), (5, 2, 4, 3), (20, 1, 4), (33, 2, 3, 2)])
 def test_the_history_sums_each_streams_weighted_influence(shape, max_terms):
     """``Σ_b Σ_k w[b, k, u] J[b, k, u, ...]``, as a sum of slices and (beyond
-    ``max_terms`` slices) as a reduction, against numpy."""
+    ``max_terms`` slices) as a reduction, against numpy; 20 and 33 streams span several
+    blocks of streams, the last one partial."""
     terms = np.asarray(jax.random.normal(jax.random.key(0), shape, jnp.float64))
     weights = np.asarray(jax.random.normal(jax.random.key(1), shape[:3], jnp.float64))
     expected = np.einsum("bku,bku...->u...", weights, terms)
     got = weighted_sum_over_streams(jnp.asarray(weights), jnp.asarray(terms), max_terms)
     np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("num_streams, q, blocks", [(16, 1, 1), (20, 1, 2), (33, 2, 5)])
+def test_the_history_partial_sums_cover_every_stream_once_in_blocks(num_streams, q, blocks):
+    """Partial sums over contiguous blocks of at most 16 slices (16 // q streams): each
+    block's sum is its streams' sum, and together they hold every stream once."""
+    shape = (num_streams, q, 4, 3)
+    terms = jax.random.normal(jax.random.key(0), shape, jnp.float64)
+    weights = jax.random.normal(jax.random.key(1), shape[:3], jnp.float64)
+    parts = weighted_partial_sums(weights, terms)
+    assert len(parts) == blocks
+    per_block = 16 // q
+    for i, part in enumerate(parts):
+        streams = slice(i * per_block, min((i + 1) * per_block, num_streams))
+        expected = np.einsum("bku,bku...->u...", weights[streams], terms[streams])
+        np.testing.assert_allclose(part, expected, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("who", ["snap1", "eprop"])
+def test_the_carry_certificate_reads_the_new_state(who):
+    """``info.carry_finite`` is False when only the new state is non-finite: the output,
+    the gradient and the influence stay finite, so the state alone can say so."""
+    model, params, h0 = tiny_rnn()
+
+    def apply(p, s, x):  # an inf added to the new state when x[0] > 5, not to the output
+        new_state, output = model.apply(p, s, x)
+        return new_state + jnp.where(x[0] > 5.0, jnp.inf, 0.0), output
+
+    est = uorojax.per_stream(getattr(uorojax, who)(apply, LOSS, structure=model.structure))
+    carry = est.init_state(params, jnp.stack([h0, h0]))
+    ys = jnp.zeros((2, 2))
+    fine = jnp.array([[0.5, -0.2], [0.1, 0.3]])
+    grads, carry, info = est.step(params, carry, fine, ys, jax.random.key(0))
+    assert bool(info.carry_finite)
+    grads, carry, info = est.step(params, carry, fine.at[1, 0].set(9.0), ys, jax.random.key(1))
+    assert np.isfinite(flat(grads)).all() and np.isfinite(np.asarray(info.loss)).all()
+    assert np.isfinite(flat(carry.influence if who == "snap1" else carry.trace)).all()
+    assert not np.isfinite(np.asarray(carry.state)).all()
+    assert not bool(info.carry_finite)
 
 
 @pytest.mark.parametrize("name", ["simple", "gru", "lstm", "mgu"])
@@ -219,6 +262,18 @@ def test_snap1_without_a_structure_says_what_is_missing():
     params, h0, nnx_apply = _nnx_model()
     with pytest.raises(ConfigError, match="structure=model.structure"):
         registry.build_estimator("snap1", nnx_apply, LOSS)
+
+
+@pytest.mark.parametrize("who", ["snap1", "eprop", "rflo", "es_d_rtrl", "kf_rtrl", "ok"])
+def test_the_missing_structure_hint_names_each_model_once(who):
+    """The hint lists the models that provide a structure, each once (e-prop's listed
+    uorojax.tanh_rnn twice: it put its own models before SnAp-1's list, which has it)."""
+    apply_fn = uorojax.tanh_rnn(3, 2, 2).apply
+    with pytest.raises(ConfigError, match=f"{who} needs") as raised:
+        registry.ESTIMATORS[who].constructor(apply_fn, LOSS, structure=None)
+    named = re.findall(r"uorojax\.[a-z_]+\b(?!\.)", str(raised.value))
+    assert "uorojax.tanh_rnn" in named
+    assert len(named) == len(set(named)), named
 
 
 def _nnx_model():

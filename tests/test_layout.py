@@ -131,7 +131,6 @@ def test_the_cycle_check_finds_a_cycle():
     assert [sorted(c) for c in strongly_connected(graph) if len(c) > 1] == [["a", "b", "c"]]
 
 
-@pytest.mark.xfail(strict=True, reason="e-prop and KF-RTRL still import SnAp-1 and UORO")
 def test_no_estimator_imports_another():
     """Estimators share pieces through the protocol and helper modules, never sideways."""
     modules = module_files()

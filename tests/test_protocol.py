@@ -167,6 +167,19 @@ class ProtocolTest(chex.TestCase):
             _close(g, jax.tree.map(lambda a: a[est.window - 1], grads_b))
 
     @parameterized.named_parameters(*CASES)
+    def test_per_stream_refuses_zero_streams(self, algorithm, options):
+        """A batch of zero streams is refused by name, at init and at a step (the step
+        returned a gradient of nothing)."""
+        est, _, params, h0, xs, ys = _build(algorithm, options, num_streams=2)
+        no_streams = lambda tree: jax.tree.map(lambda a: a[:0], tree)  # noqa: E731
+        two = jax.tree.map(lambda a: jnp.stack([a, a]), h0)
+        with self.assertRaisesRegex(uorojax.ConfigError, "zero streams"):
+            est.init_state(params, no_streams(two))
+        carry = no_streams(est.init_state(params, two))
+        with self.assertRaisesRegex(uorojax.ConfigError, "zero streams"):
+            est.step(params, carry, xs[:0], ys[:0], jax.random.key(0))
+
+    @parameterized.named_parameters(*CASES)
     def test_trainer_run_equals_trainer_steps_and_optax(self, algorithm, options):
         est, _, params, h0, xs, ys = _build(algorithm, options)
         length = 4 * est.window if est.window > 1 else 8

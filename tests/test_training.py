@@ -202,6 +202,21 @@ def test_batched_training_modes_run_and_learn(mode):
     assert float(metrics2["loss"][-16:].mean()) < 0.5 * float(metrics["loss"][:16].mean())
 
 
+@pytest.mark.parametrize("mode", ["per_stream", "shared"])
+def test_a_trainer_refuses_zero_streams(mode):
+    """A batch of zero streams trains nothing: init says so (it ran and did nothing)."""
+    model, params, _ = tiny_rnn()
+    loss = uorojax.squared_error
+    if mode == "shared":
+        est = uorojax.uoro(*uorojax.as_one_system(model.apply, loss))
+    else:
+        est = uorojax.per_stream(uorojax.uoro(model.apply, loss))
+    trainer = uorojax.make_trainer(est, optax.sgd(0.1))
+    with pytest.raises(uorojax.ConfigError, match=r"shape \[0, 3\], no entries: zero streams"):
+        trainer.init(params, jnp.zeros((0, 3)), jax.random.key(0))
+    trainer.init(params, jnp.zeros((1, 3)), jax.random.key(0))  # one stream is a batch
+
+
 def test_paper_schedule():
     sched = uorojax.paper_schedule(1e-3, 3e-2)
     np.testing.assert_allclose(sched(0), 1e-3)

@@ -7,7 +7,7 @@ import pytest
 from helpers import flat, normalized_squared_error, regression_stream, scan_estimator, tiny_rnn
 
 import uorojax
-from uorojax.estimators.uoro import UOROState, uoro_step, uoro_window
+from uorojax.estimators.uoro import UOROState, uoro_window
 
 T, WINDOWS = 3, 3
 LOSS = uorojax.squared_error
@@ -120,7 +120,8 @@ def test_a_window_of_one_step_is_uoro(num_samples):
         lambda a: jax.random.normal(key, lead + a.shape, a.dtype), t
     )  # noqa: E731
     start = UOROState(h0, random_like(keys[0], h0), random_like(keys[1], params))
-    g_step, c_step, _ = uoro_step(model.apply, LOSS, 1e-7, k, params, start, xs[0], ys[0], keys[2])
+    step = uorojax.uoro(model.apply, LOSS, eps=1e-7, num_samples=k).step
+    g_step, c_step, _ = step(params, start, xs[0], ys[0], keys[2])
     g_win, c_win, _, _ = uoro_window(model.apply, LOSS, 1e-7, k, params, start, xs, ys, keys[2])
     np.testing.assert_allclose(flat(g_win), flat(g_step), rtol=1e-12, atol=1e-14)
     for a, b in zip(jax.tree.leaves(c_win), jax.tree.leaves(c_step)):

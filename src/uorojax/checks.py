@@ -118,6 +118,19 @@ def check_init(params: Any, state0: Any, who: str = "") -> None:
     check_real("state", state0, who)
 
 
+def check_state_has_entries(state0: Any) -> None:
+    """Raises ConfigError if a leaf of the state has no entries: a batch of zero streams
+    (a leading stream axis of size 0), or a model without units, has nothing to learn
+    from, and a trainer run on it would silently do nothing."""
+    for path, leaf in jax.tree_util.tree_leaves_with_path(state0):
+        if jnp.size(leaf) == 0:
+            raise ConfigError(
+                f"state{_leaf(path)} has shape {list(jnp.shape(leaf))}, no entries: zero "
+                "streams (or a model without units) give no gradient; give the trainer at "
+                "least one stream"
+            )
+
+
 def check_key(key: Any) -> None:
     """Raises TypeError unless ``key`` is a JAX PRNG key (typed, or a raw uint32[2])."""
     dtype = getattr(key, "dtype", None)

@@ -31,12 +31,13 @@ estimator in the registry):
   apply. An estimator with ``window == 1`` is ready on every step; one with ``window ==
   T`` is ready on the last step of every window of T steps (and returns zeros before).
 
-Two optional fields hold faster ways to do the same work, in the way optax's
-``GradientTransformationExtraArgs`` extends ``GradientTransformation``: ``window_step``
-(a whole window at once) and ``per_stream`` (the estimator for B streams, fused).
+Two optional fields hold faster ways to do the same work: ``window_step`` (a whole
+window at once) and ``per_stream`` (the estimator for B streams, fused).
 :func:`run_window` and :func:`~uorojax.per_stream` use them where they are given and the
-protocol otherwise. They are fields, so ``est._replace(step=wrapper)`` keeps them: a
-wrapper of ``step`` must replace them too (or set them to None) to run everywhere.
+protocol otherwise (optax has no such fields; ``docs/protocol.md`` says what its
+``GradientTransformationExtraArgs`` does and what carries over). They are fields, so
+``est._replace(step=wrapper)`` keeps them: a wrapper of ``step`` must replace them too
+(or set them to None) to run everywhere.
 """
 
 from __future__ import annotations
@@ -189,8 +190,13 @@ def split_per_stream(key: jax.Array, num_streams: int) -> jax.Array:
 
 def init_per_stream(init_state: Callable[[PyTree, PyTree], PyTree]) -> Callable:
     """``(params, states0) -> carry`` of B streams: ``init_state`` over the leading stream
-    axis of ``states0``."""
-    return lambda params, states0: jax.vmap(lambda s: init_state(params, s))(states0)
+    axis of ``states0`` (B >= 1)."""
+
+    def init(params, states0):
+        check_some_streams(num_streams_of(states0))
+        return jax.vmap(lambda s: init_state(params, s))(states0)
+
+    return init
 
 
 def mean_over_stream_axis(grads: PyTree) -> PyTree:
@@ -198,8 +204,19 @@ def mean_over_stream_axis(grads: PyTree) -> PyTree:
     return jax.tree.map(lambda g: jnp.mean(g, axis=0), grads)
 
 
+def check_some_streams(num_streams: int) -> None:
+    """A batch of streams must hold at least one: the mean over none is no gradient."""
+    if num_streams == 0:
+        raise checks.ConfigError(
+            "per_stream was given zero streams (a leading stream axis of size 0): there is "
+            "no stream to estimate a gradient from; give the states one row per stream"
+        )
+
+
 def check_streams(num_streams: int, xs: PyTree, ys: PyTree) -> None:
-    """Inputs and targets must have a leading stream axis of ``num_streams``."""
+    """At least one stream, and inputs and targets with a leading stream axis of
+    ``num_streams``."""
+    check_some_streams(num_streams)
     checks.check_leading_axis("x", xs, num_streams, "stream")
     checks.check_leading_axis("y", ys, num_streams, "stream")
 

@@ -2,10 +2,9 @@ r"""A VJP and the norm of its result, without reading the result back.
 
 UORO needs ``θ' = νᵀ ∂F/∂θ`` and its norm ``‖θ'‖`` at every step. For one stream a dense
 kernel's entry of ``θ'`` is an outer product, ``a ⊗ δ`` (the layer's input and the
-cotangent of its pre-activation), whose norm is ``‖a‖ ‖δ‖``. Computed from ``θ'``
-itself, the norm makes XLA write every stream's outer products to memory and read them
-back (two of the per-stream step's passes over ``B·|Θ|`` floats); computed from the
-factors, it leaves ``θ'`` with one use, the tangent update, into which XLA fuses it.
+cotangent of its pre-activation), whose norm is ``‖a‖ ‖δ‖``: computed from the factors,
+the norm does not read ``θ'`` (docs/performance.md, "Norms without reading θ'", says
+what that saves).
 
 :func:`pullback_and_norm` traces the pullback to a jaxpr and evaluates it equation by
 equation, as ``jax.core.eval_jaxpr`` does (same primitives, same values), while keeping

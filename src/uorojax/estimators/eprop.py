@@ -55,75 +55,17 @@ Cases:
 
 Memory: SnAp-1's, one number per parameter and state leaf of its layer (``O(|Θ|)``)
 per stream. A step costs one VJP, one VJP per state leaf (:math:`\tilde A_t`) and one
-VJP per state leaf (:math:`B_t \odot M`), and runs SnAp-1's fused step for B streams
-(:func:`~uorojax.estimators.snap.streams_step`).
+VJP per state leaf (:math:`B_t \odot M`): SnAp-1's step, written once for B streams
+(:func:`~uorojax.estimators.sparse_influence.sparse_step` with ``keep_diagonal=False``).
 """
 
 from __future__ import annotations
 
-import functools
-from typing import Any, NamedTuple
+from uorojax.estimators.base import ApplyFn, Estimator, LossFn
+from uorojax.estimators.sparse_influence import EPROP_HINT, EPropState, sparse_estimator
+from uorojax.models.structure.types import Structure
 
-import jax.numpy as jnp
-
-from uorojax import checks
-from uorojax.estimators.base import ApplyFn, Estimator, LossFn, StepInfo, init_per_stream
-from uorojax.estimators.batching import of_streams, one_stream
-from uorojax.estimators.snap import MODEL_HINT, streams_step, zero_influence
-from uorojax.models.structure.jacobian import diagonalised_params
-from uorojax.models.structure.types import Structure, require
-
-PyTree = Any
-
-EPROP_HINT = f"uorojax.leaky_rnn, uorojax.tanh_rnn, {MODEL_HINT}"
-
-
-class EPropState(NamedTuple):
-    """E-prop carry: the model state and the eligibility traces.
-
-    ``trace`` is laid out as SnAp-1's influence (:class:`~uorojax.SnApState`):
-    ``trace[j]`` is None or ``(q, n, *rest)`` for parameter leaf j, and its entry
-    ``[k, u(p), ...]`` holds ``J̃_k[u(p), p]``, the trace of ``θ_p`` in state leaf k of
-    its unit ``u(p)`` (SnAp-1's pattern).
-    """
-
-    state: PyTree
-    trace: tuple
-
-
-def without_recurrent_kernels(structure: Structure, params, state) -> PyTree:
-    """The params with every recurrent kernel zero and its product with ``state`` (held
-    constant) in its bias: the same step values, the state Jacobian of each unit's own
-    dynamics, and the exact params derivatives."""
-    return diagonalised_params(structure, params, state, keep_diagonal=False)
-
-
-def eprop_streams(apply_fn, loss_fn, structure, params, carry: EPropState, xs, ys):
-    """E-prop on B streams (leading axes): SnAp-1's fused step with the recurrent
-    kernels taken out of the state Jacobian and of the learning signal's backward pass
-    (see the module docstring): ``∂L_t/∂s_t · J̃_t = δθ + δs̃_{t-1} · J̃_{t-1}``."""
-    grads, states, trace, losses, outputs, finite = streams_step(
-        apply_fn, loss_fn, structure, params, carry.state, carry.trace, xs, ys,
-        keep_diagonal=False,
-    )  # fmt: skip
-    return grads, EPropState(states, trace), StepInfo(losses, outputs, jnp.asarray(True), finite)
-
-
-def eprop_named(who: str, apply_fn, loss_fn, structure) -> Estimator:
-    """E-prop whose argument errors name ``who`` (``"eprop"``, ``"rflo"``)."""
-    checks.check_callable("apply_fn", apply_fn)
-    checks.check_callable("loss_fn", loss_fn)
-    structure = require(structure, who, EPROP_HINT)
-    streams = functools.partial(eprop_streams, apply_fn, loss_fn, structure)
-
-    def init_state(params, state0):
-        return EPropState(state0, zero_influence(structure, params, state0, who))
-
-    return Estimator(
-        init_state,
-        one_stream(streams),
-        per_stream=Estimator(init_per_stream(init_state), of_streams(streams)),
-    )
+__all__ = ["EPropState", "eprop"]
 
 
 def eprop(apply_fn: ApplyFn, loss_fn: LossFn, *, structure: Structure | None) -> Estimator:
@@ -152,4 +94,6 @@ def eprop(apply_fn: ApplyFn, loss_fn: LossFn, *, structure: Structure | None) ->
       est = uorojax.eprop(model.apply, uorojax.softmax_cross_entropy,
                           structure=model.structure)
     """
-    return eprop_named("eprop", apply_fn, loss_fn, structure)
+    return sparse_estimator(
+        "eprop", EPropState, apply_fn, loss_fn, structure, EPROP_HINT, keep_diagonal=False
+    )

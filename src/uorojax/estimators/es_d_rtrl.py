@@ -76,30 +76,20 @@ import jax
 import jax.numpy as jnp
 
 from uorojax import checks
-from uorojax.estimators.base import (
-    ApplyFn,
-    Estimator,
-    LossFn,
-    StepInfo,
-    init_per_stream,
-    model_step,
-    num_streams_of,
-    step_loss_and_cotangent,
+from uorojax.estimators.base import ApplyFn, Estimator, LossFn, StepInfo
+from uorojax.estimators.batching import streams_estimator
+from uorojax.estimators.factored_traces import (
+    Plan,
+    as_rows,
+    local_backward,
+    plan,
+    preactivation_rows,
+    trace_layout,
 )
-from uorojax.estimators.batching import of_streams, one_stream
-from uorojax.estimators.eprop import without_recurrent_kernels
 from uorojax.models.structure.check import check_single_stream
-from uorojax.models.structure.dense import check_dense_inputs, dense_inputs, input_shape
-from uorojax.models.structure.jacobian import ones_on_each_leaf
-from uorojax.models.structure.types import (
-    DenseInput,
-    Structure,
-    along,
-    leaf_units,
-    require,
-    state_layers,
-)
-from uorojax.tree import first, zeros_like
+from uorojax.models.structure.dense import dense_inputs, input_shape
+from uorojax.models.structure.types import Structure, leaf_units, require, state_layers
+from uorojax.tree import first
 
 PyTree = Any
 
@@ -113,16 +103,17 @@ CORRECTION_STEPS = 1000
 
 
 class ESDRTRLState(NamedTuple):
-    """ES-D-RTRL carry, laid out as a few stacked arrays (see :func:`trace_layout`).
+    """ES-D-RTRL carry, laid out as a few stacked arrays (see
+    :func:`~uorojax.estimators.factored_traces.trace_layout`).
 
     Attributes:
       state: the model state.
       input_trace: ``ε^x`` of the kernels, one ``(p, m)`` array per group of kernels
-        that :func:`trace_layout` stacks (same layer, input width, unit axis and dtype):
-        row r is the r-th kernel of the group.
+        that the layout stacks (same layer, input width, unit axis and dtype): row r is
+        the r-th kernel of the group.
       unit_trace: ``ε^f`` for every state leaf k: an ``(P, n_k)`` array whose row r is
-        the unit trace of the r-th dense leaf of k's layer (the layer's rows in
-        :func:`trace_layout`); None for a state leaf whose layer has no dense leaf.
+        the unit trace of the r-th dense leaf of k's layer (the layer's rows in the
+        layout); None for a state leaf whose layer has no dense leaf.
       steps: the steps of the stream so far, counted up to ``CORRECTION_STEPS``.
     """
 
@@ -130,38 +121,6 @@ class ESDRTRLState(NamedTuple):
     input_trace: tuple
     unit_trace: tuple
     steps: jax.Array
-
-
-class TraceLayout(NamedTuple):
-    """Where every dense leaf's traces live in the carry (:class:`ESDRTRLState`).
-
-    Attributes:
-      groups: the kernels stacked into one input trace each, by flattened leaf index.
-      rows: for every layer, its dense leaves in the order of its unit traces' rows:
-        the groups' kernels first, group by group, then the biases (so each group's
-        rows, and the biases', are one contiguous slice).
-    """
-
-    groups: tuple
-    rows: dict
-
-
-def trace_layout(leaves: list, units: list) -> TraceLayout:
-    """The carry's layout: kernels (2-d leaves with units) grouped by ``(layer, input
-    width, unit axis, dtype)`` in the order they first occur, and each layer's rows."""
-    keys: dict = {}
-    for j, (leaf, u) in enumerate(zip(leaves, units)):
-        if u is not None and leaf.ndim == 2:
-            key = (u.layer, leaf.shape[1 - u.axis], u.axis, jnp.dtype(leaf.dtype))
-            keys.setdefault(key, []).append(j)
-    groups = tuple(tuple(g) for g in keys.values())
-    rows: dict = {}
-    for g in groups:
-        rows.setdefault(units[g[0]].layer, []).extend(g)
-    for j, (leaf, u) in enumerate(zip(leaves, units)):
-        if u is not None and leaf.ndim == 1:
-            rows.setdefault(u.layer, []).append(j)
-    return TraceLayout(groups, {layer: tuple(r) for layer, r in rows.items()})
 
 
 def es_d_rtrl_init(structure: Structure, params, state0) -> ESDRTRLState:
@@ -179,32 +138,6 @@ def es_d_rtrl_init(structure: Structure, params, state0) -> ESDRTRLState:
         for s, layer in zip(jax.tree.leaves(state0), state_layers(structure, state0))
     )
     return ESDRTRLState(state0, input_trace, unit_trace, jnp.zeros((), jnp.int32))
-
-
-def contract_input(cotangent: jax.Array, a: jax.Array, axis: int) -> jax.Array:
-    """``cotangent[i, :] · a`` per unit ``i`` (``axis`` the leaf's unit axis); a bias's
-    cotangent times its scalar input. The adjoint of
-    :func:`~uorojax.structure.kronecker_leaf` in its unit factor."""
-    if cotangent.ndim == 1:
-        return cotangent * a
-    other = 1 - axis
-    return jnp.sum(cotangent * along(a, 2, other), axis=other)
-
-
-def preactivation_cotangents(delta_theta: list, inputs: list, units: list, names: list) -> list:
-    """``∂L_t/∂z`` per unit for every named pre-activation, from the direct gradients of
-    its leaves: ``Σ_W δθ_W · a_W / Σ_W ‖a_W‖²`` (``δθ_W = ∂L_t/∂z ⊗ a_W``)."""
-    cotangents = []
-    for name in names:
-        members = [
-            (g, d.vector, u.axis)
-            for g, d, u in zip(delta_theta, inputs, units)
-            if d is not None and d.preactivation == name
-        ]
-        norm_sq = sum(jnp.sum(jnp.square(a)) for _, a, _ in members)
-        total = sum(contract_input(g, a, axis) for g, a, axis in members)
-        cotangents.append(total / jnp.where(norm_sq > 0, norm_sq, 1))
-    return cotangents
 
 
 def correction(steps: jax.Array, decay: float, dtype) -> jax.Array:
@@ -230,18 +163,6 @@ def unit_trace_update(decay, blocks, old, derivative):
     )
 
 
-def signal_readers(inputs: list, names: list) -> dict:
-    """For every pre-activation, the leaves whose per-stream direct gradients give its
-    cotangent ``∂L_t/∂z``: its biases (a scalar input), whose gradient is ``∂L_t/∂z``
-    itself, when it has one; otherwise all its leaves (:func:`preactivation_cotangents`)."""
-    readers = {}
-    for name in names:
-        members = [j for j, d in enumerate(inputs) if d is not None and d.preactivation == name]
-        biases = [j for j in members if jnp.ndim(inputs[j].vector) == 0]
-        readers[name] = biases or members
-    return readers
-
-
 def stacked_gradients(signal: jax.Array, traces: jax.Array, ndim: int, axis: int) -> jax.Array:
     """``Σ_b kronecker_leaf(signal_{b,r}, trace_{b,r})`` for every row r of a stack of
     leaves (a leading stream axis ``b``, the row axis next): one batched matrix product
@@ -255,151 +176,17 @@ def stacked_gradients(signal: jax.Array, traces: jax.Array, ndim: int, axis: int
     return jnp.einsum("bri,bru->riu", traces, signal)
 
 
-def as_rows(per_name: list, names: list, inputs: list, rows) -> jax.Array:
-    """Per-pre-activation ``(..., n)`` arrays laid out as a layer's rows, ``(..., P, n)``:
-    row r the array of the pre-activation that the r-th leaf feeds (one concatenation;
-    a gather from a stack ran several times slower)."""
-    return jnp.stack([per_name[names.index(inputs[j].preactivation)] for j in rows], axis=-2)
+def gradients(the_plan: Plan, decay, p_leaves, d_theta, signals, vectors, old_input_trace):
+    """The averaged gradient of every params leaf and the new input traces.
 
-
-def stacked_copies(leaves: list, copied: list) -> list:
-    """The leaves copied per stream, grouped by shape and dtype (each group one stacked
-    copy), in the order they occur."""
-    groups: dict = {}
-    for j in copied:
-        groups.setdefault((leaves[j].shape, jnp.dtype(leaves[j].dtype)), []).append(j)
-    return [tuple(g) for g in groups.values()]
-
-
-def row_cotangents(new_states, outputs, d_outputs):
-    """The cotangents of one backward pass batched over ``1 + q`` rows (``q`` state
-    leaves): row 0 the mean loss's (``∂L/∂output``, no state cotangent), row ``1 + k``
-    ones on state leaf k and nothing on the output."""
-    ones = ones_on_each_leaf(new_states)
-    zero_state, zero_output = zeros_like(new_states), zeros_like(outputs)
-    stack = lambda first_row, rows: jax.tree.map(  # noqa: E731
-        lambda a, b: jnp.concatenate([a[None], b]), first_row, rows
-    )
-    q = len(jax.tree.leaves(new_states))
-    return (
-        stack(zero_state, ones),
-        stack(d_outputs, jax.tree.map(lambda a: jnp.broadcast_to(a, (q, *a.shape)), zero_output)),
-    )
-
-
-def es_d_rtrl_streams(apply_fn, loss_fn, structure, decay, params, carry: ESDRTRLState, xs, ys):
-    """ES-D-RTRL on B streams (leading axes; see the module docstring), fused.
-
-    One forward of the step through the params without recurrent kernels, with
-    per-stream copies of the leaves :func:`signal_readers` names (a pre-activation's
-    bias), serves two backward passes:
-
-    * the mean loss's, which gives every stream's ``δs̃_{t-1}``, the averaged direct
-      gradient of the leaves that move no state, and each stream's ``∂L_t/∂z`` (the
-      copies' cotangents): no per-stream gradient of a kernel is formed;
-    * the new state's, batched over a cotangent of ones on each state leaf k (the model
-      without recurrent kernels is unit-diagonal in a layer): its state cotangent is row
-      k of the diagonal blocks of ``D_t`` (as :func:`~uorojax.structure.
-      unit_jacobian_columns`), and its copies' cotangents are ``D^f_t = ∂s_k/∂z`` per
-      unit (the adjoint of the JVP along ``1 ⊗ a/‖a‖²``,
-      :func:`~uorojax.structure.preactivation_derivatives`).
-
-    The traces of a layer are updated as one stack (:func:`trace_layout`), and the
-    gradient of a group of kernels, averaged over the streams, is one batched matrix
-    product of the signals and the input traces (:func:`stacked_gradients`).
+    ``ε^x ← α ε^x + a_t`` for every group of kernels, whose gradient is one batched
+    matrix product of the signals and the new input traces (:func:`stacked_gradients`);
+    a bias's is its signal; a leaf that moves no state keeps its direct gradient.
     """
-    states = carry.state
-    num_streams = num_streams_of(states)
-    units = leaf_units(structure, params)
-    p_leaves, treedef = jax.tree.flatten(params)
-    layout = trace_layout(p_leaves, units)
-    one_state, one_x = first(states), first(xs)
-    inputs = dense_inputs(structure, params, one_state, one_x)
-    check_dense_inputs(structure, params, inputs, "es_d_rtrl")
-    names = list(dict.fromkeys(d.preactivation for d in inputs if d is not None))
-    readers = signal_readers(inputs, names)
-    copied = sorted({j for js in readers.values() for j in js})
-    layers = state_layers(structure, one_state)
-
-    def losses_and_cotangents(outputs):
-        """Per-stream losses, and the cotangents of their mean over streams."""
-        losses, d_outputs = jax.vmap(lambda o, y1: step_loss_and_cotangent(loss_fn, y1)(o))(
-            outputs, ys
-        )
-        return losses, jax.tree.map(lambda d: d / num_streams, d_outputs)
-
-    copy_groups = stacked_copies(p_leaves, copied)
-
-    def batched_forward(p, copies, s):
-        def one(s1, x1, *group_copies):
-            leaves = jax.tree.leaves(p)
-            for group, stack in zip(copy_groups, group_copies):
-                for r, j in enumerate(group):
-                    leaves[j] = stack[r]
-            p1 = jax.tree.unflatten(treedef, leaves)
-            return model_step(apply_fn, without_recurrent_kernels(structure, p1, s1), s1, x1)
-
-        return jax.vmap(one)(s, xs, *copies)
-
-    copies = [
-        jnp.broadcast_to(
-            jnp.stack([p_leaves[j] for j in g]), (num_streams, len(g), *p_leaves[g[0]].shape)
-        )
-        for g in copy_groups
-    ]
-    (new_states, outputs), pullback = jax.vjp(batched_forward, params, copies, states)
-    losses, d_outputs = losses_and_cotangents(outputs)
-    d_theta, d_copies, d_states = jax.vmap(pullback)(row_cotangents(new_states, outputs, d_outputs))
-    mean_delta_theta, delta_s_tilde = first(d_theta), first(d_states)
-    columns = jax.tree.leaves(jax.tree.map(lambda a: a[1:], d_states))
-    blocks = [  # blocks[k][k2] = ∂s_k/∂s_k2 per stream and unit
-        [columns[k2][k] if layers[k] == layers[k2] else None for k2 in range(len(layers))]
-        for k in range(len(layers))
-    ]
-    vectors = jax.vmap(  # each stream's input vectors
-        lambda s, x: [
-            None if d is None else d.vector for d in dense_inputs(structure, params, s, x)
-        ]
-    )(states, xs)
-    read_vectors = [v if j in copied else None for j, v in enumerate(vectors)]
-
-    def signal_cotangents(group_cotangents, read):
-        theta = [None] * len(p_leaves)
-        for group, d in zip(copy_groups, group_cotangents):
-            for r, j in enumerate(group):
-                theta[j] = d[r]
-        dense = [
-            None if v is None else DenseInput(inputs[j].preactivation, v)
-            for j, v in enumerate(read)
-        ]
-        return preactivation_cotangents(theta, dense, units, names)
-
-    # Row 0: ∂L_t/∂z per stream and pre-activation; row 1 + k: D^f_t of state leaf k.
-    per_name = jax.vmap(jax.vmap(signal_cotangents), in_axes=(0, None))(d_copies, read_vectors)
-    d_state = jax.tree.leaves(delta_s_tilde)
-    d_theta = jax.tree.leaves(mean_delta_theta)
-    scale = correction(carry.steps, decay, d_state[0].dtype)[:, None, None]
-
-    rows_of = {layer: as_rows(per_name, names, inputs, rows)
-               for layer, rows in layout.rows.items()}  # fmt: skip
-    derivative = [
-        None if f is None else rows_of[layer][1 + k]
-        for k, (f, layer) in enumerate(zip(carry.unit_trace, layers))
-    ]
-    unit_trace = unit_trace_update(decay, blocks, carry.unit_trace, derivative)
-    signals = {}
-    for layer in layout.rows:
-        # λ_t · ε^f_t = α δs̃_{t-1} · ε^f_{t-1} + (1 - α) ∂L_t/∂z_t, per stream and row
-        history = sum(
-            d_state[k][:, None] * f
-            for k, f in enumerate(carry.unit_trace)
-            if f is not None and layers[k] == layer
-        )
-        signals[layer] = (decay * history + (1 - decay) * rows_of[layer][0]) / scale
-
+    units, layout = the_plan.units, the_plan.layout
     grads = [d if u is None else None for d, u in zip(d_theta, units)]
     input_trace = []
-    for group, old in zip(layout.groups, carry.input_trace):
+    for group, old in zip(layout.groups, old_input_trace):
         layer, axis = units[group[0]].layer, units[group[0]].axis
         start = layout.rows[layer].index(group[0])
         new_x = decay * old + jnp.stack([vectors[j] for j in group], axis=1).astype(old.dtype)
@@ -415,11 +202,63 @@ def es_d_rtrl_streams(apply_fn, loss_fn, structure, decay, params, carry: ESDRTR
             signal = signals[layer][:, start : start + len(biases)]
             for j, g in zip(biases, stacked_gradients(signal, ones, 1, 0)):
                 grads[j] = g.astype(p_leaves[j].dtype)
+    return grads, tuple(input_trace)
+
+
+def es_d_rtrl_streams(
+    apply_fn, loss_fn, structure, decay, params, carry: ESDRTRLState, xs, ys, stream_keys
+):
+    """One ES-D-RTRL step of B streams (leading axes; one stream is B = 1): the module
+    docstring's equations, from one batched backward
+    (:func:`~uorojax.estimators.factored_traces.local_backward`), with each layer's
+    traces updated as one stack (:func:`~uorojax.estimators.factored_traces.trace_layout`).
+
+    Returns:
+      ``(grads, carry, info)``, the gradient averaged over the streams.
+    """
+    del stream_keys  # deterministic
+    states = carry.state
+    p_leaves, treedef = jax.tree.flatten(params)
+    the_plan = plan(structure, params, first(states), first(xs))
+    layers, layout = the_plan.layers, the_plan.layout
+    new_states, outputs, losses, d_theta, d_copies, d_states = local_backward(
+        apply_fn, loss_fn, structure, the_plan, params, states, xs, ys
+    )
+    columns = jax.tree.leaves(jax.tree.map(lambda a: a[1:], d_states))
+    blocks = [  # blocks[k][k2] = ∂s_k/∂s_k2 per stream and unit
+        [columns[k2][k] if layers[k] == layers[k2] else None for k2 in range(len(layers))]
+        for k in range(len(layers))
+    ]
+    vectors = jax.vmap(  # each stream's input vectors
+        lambda s, x: [
+            None if d is None else d.vector for d in dense_inputs(structure, params, s, x)
+        ]
+    )(states, xs)
+    per_name = preactivation_rows(the_plan, len(p_leaves), d_copies, vectors)
+    d_state = jax.tree.leaves(first(d_states))  # δs̃_{t-1}
+    scale = correction(carry.steps, decay, d_state[0].dtype)[:, None, None]
+    rows_of = {layer: as_rows(per_name, the_plan.names, the_plan.inputs, rows)
+               for layer, rows in layout.rows.items()}  # fmt: skip
+    derivative = [
+        None if f is None else rows_of[layer][1 + k]
+        for k, (f, layer) in enumerate(zip(carry.unit_trace, layers))
+    ]
+    unit_trace = unit_trace_update(decay, blocks, carry.unit_trace, derivative)
+    signals = {}
+    for layer in layout.rows:
+        # λ_t · ε^f_t = α δs̃_{t-1} · ε^f_{t-1} + (1 - α) ∂L_t/∂z_t, per stream and row
+        history = sum(
+            d_state[k][:, None] * f
+            for k, f in enumerate(carry.unit_trace)
+            if f is not None and layers[k] == layer
+        )
+        signals[layer] = (decay * history + (1 - decay) * rows_of[layer][0]) / scale
+    grads, input_trace = gradients(
+        the_plan, decay, p_leaves, jax.tree.leaves(first(d_theta)), signals, vectors,
+        carry.input_trace,
+    )  # fmt: skip
     new_carry = ESDRTRLState(
-        new_states,
-        tuple(input_trace),
-        unit_trace,
-        jnp.minimum(carry.steps + 1, CORRECTION_STEPS),
+        new_states, input_trace, unit_trace, jnp.minimum(carry.steps + 1, CORRECTION_STEPS)
     )
     info = StepInfo(losses, outputs, jnp.asarray(True))
     return jax.tree.unflatten(treedef, grads), new_carry, info
@@ -478,10 +317,7 @@ def es_d_rtrl(
             f"model's structure gives none. {MODEL_HINT}"
         )
     decay = check_decay(decay)
-    init_state = functools.partial(es_d_rtrl_init, structure)
-    streams = functools.partial(es_d_rtrl_streams, apply_fn, loss_fn, structure, decay)
-    return Estimator(
-        init_state,
-        one_stream(streams),
-        per_stream=Estimator(init_per_stream(init_state), of_streams(streams)),
+    return streams_estimator(
+        functools.partial(es_d_rtrl_init, structure),
+        functools.partial(es_d_rtrl_streams, apply_fn, loss_fn, structure, decay),
     )

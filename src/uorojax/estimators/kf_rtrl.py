@@ -53,7 +53,7 @@ from uorojax.estimators.kronecker import (
     state_jacobian_times,
     zero_input_factor,
 )
-from uorojax.estimators.uoro import safe_ratio
+from uorojax.estimators.shared import safe_ratio
 from uorojax.models.structure.dense import check_layer_inputs, layer_derivative
 from uorojax.models.structure.types import Structure, leaf_units, require
 from uorojax.tree import tree_norm

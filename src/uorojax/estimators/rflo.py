@@ -25,7 +25,7 @@ learning signal, is **not** part of it: the signal here is the true
 from __future__ import annotations
 
 from uorojax.estimators.base import ApplyFn, Estimator, LossFn
-from uorojax.estimators.eprop import eprop_named
+from uorojax.estimators.sparse_influence import EPROP_HINT, EPropState, sparse_estimator
 from uorojax.models.structure.types import Structure
 
 
@@ -42,7 +42,7 @@ def rflo(apply_fn: ApplyFn, loss_fn: LossFn, *, structure: Structure | None) -> 
       structure: the model's :class:`~uorojax.structure.Structure` (``model.structure``).
 
     Returns:
-      An :class:`Estimator` whose carry is an :class:`~uorojax.estimators.eprop.EPropState`
+      An :class:`Estimator` whose carry is an :class:`~uorojax.EPropState`
       (its trace of ``W``, ``U`` and ``b`` is RFLO's ``P_t``).
 
     Example::
@@ -50,4 +50,6 @@ def rflo(apply_fn: ApplyFn, loss_fn: LossFn, *, structure: Structure | None) -> 
       model = uorojax.leaky_rnn(32, 3, 2, tau=10.0)
       est = uorojax.rflo(model.apply, uorojax.squared_error, structure=model.structure)
     """
-    return eprop_named("rflo", apply_fn, loss_fn, structure)
+    return sparse_estimator(
+        "rflo", EPropState, apply_fn, loss_fn, structure, EPROP_HINT, keep_diagonal=False
+    )

@@ -1,4 +1,8 @@
-r"""Truncated backpropagation through time over non-overlapping windows."""
+r"""Truncated backpropagation through time over non-overlapping windows.
+
+The window's gradient is written once, for B streams (the gradient of their mean loss
+from one batched backward); one stream is B = 1 (:mod:`uorojax.estimators.windowed`).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +13,7 @@ import jax.numpy as jnp
 
 from uorojax import checks
 from uorojax.estimators.base import ApplyFn, Estimator, LossFn, forward_sequence, num_streams_of
+from uorojax.estimators.batching import over_streams
 from uorojax.estimators.windowed import example_buffers, from_window_function
 
 
@@ -57,29 +62,23 @@ def tbptt(
     checks.one_of("reduction", reduction, ("sum", "mean"))
     scale = 1.0 if reduction == "sum" else 1.0 / truncation
 
-    def window_gradient(params, start_state, xs, ys, num_streams):
-        """The gradient of the window's (scaled) summed loss, and the forward's results.
-        With ``num_streams``, every argument has a leading stream axis and the gradient
-        is that of the mean over streams, from one batched backward."""
+    def window_fn(params, start_states, xs, ys, stream_keys):
+        """The gradient of the window's (scaled) summed loss, averaged over B streams
+        (leading axes), from one batched backward; and the forward's results."""
+        del stream_keys
 
         def total(p):
             run = functools.partial(forward_sequence, apply_fn, loss_fn, p)
-            if num_streams is None:
-                final_state, losses, outputs = run(start_state, xs, ys)
-                return scale * jnp.sum(losses), (final_state, losses, outputs)
-            final_state, losses, outputs = jax.vmap(run)(start_state, xs, ys)
-            return scale * jnp.sum(losses) / num_streams, (final_state, losses, outputs)
+            final_states, losses, outputs = over_streams(run, num_streams_of(xs))(
+                start_states, xs, ys
+            )
+            mean = scale * jnp.sum(losses) / num_streams_of(xs)
+            return mean, (final_states, losses, outputs)
 
-        (_, (final_state, losses, outputs)), grads = jax.value_and_grad(total, has_aux=True)(params)
-        return grads, final_state, losses, outputs
-
-    def window_fn(params, start_state, xs, ys, key):
-        del key
-        return window_gradient(params, start_state, xs, ys, None)
-
-    def per_stream_window_fn(params, start_states, xs, ys, key):
-        del key
-        return window_gradient(params, start_states, xs, ys, num_streams_of(xs))
+        (_, (final_states, losses, outputs)), grads = jax.value_and_grad(total, has_aux=True)(
+            params
+        )
+        return grads, final_states, losses, outputs
 
     return from_window_function(
         apply_fn,
@@ -89,5 +88,4 @@ def tbptt(
         init_start=lambda params, state0: state0,
         state_of=lambda start: start,
         window_fn=window_fn,
-        per_stream_window_fn=per_stream_window_fn,
     )

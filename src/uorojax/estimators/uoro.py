@@ -23,6 +23,11 @@ the window; one :math:`\nu` per window on :math:`s_T` and
 :math:`\theta' = \nu^\top \partial s_T/\partial\theta` by one VJP through the window.
 For frozen params its expectation is the exact gradient of the window's summed loss
 with the full history: TBPTT(T)'s bias removed.
+
+B streams with a pair each (``per_stream``) average their estimates: variance
+:math:`/B`, memory :math:`B(|S| + |\Theta|)`. The step is written once, for B streams
+(:func:`uoro_streams_step`; one stream is B = 1), the window once, for one stream
+(:func:`uoro_window`, mapped over the streams).
 """
 
 from __future__ import annotations
@@ -40,18 +45,20 @@ from uorojax.estimators.base import (
     Estimator,
     LossFn,
     StepInfo,
-    check_streams,
     forward_sequence,
-    init_per_stream,
     loss_vjp,
     model_step,
     num_streams_of,
-    split_per_stream,
-    step_loss_and_cotangent,
-    validate,
 )
+from uorojax.estimators.batching import over_streams, streams_estimator
 from uorojax.estimators.cotangent_norm import pullback_and_norm
-from uorojax.estimators.windowed import WindowState, example_buffers, from_window_function
+from uorojax.estimators.shared import kept_unless_finite, mean_loss_cotangents, safe_ratio
+from uorojax.estimators.windowed import (
+    WindowState,
+    example_buffers,
+    from_window_function,
+    mean_over_streams,
+)
 from uorojax.tree import (
     batched_cotangent_norm,
     rademacher_like,
@@ -75,9 +82,6 @@ class UOROState(NamedTuple):
     state: PyTree
     s_tilde: PyTree
     theta_tilde: PyTree
-
-
-# ----------------------------------------------------------------------------- equations
 
 
 def uoro_rescale(
@@ -119,9 +123,8 @@ def rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps, theta_prime_norm):
     Entrywise ``|θ̃_new| ≤ |θ̃|/ρ0 + |θ'|/ρ1 ≤ ‖θ̃‖/ρ0 + ‖θ'‖/ρ1``, so a finite bound
     makes every entry of ``θ̃_new`` finite without reading it again (a NaN or inf in
     ``θ̃`` or ``θ'`` makes its norm, hence the bound, non-finite). ``s̃_new`` is
-    state-sized and tested directly. ``theta_prime_norm`` is ``‖θ'‖``, from the caller:
-    :func:`~uorojax.pullback_and_norm` has it without reading ``θ'``, and under
-    ``jax.vmap`` :func:`~uorojax.tree.batched_cotangent_norm` lays its sum out for XLA.
+    state-sized and tested directly. ``theta_prime_norm`` is ``‖θ'‖``, from the caller
+    (:func:`~uorojax.pullback_and_norm` has it without reading ``θ'``).
     """
     theta_tilde_norm = tree_norm(theta_tilde)
     rho0 = jnp.sqrt(safe_ratio(theta_tilde_norm, tree_norm(s_tilde_prime) + eps)) + eps
@@ -132,28 +135,16 @@ def rescale(s_tilde_prime, theta_tilde, nu, theta_prime, eps, theta_prime_norm):
     return s_tilde, theta_tilde, jnp.isfinite(bound) & tree_finite(s_tilde)
 
 
-def safe_ratio(numerator, denominator):
-    """``numerator / denominator``, and 1 for 0/0: a zero pair (a stream's start) has no
-    scale to balance, and any positive ρ leaves it zero (this is what makes ``eps = 0``
-    usable from zero tildes). Other values are untouched."""
-    both_zero = (numerator == 0) & (denominator == 0)
-    return jnp.where(both_zero, 1.0, numerator / jnp.where(both_zero, 1.0, denominator))
-
-
 def gradient_with_history(coeff, theta_tilde, delta_theta, sample_axes: int):
     """The whole gradient estimate ``g = δθ + Σ coeff · θ̃``: the direct (or in-window)
     gradient plus the history term, summed over the leading ``sample_axes`` of ``θ̃`` and
     ``coeff`` (``coeff = δs · s̃`` per sample, with any averaging folded in)."""
-    return jax.tree.map(
-        lambda d, tt: d + jnp.tensordot(coeff, tt, axes=sample_axes).astype(d.dtype),
-        delta_theta,
-        theta_tilde,
-    )
+    add = lambda d, tt: d + jnp.tensordot(coeff, tt, axes=sample_axes).astype(d.dtype)  # noqa: E731
+    return jax.tree.map(add, delta_theta, theta_tilde)
 
 
 # ----------------------------------------------------------------------------- samples axis
-# With k = 1 the carry has no samples axis: XLA then writes the new θ̃ in place of the old
-# one instead of into a copy (a unit axis blocks the buffer sharing).
+# With k = 1 the carry has no samples axis (docs/performance.md, "In place").
 
 
 def with_samples_axis(tree, k: int, axis: int = 0):
@@ -171,8 +162,9 @@ def over_samples(fn, k: int):
     return jax.vmap(fn) if k > 1 else fn
 
 
-def init_pair(params, state0, k: int) -> UOROState:
+def uoro_init(params, state0, k: int) -> UOROState:
     """Zero tildes in the carry layout."""
+    checks.check_init(params, state0, "uoro")
     return UOROState(
         state=state0,
         s_tilde=without_unit_samples_axis(stack_zeros(state0, k), k),
@@ -180,21 +172,16 @@ def init_pair(params, state0, k: int) -> UOROState:
     )
 
 
-# ----------------------------------------------------------------------------- one step
-
-
 def tangent_push(apply_fn, k, params, state, x, s_tilde, nu, d_output, batched):
     """One stream's step of the tangent pair before its rescaling, and ``δs · s̃``.
 
-    ``θ' = νᵀ B_t`` and ``‖θ'‖`` come from :func:`~uorojax.pullback_and_norm`, a
-    params-only VJP (XLA shares its forward pass with the loss VJP) that takes a dense
-    kernel's norm from the two factors of its outer product, so that under vmap no
-    stream's ``θ'`` is written out: XLA fuses it into the update of ``θ̃``. One JVP
-    along the old ``s̃`` gives both ``s̃' = A_t s̃`` and the output's tangent, whose
-    inner product with ``d_output = ∂L_t/∂o_t`` is ``δs · s̃``: the state cotangent
-    ``δs`` is never formed, which saves a backward pass through the state path. Returns
+    ``θ' = νᵀ B_t`` and ``‖θ'‖`` come from one params-only VJP of the new state
+    (:func:`~uorojax.pullback_and_norm`). One JVP along the old ``s̃`` gives both ``s̃' =
+    A_t s̃`` and the output's tangent, whose inner product with ``d_output =
+    ∂L_t/∂o_t`` is ``δs · s̃``: the state cotangent ``δs`` is never formed. Returns
     ``(s_tilde_prime, theta_prime, theta_prime_norm, coeff)``, each with a leading
-    samples axis when k > 1. ``batched``: the caller vmaps this over streams.
+    samples axis when k > 1. ``batched``: the caller vmaps this over several streams
+    (docs/performance.md, "Norms without reading θ'").
     """
 
     def one_sample(s_tilde, nu):
@@ -207,20 +194,6 @@ def tangent_push(apply_fn, k, params, state, x, s_tilde, nu, d_output, batched):
         return s_tilde_prime, theta_prime, theta_prime_norm, tree_vdot(d_output, output_tangent)
 
     return over_samples(one_sample, k)(s_tilde, nu)
-
-
-def kept_unless_finite(grads, new_pair, old_pair):
-    """The new tangent pair where the gradient is finite, the old one elsewhere.
-
-    A step whose gradient is not finite leaves the pair as it was (the trainer and
-    ``as_optax`` drop such a step anyway). The select also orders the gradient's reading
-    of the old ``θ̃`` before the update that overwrites it, so that XLA writes the new
-    ``θ̃`` in place of the old one in whatever loop runs the step, the trainer's or the
-    caller's own, instead of into a copy: B·|Θ| floats a step saved for per-stream
-    tangents (an optimisation barrier with the gradient does not get XLA there).
-    """
-    finite = tree_finite(grads)
-    return jax.tree.map(lambda n, o: jnp.where(finite, n, o), new_pair, old_pair)
 
 
 def tangent_rescale(eps, k, pushed, theta_tilde, nu):
@@ -236,65 +209,33 @@ def tangent_rescale(eps, k, pushed, theta_tilde, nu):
     return s_tilde, theta_tilde, jnp.all(finite)
 
 
-def uoro_step(apply_fn, loss_fn, eps, k, params, carry: UOROState, x, y, key):
-    """One UORO step of one stream (see the module docstring)."""
-    validate(params, key)
-    state = carry.state
-    new_state, output, loss, d_output, (delta_theta,) = loss_vjp(
-        lambda p: model_step(apply_fn, p, state, x), step_loss_and_cotangent(loss_fn, y), params
-    )
-    nu = without_unit_samples_axis(rademacher_like(key, new_state, k), k)
-    pushed = tangent_push(apply_fn, k, params, state, x, carry.s_tilde, nu, d_output, False)
-    # g = (δs · s̃) θ̃ + δθ with the *old* tildes, averaged over the k samples.
-    grads = gradient_with_history(
-        jnp.reshape(pushed[3], (k,)) / k, with_samples_axis(carry.theta_tilde, k), delta_theta, 1
-    )
-    s_tilde, theta_tilde, finite = tangent_rescale(eps, k, pushed, carry.theta_tilde, nu)
-    s_tilde, theta_tilde = kept_unless_finite(
-        grads, (s_tilde, theta_tilde), (carry.s_tilde, carry.theta_tilde)
-    )
-    carry_finite = finite & tree_finite(new_state)
-    return (
-        grads,
-        UOROState(new_state, s_tilde, theta_tilde),
-        StepInfo(loss, output, jnp.asarray(True), carry_finite),
-    )
+def uoro_streams_step(apply_fn, loss_fn, eps, k, params, carry: UOROState, xs, ys, stream_keys):
+    r"""One UORO step of B streams, each with its own tangent pair (one stream: B = 1).
 
-
-def uoro_per_stream_step(apply_fn, loss_fn, eps, k, params, carry: UOROState, xs, ys, key):
-    """B streams with their own tangent pairs, fused (see :func:`~uorojax.per_stream`).
-
-    The averaged direct gradient comes from one batched backward of the mean loss (no
-    per-stream direct gradients materialised), the history term from one contraction of
-    ``θ̃`` over streams, and each stream's tangent pair and ``δs · s̃`` from the same
-    :func:`tangent_push` and :func:`tangent_rescale` as the single-stream step, vmapped.
+    Steps 1-5 of the module docstring for every stream, and the mean of the streams'
+    estimates, :math:`g = \frac1B \sum_b \big(\delta\theta_b + \frac1k \sum_i
+    (\delta s_b \cdot \tilde s_{b,i})\,\tilde\theta_{b,i}\big)` with the old tildes
+    (k samples a stream). The averaged direct gradient comes from one backward of the
+    mean loss (no stream's is formed), the history term from one contraction of ``θ̃``
+    over streams and samples, and each stream's pair from :func:`tangent_push` and
+    :func:`tangent_rescale`, mapped over the streams. ``carry``, ``xs``, ``ys`` and
+    ``stream_keys`` (each stream's noise) have a leading stream axis; returns ``(grads,
+    carry, info)``, ``info.loss`` and ``info.output`` per stream.
     """
-    validate(params, key)
-    num_streams = num_streams_of(carry.state)
-    check_streams(num_streams, xs, ys)
-    stream_keys = split_per_stream(key, num_streams)
     states = carry.state
-
-    def losses_and_cotangents(outputs):
-        """Per-stream losses, and the cotangents of their mean over streams."""
-        losses, d_outputs = jax.vmap(lambda o, y1: step_loss_and_cotangent(loss_fn, y1)(o))(
-            outputs, ys
-        )
-        return losses, jax.tree.map(lambda d: d / num_streams, d_outputs)
-
+    num_streams = num_streams_of(states)
+    streams = functools.partial(over_streams, num_streams=num_streams)
     new_states, outputs, losses, d_outputs, (mean_delta_theta,) = loss_vjp(
-        lambda p: jax.vmap(lambda s1, x1: model_step(apply_fn, p, s1, x1))(states, xs),
-        losses_and_cotangents,
+        lambda p: streams(lambda s, x: model_step(apply_fn, p, s, x))(states, xs),
+        mean_loss_cotangents(loss_fn, ys),
         params,
     )
-    nu = jax.vmap(lambda kb, s1: without_unit_samples_axis(rademacher_like(kb, s1, k), k))(
+    nu = streams(lambda key, s: without_unit_samples_axis(rademacher_like(key, s, k), k))(
         stream_keys, new_states
     )
-    push = functools.partial(tangent_push, apply_fn, k, batched=True)
-    pushed = jax.vmap(push, in_axes=(None, 0, 0, 0, 0, 0))(
-        params, states, xs, carry.s_tilde, nu, d_outputs
-    )
-    # coeff already carries the 1/B of the mean through d_outputs.
+    push = functools.partial(tangent_push, apply_fn, k, params, batched=num_streams > 1)
+    pushed = streams(push)(states, xs, carry.s_tilde, nu, d_outputs)
+    # coeff = δs_b · s̃_b already carries the 1/B of the mean, through d_outputs.
     grads = gradient_with_history(
         jnp.reshape(pushed[3], (num_streams, k)) / k,
         with_samples_axis(carry.theta_tilde, k, 1),
@@ -302,9 +243,9 @@ def uoro_per_stream_step(apply_fn, loss_fn, eps, k, params, carry: UOROState, xs
         2,
     )
     rescale_one = functools.partial(tangent_rescale, eps, k)
-    s_tilde, theta_tilde, finite = jax.vmap(rescale_one)(pushed, carry.theta_tilde, nu)
+    s_tilde, theta_tilde, finite = streams(rescale_one)(pushed, carry.theta_tilde, nu)
     s_tilde, theta_tilde = kept_unless_finite(
-        grads, (s_tilde, theta_tilde), (carry.s_tilde, carry.theta_tilde)
+        tree_finite(grads), (s_tilde, theta_tilde), (carry.s_tilde, carry.theta_tilde)
     )
     carry_finite = jnp.all(finite) & tree_finite(new_states)
     return (
@@ -314,18 +255,14 @@ def uoro_per_stream_step(apply_fn, loss_fn, eps, k, params, carry: UOROState, xs
     )
 
 
-# ----------------------------------------------------------------------------- one window
-
-
 def uoro_window(apply_fn, loss_fn, eps, k, params, start: UOROState, xs, ys, key):
-    """Truncated UORO over one window of T steps from ``start`` (see the module docstring).
+    """Truncated UORO over one window of T steps from ``start``, one stream (see the
+    module docstring): ``(grads, new_start, losses, outputs)``.
 
-    One forward pass through the window, linearised (``jax.linearize``), serves
-    everything: the linear map pushes each ``s̃`` (``s̃' = ∂s_T/∂s_0 s̃`` and, as the
-    tangent of the window's summed loss, ``δs_0 · s̃``), and its transpose, with stacked
-    cotangents, gives the in-window gradient ``g_BPTT`` (the summed loss) and each
-    sample's ``θ' = νᵀ ∂s_T/∂θ`` in one backward pass. Returns ``(grads, new_start,
-    losses, outputs)``.
+    One forward pass through the window, linearised, serves everything: the linear map
+    pushes each ``s̃`` (``s̃' = ∂s_T/∂s_0 s̃`` and, as the tangent of the summed loss,
+    ``δs_0 · s̃``); its transpose, with stacked cotangents, gives the in-window gradient
+    ``g_BPTT`` and each sample's ``θ' = νᵀ ∂s_T/∂θ`` in one backward pass.
     """
 
     def run(p, s0):
@@ -365,9 +302,6 @@ def uoro_window(apply_fn, loss_fn, eps, k, params, start: UOROState, xs, ys, key
         final, without_unit_samples_axis(s_tilde, k), without_unit_samples_axis(theta_tilde, k)
     )
     return grads, new_start, losses, outputs
-
-
-# ----------------------------------------------------------------------------- factory
 
 
 def uoro(
@@ -415,31 +349,20 @@ def uoro(
     eps = checks.non_negative_float("eps", eps)
     k = checks.positive_int("num_samples", num_samples)
 
+    init_state = functools.partial(uoro_init, k=k)
     if truncation > 1:
-        window = functools.partial(uoro_window, apply_fn, loss_fn, eps, k)
         return from_window_function(
             apply_fn,
             loss_fn,
             truncation,
             example_buffers(truncation, example_x, example_y, "uoro"),
-            init_start=functools.partial(_init_pair_checked, k=k),
+            init_start=init_state,
             state_of=lambda start: start.state,
-            window_fn=window,
+            window_fn=mean_over_streams(functools.partial(uoro_window, apply_fn, loss_fn, eps, k)),
         )
-
-    init_state = functools.partial(_init_pair_checked, k=k)
-    streams = Estimator(
-        init_per_stream(init_state),
-        functools.partial(uoro_per_stream_step, apply_fn, loss_fn, eps, k),
+    return streams_estimator(
+        init_state, functools.partial(uoro_streams_step, apply_fn, loss_fn, eps, k)
     )
-    return Estimator(
-        init_state, functools.partial(uoro_step, apply_fn, loss_fn, eps, k), per_stream=streams
-    )
-
-
-def _init_pair_checked(params, state0, *, k: int) -> UOROState:
-    checks.check_init(params, state0, "uoro")
-    return init_pair(params, state0, k)
 
 
 def tangent_outer(carry: UOROState | WindowState) -> jax.Array:

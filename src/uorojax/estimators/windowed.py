@@ -2,29 +2,30 @@
 
 TBPTT and truncated UORO compute their gradient from a whole window: the estimator's
 carry at the window start (for UORO, the state and tangent pair there) and the window's
-T inputs and targets. A *window function* does that work::
+T inputs and targets. A *window function* does that work, for B streams at once::
 
-    window_fn(params, start, xs, ys, key) -> (grads, new_start, losses, outputs)
+    window_fn(params, starts, xs, ys, stream_keys) -> (grads, new_starts, losses, outputs)
 
-``xs``/``ys`` have a leading time axis of length T, ``key`` is the key of the window's
-last step and ``new_start`` the carry at the next window start.
-:func:`from_window_function` turns it into an :class:`~uorojax.Estimator` with ``window
-== T``. Its ``step`` runs the model one step (for the step's loss and output), records
-``(x, y)`` in the carry's buffers, and on the step that closes a window calls the window
-function on them; before that it returns zeros with ``info.ready == False``. Its
-``window_step`` calls the window function directly on a window handed over at once
-(what the trainer uses).
+Every argument and result but ``params`` and ``grads`` has a leading stream axis (``xs``:
+streams, time, ...); ``stream_keys`` holds each stream's key of the window's last step,
+``new_starts`` the carries at the next window start, and ``grads`` is the gradient of the
+mean over streams. :func:`mean_over_streams` makes one from a window function of one
+stream. :func:`from_window_function` turns it into an :class:`~uorojax.Estimator` with
+``window == T``, written once for B streams (one stream is B = 1,
+:func:`~uorojax.estimators.batching.streams_estimator`):
 
-The estimator's ``per_stream`` field is the same construction over B streams: the
-recording step mapped over the streams, which move in lockstep (one position serves
-them all, so the window closes under one ``lax.cond``, not a select that would run the
-window function at every step), and a window function of all streams at once, whose
-arguments have a leading stream axis (``xs``: streams, time, ...), with one key for all
-streams, returning the gradient of the mean loss.
+* its ``step`` runs the model one step (for the step's loss and output), records
+  ``(x, y)`` in the carry's buffers, and on the step that closes a window calls the
+  window function on them; before that it returns zeros with ``info.ready == False``.
+  The streams move in lockstep: one position serves them all, so the window closes
+  under one ``lax.cond``, not a select that would run the window function every step;
+* its ``window_step`` calls the window function directly on a window handed over at
+  once (what the trainer uses).
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -37,15 +38,12 @@ from uorojax.estimators.base import (
     Estimator,
     LossFn,
     StepInfo,
-    check_streams,
-    init_per_stream,
     mean_over_stream_axis,
     model_step,
     num_streams_of,
-    split_per_stream,
-    validate,
 )
-from uorojax.tree import stack_zeros, swap_leading_axes, zeros_like
+from uorojax.estimators.batching import over_streams, streams_estimator
+from uorojax.tree import stack_zeros, zeros_like
 
 PyTree = Any
 WindowFn = Callable[..., tuple[PyTree, PyTree, jax.Array, PyTree]]
@@ -83,88 +81,52 @@ def example_buffers(truncation: int, example_x, example_y, who: str):
     return stack_zeros(example_x, truncation), stack_zeros(example_y, truncation)
 
 
-class _Layout(NamedTuple):
-    """How one variant of a windowed estimator lays out its streams.
+def recording_step(apply_fn, loss_fn, truncation: int, window_fn: WindowFn):
+    """The ``step`` of B streams: record ``(x, y)``, and close the window on its last step."""
 
-    Attributes:
-      map_streams: maps a one-stream function over the streams (identity for one).
-      time_axis: the buffers' time axis (0 for one stream, 1 after the stream axis).
-      check: ``(carry, x, y)`` checks of the step's arguments.
-    """
-
-    map_streams: Callable
-    time_axis: int
-    check: Callable
-
-
-def _single_check(carry, x, y):
-    del carry, x, y
-
-
-def _streams_check(carry, x, y):
-    check_streams(num_streams_of(carry.position), x, y)
-
-
-SINGLE = _Layout(lambda f: f, 0, _single_check)
-STREAMS = _Layout(jax.vmap, 1, _streams_check)
-
-
-def _assemble(apply_fn, loss_fn, truncation, init_state, state_of, window_fn, layout):
-    """The estimator of one layout: recording step, window closing, whole-window path."""
-
-    def transpose_streams(tree):  # time-major <-> the buffers' layout (an involution)
-        return tree if layout.time_axis == 0 else swap_leading_axes(tree)
-
-    def record(params, carry: WindowState, x, y):
-        """One step: the model's loss and output, and ``(x, y)`` at the window position."""
-        new_state, output = layout.map_streams(lambda s, x1: model_step(apply_fn, params, s, x1))(
-            carry.state, x
+    def step(params, carry: WindowState, xs, ys, stream_keys):
+        streams = functools.partial(over_streams, num_streams=num_streams_of(xs))
+        new_states, outputs = streams(lambda s, x: model_step(apply_fn, params, s, x))(
+            carry.state, xs
         )
-        loss = layout.map_streams(lambda o, y1: checks.call_loss(loss_fn, o, y1))(output, y)
-        position = jnp.reshape(carry.position, (-1,))[0]  # the streams move in lockstep
+        losses = streams(lambda o, y: checks.call_loss(loss_fn, o, y))(outputs, ys)
+        position = carry.position[0]  # the streams move in lockstep
 
         def written(buffer, value):
             if buffer is None:  # T = 1: the window is this step
-                return jax.tree.map(lambda v: jnp.expand_dims(v, layout.time_axis), value)
-            at = (slice(None),) * layout.time_axis + (position,)
-            return jax.tree.map(lambda b, v: b.at[at].set(v), buffer, value)
+                return jax.tree.map(lambda v: jnp.expand_dims(v, 1), value)
+            return jax.tree.map(lambda b, v: b.at[:, position].set(v), buffer, value)
 
-        return new_state, loss, output, written(carry.xs, x), written(carry.ys, y), position
-
-    def step(params, carry: WindowState, x, y, key):
-        validate(params, key)
-        layout.check(carry, x, y)
-        new_state, loss, output, xs, ys, position = record(params, carry, x, y)
+        buffer_xs, buffer_ys = written(carry.xs, xs), written(carry.ys, ys)
         ready = position == truncation - 1
         grads, start = jax.lax.cond(
             ready,
-            lambda: window_fn(params, carry.start, xs, ys, key)[:2],
+            lambda: window_fn(params, carry.start, buffer_xs, buffer_ys, stream_keys)[:2],
             lambda: (zeros_like(params), carry.start),
         )
         if carry.xs is None:  # T = 1: nothing to keep
-            xs = ys = None
+            buffer_xs = buffer_ys = None
         new_position = (carry.position + 1) % truncation
         return (
             grads,
-            WindowState(start, new_state, xs, ys, new_position),
-            StepInfo(loss, output, ready),
+            WindowState(start, new_states, buffer_xs, buffer_ys, new_position),
+            StepInfo(losses, outputs, ready),
         )
 
-    def window_step(params, carry: WindowState, xs, ys, keys):
-        validate(params, keys[0])
-        layout.check(carry, jax.tree.map(lambda a: a[0], xs), jax.tree.map(lambda a: a[0], ys))
-        xs, ys = transpose_streams(xs), transpose_streams(ys)
-        grads, start, losses, outputs = window_fn(params, carry.start, xs, ys, keys[-1])
+    return step
+
+
+def whole_window_step(truncation: int, state_of: Callable, window_fn: WindowFn):
+    """The ``window_step`` of B streams (stream-major ``xs``, ``ys`` and info)."""
+
+    def window_step(params, carry: WindowState, xs, ys, stream_keys):
+        grads, start, losses, outputs = window_fn(params, carry.start, xs, ys, stream_keys)
         buffers = (None, None) if carry.xs is None else (xs, ys)
         new_carry = WindowState(start, state_of(start), *buffers, jnp.zeros_like(carry.position))
         ready = jnp.arange(truncation) == truncation - 1
-        return (
-            grads,
-            new_carry,
-            StepInfo(transpose_streams(losses), transpose_streams(outputs), ready),
-        )
+        return grads, new_carry, StepInfo(losses, outputs, ready)
 
-    return Estimator(init_state, step, truncation, window_step)
+    return window_step
 
 
 def from_window_function(
@@ -175,7 +137,6 @@ def from_window_function(
     init_start: Callable[[PyTree, PyTree], PyTree],
     state_of: Callable[[PyTree], PyTree],
     window_fn: WindowFn,
-    per_stream_window_fn: WindowFn | None = None,
 ) -> Estimator:
     """An :class:`Estimator` with ``window == truncation`` from a window function.
 
@@ -185,13 +146,17 @@ def from_window_function(
       buffers: ``example_buffers(...)``.
       init_start: ``(params, state0) -> start``, the carry at the first window start.
       state_of: ``start -> model state``.
-      window_fn: the single-stream window function (see the module docstring).
-      per_stream_window_fn: its fused version over a leading stream axis; None maps
-        ``window_fn`` over the streams (:func:`mean_over_streams`).
+      window_fn: the window function of B streams (see the module docstring).
 
     Returns:
       The single-stream estimator, whose ``per_stream`` field is the estimator of B
       streams.
+
+    Example::
+
+      est = from_window_function(apply_fn, loss_fn, 16, example_buffers(16, x0, y0, "mine"),
+                                 init_start=lambda p, s: s, state_of=lambda s: s,
+                                 window_fn=my_window_of_streams)
     """
     xs0, ys0 = buffers
 
@@ -199,23 +164,23 @@ def from_window_function(
         checks.check_init(params, state0)
         return WindowState(init_start(params, state0), state0, xs0, ys0, jnp.zeros((), jnp.int32))
 
-    init_streams = init_per_stream(init_state)
-    per_stream_window_fn = per_stream_window_fn or mean_over_streams(window_fn)
-    common = (apply_fn, loss_fn, truncation)
-    streams = _assemble(*common, init_streams, state_of, per_stream_window_fn, STREAMS)
-    single = _assemble(*common, init_state, state_of, window_fn, SINGLE)
-    return single._replace(per_stream=streams)
+    return streams_estimator(
+        init_state,
+        recording_step(apply_fn, loss_fn, truncation, window_fn),
+        truncation,
+        whole_window_step(truncation, state_of, window_fn),
+    )
 
 
 def mean_over_streams(window_fn: WindowFn) -> WindowFn:
-    """The window function of B streams from a single-stream one: vmapped over streams
-    (each with its own key, split from the one given), gradients averaged."""
+    """The window function of B streams from one of one stream, ``window_fn(params,
+    start, xs, ys, key)``: mapped over the streams, each with its key, gradients averaged."""
 
-    def batched(params, start, xs, ys, key):
-        keys = split_per_stream(key, num_streams_of(xs))
-        grads, start, losses, outputs = jax.vmap(window_fn, in_axes=(None, 0, 0, 0, 0))(
-            params, start, xs, ys, keys
+    def batched(params, starts, xs, ys, stream_keys):
+        one = functools.partial(window_fn, params)
+        grads, starts, losses, outputs = over_streams(one, num_streams_of(xs))(
+            starts, xs, ys, stream_keys
         )
-        return mean_over_stream_axis(grads), start, losses, outputs
+        return mean_over_stream_axis(grads), starts, losses, outputs
 
     return batched

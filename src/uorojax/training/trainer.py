@@ -236,6 +236,7 @@ def make_trainer(
 
     def init(params, state0, key) -> TrainState:
         checks.check_init(params, state0)
+        checks.check_state_has_entries(state0)
         checks.check_key(key)
         if donate:  # the train state owns its buffers: donating it leaves the caller's alone
             params, state0 = jax.tree.map(lambda a: jnp.array(a, copy=True), (params, state0))
