@@ -225,7 +225,8 @@ def _nnx_model():
     from flax import nnx
 
     cell = nnx.GRUCell(2, 3, rngs=nnx.Rngs(0))
-    return uorojax.from_nnx(cell, cell.initialize_carry((2,), nnx.Rngs(1)))
+    model = uorojax.from_nnx(cell, cell.initialize_carry((2,), nnx.Rngs(1)))
+    return (*model.init(None, None), model.apply)
 
 
 def test_parameters_the_pattern_cannot_hold_are_refused_by_name():
