@@ -149,18 +149,23 @@ LINEN_PREACTIVATIONS = {
 }
 
 
-def linen(cell: str, layers: int = 1) -> Case:
-    """``linen_model(cell, 3, 2, num_layers=layers, vocab_size=4)``: cells' leaves are
-    ``Units(layer, last axis)``, the readout None, and every dense module's vector is the
-    one-hot input (``i…``, layer 0), the layer below's new h (``i…``, above) or the
-    layer's own h (``h…``)."""
-    model = uorojax.linen_model(cell, N, OUT, num_layers=layers, vocab_size=VOCAB)
+def linen(cell: str, layers: int = 1, embed_dim: int | None = None) -> Case:
+    """``linen_model(cell, 3, 2, num_layers=layers, vocab_size=4, embed_dim=embed_dim)``:
+    cells' leaves are ``Units(layer, last axis)``, a learned embedding ``Feedforward(0)``
+    (it reaches layer 0 through the input kernels), the readout None; without an
+    embedding, every dense module's vector is the one-hot input (``i…``, layer 0), the
+    layer below's new h (``i…``, above) or the layer's own h (``h…``)."""
+    model = uorojax.linen_model(
+        cell, N, OUT, num_layers=layers, vocab_size=VOCAB, embed_dim=embed_dim
+    )
     x = jnp.asarray(1)
     params, state = _float64(model.init(jax.random.key(0), x))
     roles = {}
     for path, leaf in zip(_paths(params), jax.tree.leaves(params)):
         layer = int(path[1][len("cells_") :]) if path[1].startswith("cells_") else None
         roles[path] = None if layer is None else Units(layer, leaf.ndim - 1)
+        if path[1] == "embed":
+            roles[path] = Feedforward(0)
     state_layers = {path: path[0] for path in _paths(state)}
     kernels = tuple(
         RecurrentKernel(
@@ -173,7 +178,7 @@ def linen(cell: str, layers: int = 1) -> Case:
         for k, b, carry in LINEN_KERNELS[cell]
     )
     inputs = None
-    if cell in LINEN_PREACTIVATIONS:
+    if cell in LINEN_PREACTIVATIONS and embed_dim is None:
         inputs = {}
         for path in roles:
             if roles[path] is None:
@@ -225,6 +230,7 @@ CASES = {
     "tanh_rnn": dense_rnn,
     "leaky_rnn": lambda: dense_rnn(leaky=True),
     **{f"linen_{cell}_{layers}": (lambda c=cell, n=layers: linen(c, n)) for cell in LINEN for layers in (1, 2)},
+    "linen_gru_2_embedded": lambda: linen("gru", 2, embed_dim=2),
     "elementwise_mgu": lambda: linen("elementwise_mgu"),
     "lru_stack": lru,
 }  # fmt: skip
