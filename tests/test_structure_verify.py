@@ -206,3 +206,24 @@ def test_a_float32_model_passes_at_its_tolerance():
     assert {a.dtype for a in jax.tree.leaves((params, state))} == {jnp.dtype(jnp.float32)}
     checked = verify_structure(model.apply, model.structure, params, state, x)
     assert checked.program is not None
+
+
+@pytest.mark.parametrize("numeric", [False, True], ids=["inferred", "numeric"])
+def test_shapes_alone_and_tracers_are_checked_too(numeric):
+    """An estimator's init_state, traced under jax.jit, has only tracers: the check needs
+    shapes alone, and runs at its random point."""
+    case = case_of("linen_lstm_1", numeric)
+    shapes = jax.eval_shape(lambda: (case.params, case.state))
+    verify_structure(case.apply, structure(case), *shapes, case.x)
+    hf = ("params", "cells_0", "hf", "kernel")  # square: a wrong axis fits its shape
+    wrong = case._replace(roles={**case.roles, hf: Units(0, 0)})
+
+    @jax.jit
+    def init_state(params, state):
+        verify_structure(case.apply, structure(wrong), params, state, case.x)
+        return state
+
+    with pytest.raises(ConfigError, match=r"\['hf'\]\['kernel'\]: declared Units\(layer=0, axis=0"):
+        init_state(case.params, case.state)
+    fine = jax.jit(lambda p, s: verify_structure(case.apply, structure(case), p, s, case.x) and s)
+    fine(case.params, case.state)

@@ -67,7 +67,8 @@ def verify_structure(
       apply_fn: ``(params, state, x) -> (new_state, output)`` for one step.
       structure: a hand-written or inferred :class:`Structure`.
       params, state, x: the model's params, a state and an input (any values: the
-        checks run at a random point around them).
+        checks run at a random point around them), or their ``jax.ShapeDtypeStruct``s,
+        or tracers (an estimator's ``init_state`` under ``jax.jit``): then zeros.
       rtol: the relative tolerance of the numeric checks (1e-9 for a float64 state,
         1e-4 otherwise).
       seed: the seed of the random point and cotangents (numpy's generator).
@@ -88,6 +89,24 @@ def verify_structure(
             f"{WHO}: structure must be a uorojax.structure.Structure, got "
             f"{type(structure).__name__}"
         )
+    params, state, x = (concrete(tree) for tree in (params, state, x))
+    with jax.ensure_compile_time_eval():  # concrete even inside a traced init_state
+        return _verify(apply_fn, structure, params, state, x, rtol, seed)
+
+
+def concrete(tree: PyTree) -> PyTree:
+    """``tree`` with every ``jax.ShapeDtypeStruct`` or tracer leaf replaced by zeros of
+    its shape and dtype (the checks only need shapes: they run at a random point)."""
+
+    def leaf(a):
+        if isinstance(a, (jax.ShapeDtypeStruct, jax.core.Tracer)):
+            return np.zeros(a.shape, a.dtype)
+        return a
+
+    return jax.tree.map(leaf, tree)
+
+
+def _verify(apply_fn, structure, params, state, x, rtol, seed) -> Structure:
     rng = np.random.default_rng(seed)
     tol = tolerance(state, rtol)
     if structure.program is not None:
