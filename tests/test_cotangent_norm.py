@@ -106,13 +106,15 @@ class _EqxRNN(eqx.Module):
 
 
 def _equinox():
-    params, h0, apply_fn = uorojax.from_equinox(_EqxRNN(), 0.1 * jnp.ones(3, F64))
+    model = uorojax.from_equinox(_EqxRNN(), 0.1 * jnp.ones(3, F64))
+    (params, h0), apply_fn = model.init(None, None), model.apply
     return params, h0, apply_fn, jnp.array([0.3, -0.2], F64)
 
 
 def _nnx():
     cell = nnx.GRUCell(2, 3, rngs=nnx.Rngs(0))
-    params, h0, apply_fn = uorojax.from_nnx(cell, cell.initialize_carry((2,), nnx.Rngs(1)))
+    model = uorojax.from_nnx(cell, cell.initialize_carry((2,), nnx.Rngs(1)))
+    params, apply_fn = model.init(None, None)[0], model.apply
     return _cast(params), 0.1 * jnp.ones(3, F64), apply_fn, jnp.array([0.3, -0.2], F64)
 
 

@@ -16,7 +16,7 @@ from helpers import (
 )
 
 import uorojax
-from uorojax import ConfigError, ModelError
+from uorojax import ConfigError
 from uorojax.estimators import registry
 from uorojax.models.structure.check import check_structure
 from uorojax.models.structure.types import DenseInput
@@ -309,6 +309,9 @@ def test_a_wrong_pre_activation_is_caught():
         return [None if d is None else d._replace(preactivation="in") if d.preactivation == "hn"
                 else d for d in inputs(p, s, x)]  # fmt: skip
 
-    with pytest.raises(ModelError, match=r"B_t of params leaf .*'hn'\]\['bias'\] is not D_t ⊗ a_t"):
+    with pytest.raises(
+        ConfigError,
+        match=r"pre-activation 'in' for params leaves .*'hn'\]\['bias'\].*feed different",
+    ):
         check_structure(model.apply, model.structure._replace(leaf_inputs=merged), params,
                         state0, regression_stream(1)[0][0])  # fmt: skip

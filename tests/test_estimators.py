@@ -320,7 +320,8 @@ def test_uoro_on_nnx_cell_matches_linen_style_protocol():
     from flax import nnx
 
     cell = nnx.GRUCell(2, 3, rngs=nnx.Rngs(0))
-    params, h0, apply_fn = uorojax.from_nnx(cell, cell.initialize_carry((2,), nnx.Rngs(1)))
+    model = uorojax.from_nnx(cell, cell.initialize_carry((2,), nnx.Rngs(1)))
+    (params, h0), apply_fn = model.init(None, None), model.apply
     params = jax.tree.map(lambda a: a.astype(jnp.float64), params)
     h0 = 0.1 * jnp.ones(3, jnp.float64)
     loss = lambda out, y: uorojax.squared_error(out[:2], y)  # noqa: E731

@@ -1,12 +1,17 @@
 """Model adapters and initialisers: Equinox and nnx modules, the authors' Torch7 init."""
 
+import functools
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 from helpers import bptt_grad, regression_stream, rel_err, scan_estimator
 
 import uorojax
+from uorojax import ConfigError
+from uorojax.models.structure import Units
 
 T = 6
 
@@ -28,7 +33,8 @@ class EquinoxRNN(eqx.Module):
 
 
 def test_equinox_module_is_exact_under_rtrl_and_trains():
-    params, h0, apply_fn = uorojax.from_equinox(EquinoxRNN(jax.random.key(0)), 0.1 * jnp.ones(3))
+    model = uorojax.from_equinox(EquinoxRNN(jax.random.key(0)), 0.1 * jnp.ones(3))
+    (params, h0), apply_fn = model.init(None, None), model.apply
     xs, ys = regression_stream(T)
     _, grads, _ = scan_estimator(
         uorojax.rtrl(apply_fn, uorojax.squared_error), params, h0, xs, ys, jax.random.key(0)
@@ -101,3 +107,82 @@ def test_flat_params_train_like_the_tree():
         np.testing.assert_allclose(flat_m["loss"], tree_m["loss"], rtol=1e-10)
         for a, b in zip(jax.tree.leaves(unravel(flat_ts.params)), jax.tree.leaves(tree_ts.params)):
             np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-13)
+
+
+# ----------------------------------------------------------------------------- adapters
+
+
+def test_an_nnx_factory_is_seeded_by_init_and_the_model_carries_its_structure():
+    from flax import nnx
+
+    make = functools.partial(nnx.GRUCell, 2, 3)
+    model = uorojax.from_nnx(make, jnp.zeros(3), example_x=jnp.zeros(2))
+    a, h0 = model.init(jax.random.key(0), jnp.zeros(2))
+    b, _ = model.init(jax.random.key(0), jnp.zeros(2))
+    c, _ = model.init(jax.random.key(1), jnp.zeros(2))
+    assert jax.tree.all(jax.tree.map(lambda u, v: bool(jnp.array_equal(u, v)), a, b))
+    assert not jnp.array_equal(jax.tree.leaves(a)[0], jax.tree.leaves(c)[0])
+    assert model.example_x.shape == (2,)
+    assert model.structure.param_units(("dense_h", "kernel", "value")) == Units(0, 1, 3)
+    built = make(rngs=nnx.Rngs(7))
+    same = uorojax.from_nnx(built, jnp.zeros(3))
+    np.testing.assert_array_equal(
+        same.init(jax.random.key(0), None)[0]["dense_h"]["kernel"][...], built.dense_h.kernel[...]
+    )
+    assert same.structure is None  # no example input: nothing inferred
+
+
+def test_an_equinox_gru_cell_is_adapted_without_a_wrapper():
+    """eqx.nn.GRUCell is called cell(x, h) and returns only h: call="x_state", and the
+    new state is the output too. RTRL on it is exact."""
+    model = uorojax.from_equinox(
+        lambda key: eqx.nn.GRUCell(2, 3, key=key, dtype=jnp.float64),
+        0.1 * jnp.ones(3),
+        example_x=jnp.zeros(2),
+        call="x_state",
+    )
+    params, h0 = model.init(jax.random.key(3), jnp.zeros(2))
+    new_h, out = model.apply(params, h0, jnp.ones(2))
+    np.testing.assert_array_equal(new_h, out)
+    assert model.structure.param_units(("weight_hh",)) == Units(0, 0, 3)
+    xs, ys = regression_stream(T, outputs=3)
+    _, grads, _ = scan_estimator(
+        uorojax.rtrl(model.apply, uorojax.squared_error), params, h0, xs, ys, jax.random.key(0)
+    )
+    exact = bptt_grad(model.apply, uorojax.squared_error, params, h0, xs, ys, T - 1)
+    assert rel_err(jax.tree.map(lambda g: g[-1], grads), exact) < 1e-10
+
+
+class ChoGRU(eqx.Module):
+    """A reset gate applied before the recurrent kernel: inference refuses it."""
+
+    w: jax.Array
+    u: jax.Array
+
+    def __init__(self, key):
+        k1, k2 = jax.random.split(key)
+        self.w = jax.random.normal(k1, (2, 3, 2))
+        self.u = jax.random.normal(k2, (2, 3, 3))
+
+    def __call__(self, h, x):
+        r = jax.nn.sigmoid(self.w[0] @ x + self.u[0] @ h)
+        return jnp.tanh(self.w[1] @ x + self.u[1] @ (r * h)), h
+
+
+class ThreeOutputs(eqx.Module):
+    def __call__(self, h, x):
+        return h, h, x
+
+
+def test_a_model_inference_refuses_has_no_structure_and_bad_calls_are_named():
+    model = uorojax.from_equinox(ChoGRU, jnp.zeros(3), example_x=jnp.zeros(2))
+    assert model.structure is None and model.example_x is not None
+    params, h0 = model.init(jax.random.key(0), None)
+    assert model.apply(params, h0, jnp.ones(2))[0].shape == (3,)
+    with pytest.raises(ConfigError, match="call must be one of"):
+        uorojax.from_equinox(ChoGRU, jnp.zeros(3), call="h_x")
+    odd = uorojax.from_equinox(ThreeOutputs(), jnp.zeros(3))
+    with pytest.raises(ConfigError, match=r"neither \(state, output\) nor a new state"):
+        odd.apply(*odd.init(None, None), jnp.ones(2))
+    with pytest.raises(ConfigError, match="module must be a module or a function"):
+        uorojax.from_nnx(3, jnp.zeros(3))

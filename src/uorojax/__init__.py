@@ -45,7 +45,7 @@ from uorojax.models import (
     structure,
     tanh_rnn,
 )
-from uorojax.models.structure import check_structure
+from uorojax.models.structure import check_structure, infer_structure, verify_structure
 from uorojax.training import (
     OnlineGradientState,
     Trainer,
@@ -100,6 +100,7 @@ __all__ = [
     "from_linen_cells",
     "from_nnx",
     "gradient_agreement",
+    "infer_structure",
     "jacobian_matrix",
     "kf_rtrl",
     "leaky_rnn",
@@ -134,4 +135,5 @@ __all__ = [
     "tree_vdot",
     "uoro",
     "uoro_rescale",
+    "verify_structure",
 ]

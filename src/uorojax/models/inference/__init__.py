@@ -27,10 +27,11 @@ Jacobian is unit-diagonal. :meth:`Program.apply` re-evaluates the jaxpr with the
 recurrent uses diagonalised (``"diagonal"``) or taken out of the state Jacobian
 (``"none"``), with the same values and exact params derivatives in every mode.
 
-**For estimator authors.** ``program.roles`` replaces ``Structure.param_units`` (its
-:class:`Units` adds ``groups``, the fused gate blocks along ``axis``; a learned embedding,
-which the hand-written linen structure declares ``Units(0, None)``, is
-``Feedforward(0)``); ``program.state_layers`` replaces ``state_units``;
+**For estimator authors.** :func:`uorojax.infer_structure` wraps the program in a
+:class:`~uorojax.structure.Structure` (``structure.program``); the roles are the
+structure's own :class:`Units` (with ``groups``, the fused gate blocks along ``axis``)
+and :class:`Feedforward` (a learned embedding is ``Feedforward(0)``).
+``program.roles`` replaces ``Structure.param_units``; ``program.state_layers`` replaces ``state_units``;
 ``apply(..., recurrent="diagonal")`` replaces ``diagonalised_params`` (no bias needed),
 ``recurrent="none"`` its ``keep_diagonal=False``; ``probes`` with a JVP or VJP give
 ``∂s/∂z`` and ``∂L/∂z`` of every dense use's output ``z`` per unit, and
@@ -59,8 +60,8 @@ refused). A ``custom_vjp`` function is read through its forward function: a back
 rule denser than the forward's pattern (a straight-through estimator) is not seen. In
 ``"diagonal"``/``"none"`` mode an entry of a recurrent use's vector that reads both its
 own layer's state and a lower layer's is held constant as a whole. A state leaf must be
-a real vector. :func:`compare_roles` checks a hand-written structure against the
-inferred roles.
+a real vector. :func:`compare_roles` lists where hand-written roles differ from the
+inferred ones; :func:`uorojax.verify_structure` checks a whole hand-written structure.
 """
 
 from uorojax.models.inference.affine import Term

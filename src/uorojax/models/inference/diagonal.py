@@ -23,7 +23,7 @@ import numpy as np
 from uorojax import checks
 from uorojax.models.inference.affine import Term, canonical, restrict, shift, used
 from uorojax.models.inference.patterns import evaluate, grid
-from uorojax.models.inference.roles import Units
+from uorojax.models.structure.types import Units
 
 GRID_LIMIT = 1 << 24
 

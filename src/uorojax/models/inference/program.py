@@ -35,7 +35,7 @@ from jax.extend.core import Literal
 
 from uorojax import checks
 from uorojax.models.inference.analysis import call_body
-from uorojax.models.inference.roles import describe_role
+from uorojax.models.structure.types import describe_role
 
 MODES = ("full", "diagonal", "none")
 
@@ -128,6 +128,11 @@ class Program:
         """Zero probes, one per dense use, shaped and typed like its output (for
         ``apply(..., probes=...)``)."""
         return [jnp.zeros(u.out_shape, u.out_dtype) for u in self.dense_uses]
+
+    def check_trees(self, params, state, x) -> None:
+        """A :class:`~uorojax.ConfigError` unless ``params``, ``state`` and ``x`` have
+        the trees the program was inferred for."""
+        self._flatten(params, state, x)
 
     # ------------------------------------------------------------------ internals
 

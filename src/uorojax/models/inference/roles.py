@@ -20,25 +20,11 @@ the state).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, NamedTuple
+from typing import Any
 
 from uorojax import checks
 from uorojax.models.inference.affine import minus, scale
-
-
-class Units(NamedTuple):
-    """Entry ``p`` of the leaf moves only unit ``p[axis] mod n`` of ``layer`` in one step;
-    ``axis`` has ``groups · n`` entries, block-major (``p[axis] = g·n + u``)."""
-
-    layer: int
-    axis: int
-    groups: int = 1
-
-
-class Feedforward(NamedTuple):
-    """The leaf moves layer ``feeds`` only through the input of its dense maps."""
-
-    feeds: int
+from uorojax.models.structure.types import Feedforward, Units, describe_role
 
 
 def _src(term, axis, shape):
@@ -168,33 +154,12 @@ def feedforward_errors(candidates, ff_analysis, ff_ctx, uses, layers, names, tra
     return errors
 
 
-def describe_role(role: Any) -> str:
-    """What a role says the leaf moves, in words."""
-    if role is None:
-        return "moves no state in one step"
-    if isinstance(role, Feedforward) or hasattr(role, "feeds"):
-        return f"feeds layer {role.feeds} only through the input of its dense maps"
-    axis = getattr(role, "axis", None)
-    if axis is None:
-        return f"moves every unit of layer {role.layer}"
-    groups = getattr(role, "groups", 1)
-    what = f"{groups} groups of units" if groups > 1 else "units"
-    return f"moves only its own unit of layer {role.layer} (axis {axis} indexes {what})"
-
-
 def _same(declared, inferred) -> bool:
     if declared is None or inferred is None:
         return declared is None and inferred is None
-    if hasattr(declared, "feeds"):
+    if isinstance(declared, Feedforward):
         return isinstance(inferred, Feedforward) and declared.feeds == inferred.feeds
-    if not isinstance(inferred, Units):
-        return False
-    groups = getattr(declared, "groups", None)
-    return (
-        declared.layer == inferred.layer
-        and declared.axis == inferred.axis
-        and (groups is None or groups == inferred.groups)
-    )
+    return isinstance(declared, Units) and isinstance(inferred, Units) and declared == inferred
 
 
 def compare_roles(
@@ -203,8 +168,8 @@ def compare_roles(
     """Where a declared (hand-written) role differs from the inferred one.
 
     Args:
-      declared: one role per params leaf in flatten order (``Units(layer, axis)`` with or
-        without ``groups``, ``Feedforward(feeds)`` or None), for example
+      declared: one role per params leaf in flatten order (``Units(layer, axis, groups)``,
+        ``Feedforward(feeds)`` or None), for example
         ``uorojax.structure.declared_units(structure, params)``.
       inferred: a :class:`~uorojax.models.inference.Program`, or its ``roles``.
       names: the leaves' paths (taken from the program when it is one).

@@ -8,6 +8,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from uorojax import checks
 from uorojax.models.structure.types import (
     Structure,
     get_path,
@@ -39,7 +40,20 @@ def diagonalised_params(
 
       local = diagonalised_params(model.structure, params, h, keep_diagonal=False)
       model.apply(local, h, x)  # the same values as model.apply(params, h, x)
+
+    Raises:
+      ConfigError: for an inferred structure of a model with recurrent kernels (it lists
+        none: its ``program.apply(..., recurrent="diagonal" | "none")`` diagonalises
+        them, with no bias needed).
     """
+    program = structure.program
+    if program is not None and not structure.recurrent_kernels:
+        if any(u.kind == "recurrent" for u in program.dense_uses):
+            raise checks.ConfigError(
+                "diagonalised_params: this structure was inferred and lists no recurrent "
+                "kernels; its program diagonalises them: structure.program.apply(params, "
+                'state, x, recurrent="diagonal") (or "none" for keep_diagonal=False)'
+            )
     for rk in structure.recurrent_kernels:
         kernel = get_path(params, rk.kernel)
         s = jax.lax.stop_gradient(get_path(state, rk.state))
@@ -76,14 +90,19 @@ def unit_jacobian_columns(
     """``columns[k2][k, i] = ∂s_k[i] / ∂s_k2[i]`` for every state leaf k2, and every state
     leaf k of the same layer (rows of another layer hold no block of ``A_t``).
 
-    Within a layer the diagonalised model's state Jacobian (:func:`diagonalised_params`;
-    with ``keep_diagonal=False``, the model without its recurrent kernels) is
-    unit-diagonal, so a cotangent of ones on state leaf k pulls back to exactly its
+    Within a layer the diagonalised model's state Jacobian (:func:`diagonalised_params`,
+    or the inferred ``structure.program`` in ``"diagonal"`` mode; with
+    ``keep_diagonal=False``, the model without its recurrent kernels) is unit-diagonal, so a cotangent of ones on state leaf k pulls back to exactly its
     diagonal on each state leaf k2: one VJP per state leaf k, all of them batched. The
     rows of one column come out as one array, stacked over k.
     """
-    diag_params = diagonalised_params(structure, params, state, keep_diagonal=keep_diagonal)
-    _, pullback = jax.vjp(lambda s: apply_fn(diag_params, s, x)[0], state)
+    if structure.program is not None and not structure.recurrent_kernels:
+        mode = "diagonal" if keep_diagonal else "none"
+        step = lambda s: structure.program.apply(params, s, x, recurrent=mode)[0]  # noqa: E731
+    else:
+        diag_params = diagonalised_params(structure, params, state, keep_diagonal=keep_diagonal)
+        step = lambda s: apply_fn(diag_params, s, x)[0]  # noqa: E731
+    _, pullback = jax.vjp(step, state)
     return jax.tree.leaves(jax.vmap(lambda ones: pullback(ones)[0])(ones_on_each_leaf(state)))
 
 

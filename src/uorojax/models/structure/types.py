@@ -5,11 +5,13 @@ and a :class:`Structure` describes it for one stream. A *layer* is a group of st
 units that update together; every state leaf is a vector over the units of one layer.
 
 * ``param_units(path, leaf)``: for a parameter leaf (``path`` a tuple of plain keys,
-  such as ``("params", "cells_0", "hr", "kernel")``), the layer whose units it moves in
-  one step and the leaf's axis that indexes those units (``Units(layer, axis)``): entry
-  ``p`` of a dense kernel moves only unit ``p[axis]`` of its layer, in every state leaf
-  of that layer (for an LSTM, both ``c`` and ``h``), and possibly any unit of the layers
-  above it within the same step. ``None`` for a parameter that moves no state in one
+  :func:`~uorojax.models.structure.paths.plain_path`, such as
+  ``("params", "cells_0", "hr", "kernel")``), the layer whose units it moves in one step
+  and the leaf's axis that indexes those units (``Units(layer, axis, groups)``): entry
+  ``p`` of a dense kernel moves only unit ``p[axis] mod n`` of its layer of ``n`` units,
+  in every state leaf of that layer (for an LSTM, both ``c`` and ``h``), and possibly any
+  unit of the layers above it within the same step; the axis has ``groups · n`` entries,
+  block-major (``p[axis] = g·n + u``: fused gates, as in a GRU kernel ``(m, 3n)``). ``None`` for a parameter that moves no state in one
   step (a readout). ``Units(layer, None)`` for a parameter that moves every unit of its
   layer (a learned input embedding): SnAp-1 and KF-RTRL refuse it.
   ``Feedforward(feeds)`` for a parameter between layers (an encoder, a norm, a layer's
@@ -41,15 +43,14 @@ units that update together; every state leaf is a vector over the units of one l
   ``D_z ⊗ a`` with ``D_z = ∂s_t/∂z`` (:func:`preactivation_derivatives`). Without it,
   ``layer_inputs`` counts as one pre-activation (:func:`dense_inputs`).
 
-:func:`check_structure` verifies a description against dense autodiff Jacobians on one
-step (for a ``Feedforward(feeds)`` leaf: that it moves no layer below ``feeds``, that it
-moves layer ``feeds``, and that its influence on layer ``feeds`` is not confined to one
-unit per entry, which would make it a parameter of that layer's own recurrence whose
-trace SnAp-1 carries exactly); ``uorojax.tanh_rnn``, ``uorojax.linen_model``,
-``uorojax.from_linen_cells`` and ``uorojax.lru_stack`` provide theirs, and the tests
-check each. A model without one gets a
-:class:`~uorojax.ConfigError` from :func:`~uorojax.snap1` and
-:func:`~uorojax.kf_rtrl` saying what is missing.
+``program``: the :class:`~uorojax.models.inference.Program` a structure was inferred
+from (:func:`~uorojax.models.structure.infer_structure`), None for one written by hand.
+:func:`~uorojax.models.structure.verify_structure` checks a hand-written structure
+against the inferred one, or numerically where inference refuses the model;
+``uorojax.tanh_rnn``, ``uorojax.linen_model``, ``uorojax.from_linen_cells`` and
+``uorojax.lru_stack`` provide theirs. A model without one gets a
+:class:`~uorojax.ConfigError` from :func:`~uorojax.snap1` and :func:`~uorojax.kf_rtrl`
+saying what is missing.
 """
 
 from __future__ import annotations
@@ -61,28 +62,37 @@ import jax
 import jax.numpy as jnp
 
 from uorojax import checks
+from uorojax.models.structure.paths import Path, get_path, path_name, plain_path, set_path
 
 PyTree = Any
 
-Path = tuple
-
 
 class Units(NamedTuple):
-    """The layer a leaf belongs to and the axis of the leaf that indexes its units
-    (None: the leaf moves every unit of the layer)."""
+    """Entry ``p`` of the leaf moves only unit ``p[axis] mod n`` of layer ``layer`` (of
+    ``n`` units) in one step; ``axis`` has ``groups · n`` entries, block-major
+    (``p[axis] = g·n + u``). ``axis=None``: the leaf moves every unit of the layer (no
+    sparse form; SnAp-1 and KF-RTRL refuse it).
+
+    Example::
+
+      Units(0, 1)      # a flax Dense kernel (inputs, n) of layer 0: column u, unit u
+      Units(0, 1, 3)   # a GRU's fused kernel (inputs, 3n): column g·n + u, unit u
+    """
 
     layer: int
     axis: int | None
+    groups: int = 1
 
 
 class Feedforward(NamedTuple):
     """A parameter that feeds layer ``feeds`` within one step, and carries no influence.
 
     Within one step it may move any unit of layer ``feeds`` and of the layers above (an
-    encoder feeds layer 0; layer l's norm feeds layer l; layer l's output map and MLP
-    feed layer l + 1), never a state of a layer below ``feeds``. Estimators that carry an
-    influence keep none for it: SnAp-1's gradient for it is its direct gradient ``δθ``
-    at the step (exact spatial backpropagation within the step, no temporal trace).
+    encoder or a learned embedding feeds layer 0; layer l's norm feeds layer l; layer
+    l's output map and MLP feed layer l + 1), never a state of a layer below ``feeds``.
+    Estimators that carry an influence keep none for it: SnAp-1's gradient for it is its
+    direct gradient ``δθ`` at the step (exact spatial backpropagation within the step,
+    no temporal trace).
 
     Example::
 
@@ -93,6 +103,27 @@ class Feedforward(NamedTuple):
     """
 
     feeds: int
+
+
+Role = Units | Feedforward | None
+
+
+def describe_role(role: Role) -> str:
+    """What a role says the leaf moves, in words.
+
+    Example::
+
+      describe_role(Units(0, 1, 3))
+      # 'moves only its own unit of layer 0 (axis 1 indexes 3 groups of units)'
+    """
+    if role is None:
+        return "moves no state in one step"
+    if isinstance(role, Feedforward):
+        return f"feeds layer {role.feeds} only through the input of its dense maps"
+    if role.axis is None:
+        return f"moves every unit of layer {role.layer}"
+    what = f"{role.groups} groups of units" if role.groups > 1 else "units"
+    return f"moves only its own unit of layer {role.layer} (axis {role.axis} indexes {what})"
 
 
 class RecurrentKernel(NamedTuple):
@@ -125,47 +156,101 @@ class DenseInput(NamedTuple):
     vector: Any
 
 
-class Structure(NamedTuple):
-    """The recurrent units of a model (see the module docstring)."""
+class RoleTable:
+    """A lookup ``(path, leaf) -> value`` from a table keyed by plain paths: the
+    ``param_units`` or ``state_units`` of a structure written as data or inferred.
 
-    param_units: Callable[[Path, Any], Units | Feedforward | None]
+    ``inferred`` says whether the table was read from the model (by
+    :func:`~uorojax.models.structure.infer_structure`) or written by hand.
+
+    Example::
+
+      param_units = RoleTable({("W",): Units(0, 0), ("V",): None}, "params")
+      param_units(("W",), W)  # Units(layer=0, axis=0, groups=1)
+    """
+
+    def __init__(self, table: dict, what: str, inferred: bool = False):
+        self.table = {tuple(k): v for k, v in table.items()}
+        self.what = what
+        self.inferred = inferred
+
+    def __call__(self, path: Path, leaf: Any = None):
+        try:
+            return self.table[tuple(path)]
+        except KeyError:
+            known = ", ".join(path_name(k) for k in list(self.table)[:6])
+            raise checks.ConfigError(
+                f"the structure has no entry for {self.what} leaf {path_name(path)}; it was "
+                f"written for the {self.what} leaves {known}"
+                f"{', ...' if len(self.table) > 6 else ''}"
+            ) from None
+
+    def __repr__(self) -> str:
+        return f"RoleTable({len(self.table)} {self.what} leaves)"
+
+
+class Structure(NamedTuple):
+    """The recurrent units of a model (see the module docstring).
+
+    ``repr`` lists what the structure says without params: its layers, units and each
+    leaf's role for a structure written as tables (:func:`from_roles`) or inferred, the
+    fields otherwise (:func:`~uorojax.models.structure.describe` then lists the roles
+    for given params and state).
+    """
+
+    param_units: Callable[[Path, Any], Role]
     state_units: Callable[[Path, Any], int]
     recurrent_kernels: tuple[RecurrentKernel, ...] = ()
     layer_inputs: Callable[[PyTree, PyTree, Any], list] | None = None
     leaf_inputs: Callable[[PyTree, PyTree, Any], list] | None = None
+    program: Any = None
+
+    def __repr__(self) -> str:
+        if getattr(self.param_units, "inferred", False):
+            kind = "inferred"
+        elif self.program is not None:
+            kind = "hand-written, verified against the inferred program"
+        else:
+            kind = "hand-written"
+        lines = [f"Structure ({kind})"]
+        if isinstance(self.state_units, RoleTable):
+            layers: dict[int, list] = {}
+            for path, layer in self.state_units.table.items():
+                layers.setdefault(layer, []).append(path_name(path))
+            for layer in sorted(layers):
+                size = "" if self.program is None else f"{self.program.sizes[layer]} units, "
+                lines.append(f"  layer {layer}: {size}state {', '.join(layers[layer])}")
+        else:
+            lines.append(f"  state_units: {_callable_name(self.state_units)}")
+        if isinstance(self.param_units, RoleTable):
+            lines.append("  params:")
+            for path, role in self.param_units.table.items():
+                lines.append(f"    {path_name(path)}: {role!r}  ({describe_role(role)})")
+        else:
+            lines.append(
+                f"  param_units: {_callable_name(self.param_units)} (roles: "
+                "uorojax.models.structure.describe(structure, params, state))"
+            )
+        for rk in self.recurrent_kernels:
+            lines.append(
+                f"  recurrent kernel {path_name(rk.kernel)} ({rk.layout}) on state "
+                f"{path_name(rk.state)}, bias {path_name(rk.bias)}"
+            )
+        for field in ("layer_inputs", "leaf_inputs"):
+            if getattr(self, field) is not None:
+                lines.append(f"  {field}: {_callable_name(getattr(self, field))}")
+        if self.program is not None:
+            kinds = [u.kind for u in self.program.dense_uses]
+            counts = ", ".join(f"{kinds.count(k)} {k}" for k in ("recurrent", "input", "output"))
+            lines.append(f"  dense uses: {counts}")
+        return "\n".join(lines)
 
 
-def get_path(tree: PyTree, path: Path):
-    """The subtree of nested dicts, lists and tuples at ``path``."""
-    for key in path:
-        tree = tree[key]
-    return tree
+def _callable_name(fn) -> str:
+    return getattr(fn, "__qualname__", None) or type(fn).__name__
 
 
-def set_path(tree: PyTree, path: Path, value) -> PyTree:
-    """A copy of ``tree`` with ``value`` at ``path`` (containers copied along the path)."""
-    if not path:
-        return value
-    key, rest = path[0], path[1:]
-    if isinstance(tree, dict):
-        return {**tree, key: set_path(tree[key], rest, value)}
-    items = list(tree)
-    items[key] = set_path(items[key], rest, value)
-    return type(tree)(items)
-
-
-def plain_path(path) -> Path:
-    """A JAX key path as a tuple of plain dict keys, indices and attribute names."""
-    keys = []
-    for entry in path:
-        for attr in ("key", "idx", "name"):
-            if hasattr(entry, attr):
-                keys.append(getattr(entry, attr))
-                break
-    return tuple(keys)
-
-
-def declared_units(structure: Structure, params: PyTree) -> list[Units | Feedforward | None]:
+def declared_units(structure: Structure, params: PyTree) -> list[Role]:
     """What ``param_units`` declares for every parameter leaf (``jax.tree.leaves`` order)."""
     return [
         structure.param_units(plain_path(path), leaf)
@@ -199,8 +284,9 @@ def require(structure: Structure | None, who: str, model_hint: str) -> Structure
     if structure is None:
         raise checks.ConfigError(
             f"{who} needs the model's recurrent structure (structure=model.structure), and "
-            f"none was given. {model_hint} Describe another model with "
-            "uorojax.structure.Structure and verify it with uorojax.structure.check_structure."
+            f"none was given. {model_hint} Infer it with uorojax.infer_structure(apply_fn, "
+            "params, state, x), or describe the model with uorojax.structure.Structure and "
+            "verify it with uorojax.structure.verify_structure."
         )
     if not isinstance(structure, Structure):
         raise checks.ConfigError(
@@ -208,3 +294,24 @@ def require(structure: Structure | None, who: str, model_hint: str) -> Structure
             f"{type(structure).__name__}"
         )
     return structure
+
+
+__all__ = [
+    "DenseInput",
+    "Feedforward",
+    "Path",
+    "RecurrentKernel",
+    "Role",
+    "RoleTable",
+    "Structure",
+    "Units",
+    "along",
+    "declared_units",
+    "describe_role",
+    "get_path",
+    "leaf_units",
+    "plain_path",
+    "require",
+    "set_path",
+    "state_layers",
+]
