@@ -5,6 +5,8 @@ run that leaves its workdir as it found it, and the floors in ``metrics.png``.""
 
 import json
 import os
+import subprocess
+import sys
 
 import ml_collections
 import pytest
@@ -197,3 +199,23 @@ def test_metrics_png_draws_the_optimum_and_the_no_memory_floor(tmp_path, monkeyp
     assert floors["no_memory"] == pytest.approx(2 * floors["optimum"])
     assert drawn == pytest.approx([floors["optimum"], floors["no_memory"]])
     assert summary["title"] == "anbn(k=1, l=8): uoro, gru-8"
+
+
+def test_the_runner_modules_and_the_reproduction_stay_small():
+    folder = os.path.join(ROOT, "src", "uorojax", "runs")
+    for name in os.listdir(folder):
+        if name.endswith(".py"):
+            assert len(open(os.path.join(folder, name)).readlines()) <= 400, name
+    assert len(open(os.path.join(ROOT, "experiments", "reproduce.py")).readlines()) <= 300
+
+
+def test_the_readmes_fifteen_lines_are_fifteen_and_learn():
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    block = readme.split("## Fifteen lines\n\n```python\n", 1)[1].split("```", 1)[0]
+    assert len(block.splitlines()) == 15
+    env = {**os.environ, "PYTHONPATH": os.path.join(ROOT, "src"), "JAX_ENABLE_X64": "0"}
+    result = subprocess.run([sys.executable, "-c", block], env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    first, last = (float(v) for v in result.stdout.split("->"))
+    claimed = block.rsplit("# ", 1)[1].split("->")
+    assert last < first / 2 and float(claimed[0]) == first  # the start is the claimed one
