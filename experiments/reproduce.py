@@ -23,7 +23,7 @@ import numpy as np
 
 from uorojax import tasks
 from uorojax.runs import report, suite
-from uorojax.runs.config import method_overrides
+from uorojax.runs.config import method_overrides, model_overrides
 from uorojax.runs.report import Claim, Panel, at_step, final, fmt, markdown_table, median_final
 from uorojax.runs.suite import Run
 from uorojax.training.metric_log import read_rows
@@ -39,9 +39,9 @@ CHAR_TASKS = tuple(TASKS)[:4]
 METHODS = {"uoro": "uoro", "uoro_t16": "uoro:truncation=16", "uoro_k4": "uoro:num_samples=4", **{f"tbptt{t}": f"tbptt:truncation={t}" for t in (1, 4, 16, 32)},
            **{m: m for m in ("snap1", "kf_rtrl", "eprop", "rflo", "es_d_rtrl")}, **{f"ok{r}": f"ok:rank={r}" for r in (1, 2, 4, 8)}}  # fmt: skip
 MODELS = {  # name: config overrides
-    **{cell: {"model": cell, "hidden_size": 64, "num_layers": 1} for cell in ("gru", "lstm", "simple", "elementwise_mgu", "lru")},  # lru: 64 complex units
-    "leaky": {"model": "leaky_rnn", "hidden_size": 64, "tau": 4.0},  # Murray's, for RFLO
-    **{f"lru_stack{n}": {"model": "lru_stack", "num_layers": n, "hidden_size": 32, "model_dim": 32} for n in (1, 2, 4)},
+    **{cell: model_overrides(cell, hidden_size=64) for cell in ("gru", "lstm", "simple", "elementwise_mgu", "lru")},  # lru: 64 complex units
+    "leaky": model_overrides("leaky_rnn", hidden_size=64, tau=4.0),  # Murray's, for RFLO
+    **{f"lru_stack{n}": model_overrides("lru_stack", num_layers=n, hidden_size=32, model_dim=32) for n in (1, 2, 4)},
 }  # fmt: skip
 TITLES = {"gru": "GRU-64", "lstm": "LSTM-64", "simple": "Simple-64", "elementwise_mgu": "element-wise MGU-64", "leaky": "leaky RNN-64 (τ = 4)", "lru": "LRU, 1 layer of 64",
           **{f"lru_stack{n}": f"LRU stack, {n} layer{'s' * (n > 1)} of 32" for n in (1, 2, 4)}}  # fmt: skip

@@ -65,6 +65,15 @@ def test_an_estimator_block_merges_over_its_defaults_from_a_file_or_overrides():
     assert experiment.method_overrides("ok:rank=4") == {"algorithm": "ok", "ok": {"rank": 4}}
 
 
+def test_switching_a_config_files_model_resets_the_fields_only_its_model_read():
+    path = os.path.join(ROOT, "configs", "copy.py")  # a two-layer LRU stack, model_dim 32
+    with pytest.raises(ConfigError, match=r"c.model = 'simple' does not read c.model_dim = 32"):
+        experiment.validate_config(experiment.config_from_file(path, {"model": "simple"}))
+    overrides = experiment.model_overrides("simple", hidden_size=8)
+    c = experiment.validate_config(experiment.config_from_file(path, overrides))
+    assert (c.model, c.hidden_size, c.num_layers, c.model_dim) == ("simple", 8, 1, 0)
+
+
 # ----------------------------------------------------------------------------- command line
 
 

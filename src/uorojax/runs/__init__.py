@@ -32,6 +32,7 @@ from uorojax.runs.config import (
     default_config,
     hyperparameters_of,
     method_overrides,
+    model_overrides,
     plan_chunks,
     validate_config,
 )
@@ -56,6 +57,7 @@ __all__ = [
     "load_train_state",
     "measure_quality",
     "method_overrides",
+    "model_overrides",
     "one_stream_model",
     "plan_chunks",
     "quality_specs",

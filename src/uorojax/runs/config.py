@@ -322,6 +322,18 @@ def method_overrides(spec: str) -> dict:
     return {"algorithm": algorithm, algorithm: values}
 
 
+def model_overrides(name: str, **fields: Any) -> dict:
+    """The config overrides of a model of :data:`~uorojax.models.registry.MODELS` with
+    ``fields``, every other model field at its default (what a config file set for
+    another model does not stay behind).
+
+    Example::
+
+      model_overrides("simple", hidden_size=32)["model_dim"]  # 0
+    """
+    return {**model_fields(), "model": name, **fields}
+
+
 class ChunkPlan(NamedTuple):
     """How the runner cuts a run into compiled chunks (internal, not the user's concern).
 

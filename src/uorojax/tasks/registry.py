@@ -1,5 +1,5 @@
-"""The task table: what a config's ``task`` names, as :data:`~uorojax.estimators.registry.ESTIMATORS`
-is for its ``algorithm``.
+"""The task table: what a config's ``task`` names, as
+:data:`~uorojax.estimators.registry.ESTIMATORS` is for its ``algorithm``.
 
 Every task is a :class:`TaskEntry`: its stream, its loss, how its losses read (bits per
 character or plain), the metrics it adds to a run's rows, its curriculum and the floors a
