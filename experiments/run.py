@@ -1,12 +1,13 @@
-"""Runs one online experiment from a config file.
+r"""Runs one online experiment from a config file.
 
     python experiments/run.py --config configs/anbn.py --workdir runs/anbn \
-        --config.algorithm=tbptt --config.truncation=16
+        --config.algorithm=tbptt --config.tbptt.truncation=16
 
-Rerunning on the same workdir resumes from its latest checkpoint; a larger
-``--config.steps`` continues the run. See ``uorojax.runs.default_config`` for every
-field. A bad command line or config prints ``error: ...`` and exits with status 2
-(``--debug`` shows the traceback).
+Without ``--config`` it runs ``configs/anbn.py`` of this repository. An estimator's
+hyperparameters are set in its own block (``--config.ok.rank=4``). Rerunning on the same
+workdir resumes from its latest checkpoint; a larger ``--config.steps`` continues the
+run. See ``uorojax.runs.default_config`` for every field. A bad command line or config
+prints ``error: ...`` and exits with status 2 (``--debug`` shows the traceback).
 
 Several processes (hosts) run one experiment when started with ``--coordinator_address``,
 ``--num_processes`` and ``--process_id`` (``jax.distributed.initialize``'s names), or
@@ -17,6 +18,7 @@ under a cluster JAX detects (SLURM, Open MPI, Cloud TPU pods); see docs/distribu
         --process_id=0   # and --process_id=1 on the second host
 """
 
+import os
 import sys
 
 from absl import flags
@@ -26,7 +28,11 @@ from uorojax import runs as experiment
 from uorojax.runs import cli
 from uorojax.training import distributed
 
-_CONFIG = config_flags.DEFINE_config_file("config", "configs/anbn.py", "Config file.")
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+DEFAULT_CONFIG = os.path.join(ROOT, "configs", "anbn.py")
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Config file (default: configs/anbn.py of this repository)."
+)
 _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory.")
 _OVERWRITE = flags.DEFINE_bool("overwrite", False, "Replace a workdir with another config.")
 _COORDINATOR = flags.DEFINE_string(
@@ -48,4 +54,4 @@ def body() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(cli.main(sys.argv, body, list(experiment.default_config().keys())))
+    sys.exit(cli.main(sys.argv, body, __doc__, DEFAULT_CONFIG))

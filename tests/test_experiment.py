@@ -43,11 +43,11 @@ def read(path):
     "overrides, stops",
     [
         ({}, (200, 400)),
-        ({"algorithm": "tbptt", "truncation": 4}, (200, 400)),
-        ({"num_streams": 3, "batch_mode": "shared", "num_samples": 2}, (200, 400)),
+        ({"algorithm": "tbptt", "tbptt": {"truncation": 4}}, (200, 400)),
+        ({"num_streams": 3, "batch_mode": "shared", "uoro": {"num_samples": 2}}, (200, 400)),
         ({"steps": 650, "chunk": 100, "log_every": 30, "checkpoint_every": 250}, (130, 471)),
         (
-            {"algorithm": "uoro", "truncation": 4, "num_seeds": 2, "steps": 652, "log_every": 7,
+            {"algorithm": "uoro", "uoro": {"truncation": 4}, "num_seeds": 2, "steps": 652, "log_every": 7,
              "checkpoint_every": 250, "chunk": 96},
             (132, 476),
         ),
@@ -146,11 +146,14 @@ def test_workdir_with_other_config_is_refused_unless_overwrite(tmp_path):
     [
         ("lerning_rate", 0.1, "unknown config field 'lerning_rate'; did you mean 'learning_rate'"),
         ("algorithm", "bptt", "algorithm must be one of"),
-        ("truncation", 0, "truncation must be >= 1"),
+        ("uoro", {"truncation": 0}, "truncation must be >= 1"),
         ("hidden_size", 8.5, "'hidden_size' must be int"),
-        ("eps", -1.0, "eps must be finite and >= 0"),
+        ("uoro", {"eps": -1.0}, "eps must be finite and >= 0"),
         ("init", "torch", "init must be one of ('flax', 'torch7')"),
-        ("num_samples", 0, "num_samples must be >= 1"),
+        ("uoro", {"num_samples": 0}, "num_samples must be >= 1"),
+        ("uoro", {"truncation": 2.5}, "uoro.truncation must be an int, got 2.5"),
+        ("uoro", {"rank": 2}, "unknown config field 'uoro.rank'"),
+        ("rank", 2, "config field 'rank' moved: use c.ok.rank = 2"),
     ],
 )
 def test_bad_config_fields_are_named(field, value, message):
@@ -161,14 +164,14 @@ def test_bad_config_fields_are_named(field, value, message):
 
 
 def test_windowed_counts_that_cannot_work_name_the_nearest_valid_values():
-    c = small_config(algorithm="tbptt", truncation=16, steps=1000)
+    c = small_config(algorithm="tbptt", tbptt={"truncation": 16}, steps=1000)
     with pytest.raises(
         ConfigError,
         match=r"steps \(1000\) must be a whole number of tbptt windows \(truncation 16\): use 992 or 1008",
     ):
         experiment.build(c)
     plan = experiment.build(
-        small_config(algorithm="tbptt", truncation=16, steps=992, checkpoint_every=250)
+        small_config(algorithm="tbptt", tbptt={"truncation": 16}, steps=992, checkpoint_every=250)
     ).plan
     assert plan.checkpoint_every == 256 and plan.chunk == 96
     assert plan.notices[0].startswith("notice: chunk 100 moved to 96")
@@ -233,9 +236,9 @@ def _cli(*args, cwd=ROOT):
     "args, message",
     [
         (["--config.lerning_rate=0.1"], "error: unknown config field 'lerning_rate'; did you mean 'learning_rate'?"),
-        (["--config.algorithm=tbptt", "--config.truncation=16", "--config.steps=1000"], "error: steps (1000) must be a whole number of tbptt windows (truncation 16): use 992 or 1008"),
+        (["--config.algorithm=tbptt", "--config.tbptt.truncation=16", "--config.steps=1000"], "error: steps (1000) must be a whole number of tbptt windows (truncation 16): use 992 or 1008"),
         (["--config=configs/missing.py"], "error: config file 'configs/missing.py' does not exist"),
-        (["--config.algorithm=snap1", "--config.embed_dim=4"], "error: snap1: params leaf ['params']['embed']['embedding'] moves every unit"),
+        (["--config.algorithm=snap1", "--config.embed_dim=4"], "error: --config.algorithm=snap1 does not fit --config.model=gru: snap1: params leaf ['params']['embed']['embedding'] moves every unit"),
     ],
 )  # fmt: skip
 def test_command_line_errors_are_one_line_with_status_2(tmp_path, args, message):
@@ -253,7 +256,7 @@ def test_command_line_run_shows_characters_and_steps(tmp_path):
     result = _cli(
         "--config", "configs/anbn.py", "--workdir", str(tmp_path / "run"),
         "--config.steps=200", "--config.num_streams=4", "--config.hidden_size=8",
-        "--config.algorithm=uoro", "--config.truncation=4", "--config.chunk=100",
+        "--config.algorithm=uoro", "--config.uoro.truncation=4", "--config.chunk=100",
         "--config.log_every=50",
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]

@@ -99,7 +99,7 @@ def test_flat_params_train_like_the_tree():
         for apply_fn, p in ((model.apply, params), (apply_flat, theta)):
             est = uorojax.registry.build_estimator(
                 name, apply_fn, uorojax.squared_error,
-                truncation=3 if name == "tbptt" else 1, example_x=xs[0], example_y=ys[0],
+                **({"truncation": 3} if name == "tbptt" else {}), example_x=xs[0], example_y=ys[0],
             )  # fmt: skip
             trainer = uorojax.make_trainer(est, optax.adam(1e-2))
             runs.append(trainer.run(trainer.init(p, h0, jax.random.key(3)), xs, ys))

@@ -384,4 +384,6 @@ def test_the_registry_and_config_read_the_rank():
     with pytest.raises(ConfigError, match="uoro does not take rank"):
         registry.build_estimator("uoro", model.apply, LOSS, **options)
     with pytest.raises(ConfigError, match="rank must be >= 1"):
-        experiment.build({"algorithm": "ok", "model": "simple", "rank": 0, "hidden_size": 4})
+        experiment.build(
+            {"algorithm": "ok", "model": "simple", "ok": {"rank": 0}, "hidden_size": 4}
+        )

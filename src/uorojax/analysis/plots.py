@@ -10,8 +10,9 @@ import textwrap
 
 def plot_workdir(workdir: str, out: str | None = None) -> str:
     """Plots ``metrics.csv`` of a workdir: the loss (bits/char for character tasks) with
-    the authors' recent and cumulative losses, θ and the shadow cosine when logged; one
-    line per seed.
+    the authors' recent and cumulative losses, the metric the task's floors bound (the
+    optimum and the no-memory floor drawn on it), the task's parameter metrics (θ) and
+    the shadow cosine when logged; one line per seed.
 
     Args:
       workdir: a directory written by :func:`uorojax.runs.run`.
@@ -32,8 +33,10 @@ def plot_workdir(workdir: str, out: str | None = None) -> str:
     summary_path = os.path.join(workdir, "summary.json")
     summary = json.load(open(summary_path)) if os.path.exists(summary_path) else {}
     config = summary.get("config", {})
+    floors = summary.get("floors") or {}
     key = "bits_per_char" if "bits_per_char" in rows[0] else "loss"
-    panels = [key] + [k for k in ("theta", "shadow_cosine") if k in rows[0]]
+    extra = [floors.get("metric"), *summary.get("param_metrics", ()), "shadow_cosine"]
+    panels = [key] + [k for k in dict.fromkeys(extra) if k and k != key and k in rows[0]]
     seeds = sorted({r.get("seed") or "0" for r in rows}, key=int)
     fig, axes = plt.subplots(1, len(panels), figsize=(5.5 * len(panels), 3.8), squeeze=False)
     for ax, name in zip(axes[0], panels):
@@ -48,20 +51,15 @@ def plot_workdir(workdir: str, out: str | None = None) -> str:
                         label="recent (authors' metric)" if seed == seeds[0] else None)  # fmt: skip
         ax.set_xlabel("stream steps")
         ax.set_ylabel({"bits_per_char": "bits per character", "loss": "loss"}.get(name, name))
-        best = summary.get("best_bits_per_char")
-        if name == "bits_per_char" and best:
-            ax.axhline(best, color="k", ls=":", lw=1, label=f"best achievable {best:.3f}")
+        if name == floors.get("metric"):
+            for value, style, text in ((floors.get("optimum"), ":", "optimum"),
+                                       (floors.get("no_memory"), "-.", "no-memory floor")):  # fmt: skip
+                if value is not None:
+                    ax.axhline(value, color="k", ls=style, lw=1, label=f"{text} {value:.3f}")
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=7)
-    args = ", ".join(f"{k}={v}" for k, v in (config.get("task_args") or {}).items())
-    title = f"{config.get('task', '')}({args}): {config.get('algorithm', '')}"
-    if config.get("truncation", 1) > 1:
-        title += f" (truncation {config['truncation']})"
-    title += f", {config.get('model', '')}-{config.get('hidden_size', '')}"
-    if config.get("task") == "influence_balancing":
-        title = f"influence balancing: {config.get('algorithm', '')}"
-    fig.suptitle(textwrap.fill(title.strip(), 90), fontsize=10)
+    fig.suptitle(textwrap.fill(summary.get("title", workdir), 90), fontsize=10)
     fig.tight_layout()
     out = out or os.path.join(workdir, "metrics.png")
     fig.savefig(out, dpi=110, bbox_inches="tight")

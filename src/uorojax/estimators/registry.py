@@ -4,10 +4,13 @@
 estimator's constructor (``uorojax.uoro``, ...) and the batch modes that make sense for
 it. The constructor declares the estimator's hyperparameters, once: every keyword after
 ``apply_fn`` and ``loss_fn``, with its type annotation and default, except the facts a
-model and its stream provide (:data:`MODEL_FACTS`). The config's fields, the command
-line's checks, the benchmark and the reproduction learn them from there
-(:func:`hyperparameters`); the constructor checks their values. ``TASKS`` maps a
-config's ``task`` to its stream (or, for influence balancing, its whole problem).
+model and its stream provide (:data:`MODEL_FACTS`). A run's config holds them in the
+estimator's own block (``c.ok.rank``, ``--config.ok.rank=4``), method strings name them
+(``"ok:rank=4"``, :func:`parse_method`), and the command line's checks, the benchmark
+and the reproduction learn them from there (:func:`hyperparameters`); values are read by
+their annotations (:func:`parse_value`, :func:`check_value`) and the constructor checks
+their ranges. Models and tasks have tables of their own (``uorojax.models.registry``,
+``uorojax.tasks.registry``).
 
 A new estimator is one file under ``uorojax/estimators/`` and one line here;
 ``tests/test_protocol.py`` then checks it against the protocol.
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import types
 import typing
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -70,10 +74,18 @@ ESTIMATORS: dict[str, EstimatorEntry] = {
 
 
 class Hyperparameter(NamedTuple):
-    """A hyperparameter as its constructor declares it."""
+    """A hyperparameter as its constructor declares it.
+
+    Attributes:
+      name: the keyword.
+      type: its annotation (``int``, ``float``, ``str``, ``bool``, a ``Literal`` of
+        choices, or an optional or union of these): :func:`parse_value` and
+        :func:`check_value` read values by it.
+      default: its default.
+    """
 
     name: str
-    type: type
+    type: Any
     default: Any
 
 
@@ -104,28 +116,107 @@ def hyperparameters(algorithm: str) -> tuple[Hyperparameter, ...]:
     return tuple(found)
 
 
-def hyperparameter_defaults() -> dict[str, Any]:
-    """Every registered estimator's hyperparameters with their defaults (what a config
-    holds). A name shared by several estimators has one default and type for all.
+def hyperparameter_defaults(algorithm: str) -> dict[str, Any]:
+    """One estimator's hyperparameters with their defaults (its block of a run's config).
+
+    Example::
+
+      uorojax.registry.hyperparameter_defaults("ok")  # {'rank': 1, 'eps': 1e-07}
     """
-    defaults: dict[str, Hyperparameter] = {}
-    for algorithm in ESTIMATORS:
-        for h in hyperparameters(algorithm):
-            seen = defaults.setdefault(h.name, h)
-            if (seen.default, seen.type) != (h.default, h.type):
-                raise TypeError(
-                    f"hyperparameter {h.name!r} is declared {seen.type.__name__} = "
-                    f"{seen.default!r} by one estimator and {h.type.__name__} = {h.default!r} "
-                    f"by {algorithm}: a config field has one default"
-                )
-    return {name: h.default for name, h in defaults.items()}
+    return {h.name: h.default for h in hyperparameters(algorithm)}
+
+
+def describe_type(annotation: Any) -> str:
+    """An annotation in words, for error messages: ``an int``, ``one of 'sum', 'mean'``,
+    ``an int or None``."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in args)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join("None" if a is type(None) else describe_type(a) for a in args)
+    names = {int: "an int", float: "a float", bool: "a bool", str: "a string"}
+    return names.get(annotation, getattr(annotation, "__name__", str(annotation)))
+
+
+def _text_to(annotation: Any, text: str) -> Any:
+    """``text`` read as a plain type (int, float, bool, str); ValueError if it is not one."""
+    if annotation is bool:
+        if text.lower() not in ("true", "false"):
+            raise ValueError(text)
+        return text.lower() == "true"
+    return annotation(text)
+
+
+def _convert(name: str, value: Any, annotation: Any, from_text: bool) -> Any:
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Literal:
+        for choice in args:
+            if value == choice and type(value) is type(choice):
+                return choice
+            if from_text and isinstance(value, str) and value == str(choice):
+                return choice
+    elif origin in (typing.Union, types.UnionType):
+        none_text = from_text and isinstance(value, str) and value.lower() == "none"
+        if type(None) in args and (value is None or none_text):
+            return None
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _convert(name, value, option, from_text)
+            except checks.ConfigError:
+                continue
+    elif annotation is Any:
+        return value
+    elif annotation not in (int, float, bool, str):
+        raise TypeError(
+            f"hyperparameter {name!r} is annotated {annotation!r}: use int, float, bool, "
+            "str, a Literal, or an optional or union of these"
+        )
+    elif from_text and isinstance(value, str):
+        try:
+            return _text_to(annotation, value)
+        except ValueError:
+            pass
+    elif isinstance(value, bool) == (annotation is bool) and (
+        isinstance(value, annotation) or (annotation is float and isinstance(value, int))
+    ):
+        return float(value) if annotation is float else value
+    raise checks.ConfigError(f"{name} must be {describe_type(annotation)}, got {value!r}")
+
+
+def parse_value(name: str, text: str, annotation: Any) -> Any:
+    """A hyperparameter's value read from text (a method string, the command line) by
+    its annotation.
+
+    Raises:
+      ConfigError: naming the hyperparameter and what it must be.
+
+    Example::
+
+      parse_value("reduction", "mean", Literal["sum", "mean"])  # 'mean'
+      parse_value("rank", "none", int | None)  # None
+    """
+    return _convert(name, text, annotation, from_text=True)
+
+
+def check_value(name: str, value: Any, annotation: Any) -> Any:
+    """A hyperparameter's value from Python (a config file) checked against its
+    annotation; an int is taken for a float.
+
+    Raises:
+      ConfigError: naming the hyperparameter and what it must be.
+
+    Example::
+
+      check_value("eps", 1, float)  # 1.0
+    """
+    return _convert(name, value, annotation, from_text=False)
 
 
 def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
     """An estimator named with its hyperparameters, as configs and the command line
     write it: ``"algorithm"`` or ``"algorithm:name=value,name=value"``.
 
-    Values are converted to the types the constructor declares.
+    Values are read by the types the constructor declares (:func:`parse_value`).
 
     Raises:
       ConfigError: for an unknown algorithm or hyperparameter, or a value that does not
@@ -144,11 +235,9 @@ def parse_method(spec: str) -> tuple[str, dict[str, Any]]:
         name, _, text = item.partition("=")
         checks.one_of(f"{algorithm}'s hyperparameter", name, tuple(declared))
         try:
-            values[name] = declared[name].type(text)
-        except ValueError as err:
-            raise checks.ConfigError(
-                f"{spec!r}: {name}={text!r} is not a {declared[name].type.__name__}"
-            ) from err
+            values[name] = parse_value(name, text, declared[name].type)
+        except checks.ConfigError as err:
+            raise checks.ConfigError(f"{spec!r}: {err}") from None
     return algorithm, values
 
 
@@ -173,9 +262,9 @@ def build_estimator(
       batch_mode: ``"per_stream"`` or ``"shared"`` (used when ``num_streams`` is set).
       structure: the model's structure, for the estimators that read it.
       example_x, example_y: one stream's step input and target (window buffers).
-      **hyperparameter_values: hyperparameters by name (:func:`hyperparameters`). A name
-        this estimator does not take is ignored at its registry default and refused
-        otherwise, so that a config cannot set one that silently does nothing.
+      **hyperparameter_values: this estimator's hyperparameters by name
+        (:func:`hyperparameters`); a name it does not take is refused, so that nothing
+        is set that silently does nothing.
 
     Raises:
       ConfigError: for an unknown name, a batch mode the estimator does not support, a
@@ -189,15 +278,13 @@ def build_estimator(
     checks.one_of("algorithm", algorithm, tuple(ESTIMATORS))
     entry = ESTIMATORS[algorithm]
     own = {h.name for h in hyperparameters(algorithm)}
-    defaults = hyperparameter_defaults()
     for name, value in hyperparameter_values.items():
-        checks.known_config_field(name, list(defaults))
-        if name not in own and value != defaults[name]:
+        if name not in own:
             raise checks.ConfigError(
                 f"{algorithm} does not take {name} (got {value!r}); its hyperparameters "
                 f"are {', '.join(sorted(own)) or 'none'}"
             )
-    keywords = {k: v for k, v in hyperparameter_values.items() if k in own}
+    keywords = dict(hyperparameter_values)
     accepted = {p.name for p in _keywords(entry.constructor)}
     facts = {"structure": structure, "example_x": example_x, "example_y": example_y}
     if num_streams is not None and batch_mode == "shared":  # one system of B streams

@@ -9,10 +9,11 @@ element-wise recurrence (:mod:`~uorojax.models.cells`), linear recurrent units a
 LRU stacks (:mod:`~uorojax.models.lru`, :mod:`~uorojax.models.lru_stack`), adapters for
 ``flax.nnx`` and Equinox modules (:mod:`~uorojax.models.adapters`), the step losses the
 tasks use (:mod:`~uorojax.models.losses`) and the structure of a model
-(:mod:`uorojax.models.structure`).
+(:mod:`uorojax.models.structure`). :data:`uorojax.models.registry.MODELS` is the table
+a config's ``model`` names.
 """
 
-from uorojax.models import structure
+from uorojax.models import registry, structure
 from uorojax.models.adapters import from_equinox, from_nnx, ravel_params
 from uorojax.models.cells import ElementwiseMGUCell
 from uorojax.models.dense import leaky_rnn, tanh_rnn
@@ -43,6 +44,7 @@ __all__ = [
     "linen_model",
     "lru_stack",
     "ravel_params",
+    "registry",
     "softmax_cross_entropy",
     "squared_error",
     "structure",

@@ -12,7 +12,7 @@ import jax.numpy as jnp
 
 from uorojax import checks
 from uorojax.models.cells import ElementwiseMGUCell
-from uorojax.models.linen_structure import _stack_structure
+from uorojax.models.linen_structure import _stack_structure, cell_layout
 from uorojax.models.lru import LRUCell
 from uorojax.models.model import Model
 
@@ -89,8 +89,9 @@ def torch7_init(params: PyTree, key: jax.Array, cells: Sequence[nn.RNNCellBase])
         elif path[-1] == "embedding":
             new[path] = jax.random.normal(keys[path], leaf.shape, leaf.dtype)
     for layer, cell in enumerate(cells):
-        if isinstance(cell, (nn.LSTMCell, nn.OptimizedLSTMCell)):
-            path = ("params", f"cells_{layer}", "hf", "bias")
+        layout = cell_layout(cell)
+        if layout is not None and layout.forget_gate is not None:
+            path = ("params", f"cells_{layer}", layout.forget_gate, "bias")
             new[path] = jnp.full_like(flat[path], -0.3)
     return traverse_util.unflatten_dict(new)
 

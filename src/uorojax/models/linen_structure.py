@@ -3,6 +3,9 @@ and of their stacks (:class:`~uorojax.models.linen.RecurrentStack`)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import NamedTuple
+
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
@@ -12,55 +15,105 @@ from uorojax.models.lru import LRUCell, lru_param_units
 from uorojax.models.structure.types import DenseInput, RecurrentKernel, Structure, Units, plain_path
 
 
-def _cell_kernels(cell: nn.RNNCellBase, layer: int) -> tuple[RecurrentKernel, ...] | None:
-    """The recurrent kernels of one supported linen cell (None for another cell)."""
+class CellLayout(NamedTuple):
+    """What the structure of a stack needs to know of one kind of linen cell.
+
+    Attributes:
+      kernels: ``(module, bias module, state index)`` of each recurrent dense kernel:
+        the module ``module`` reads the hidden state (entry ``state index`` of the
+        cell's carry, ``()`` for a plain vector) and adds into the pre-activation whose
+        bias lives in ``bias module``.
+      preactivations: for each dense module, the pre-activation it adds into (None: the
+        recurrence is not a dense kernel).
+      param_units: ``(name, layer, layer above or None) -> Units`` for a cell whose
+        params do not all move their own layer's units (the LRU's C and D), else None.
+      forget_gate: the module whose bias is the forget gate's (LSTM cells), else None.
+    """
+
+    kernels: tuple[tuple[str, str, tuple[int, ...]], ...]
+    preactivations: dict[str, str] | None
+    param_units: Callable[..., Units] | None = None
+    forget_gate: str | None = None
+
+
+def _lstm(cell) -> CellLayout:  # carry (c, h): h is [1]
+    return CellLayout(
+        tuple((f"h{g}", f"h{g}", (1,)) for g in "ifgo"),
+        {f"{side}{gate}": gate for side in "ih" for gate in "ifgo"},
+        forget_gate="hf",
+    )
+
+
+def _gru(cell) -> CellLayout:  # n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
+    return CellLayout(
+        (("hr", "ir", ()), ("hz", "iz", ()), ("hn", "hn", ())),
+        {"ir": "r", "hr": "r", "iz": "z", "hz": "z", "in": "in", "hn": "hn"},
+    )
+
+
+def _simple(cell) -> CellLayout:
+    return CellLayout((("h", "i", ()),), {"i": "z", "h": "z"})
+
+
+def _mgu(cell) -> CellLayout:
+    n = "hn" if cell.reset_gate else "in"
+    return CellLayout((("hf", "if", ()), ("hn", n, ())), {"if": "f", "hf": "f", "in": "n", "hn": n})
+
+
+def _elementwise(cell) -> CellLayout:
+    return CellLayout((), None)
+
+
+def _lru(cell) -> CellLayout:
+    return CellLayout((), None, param_units=lru_param_units)
+
+
+CELL_LAYOUTS: dict[type, Callable[[nn.RNNCellBase], CellLayout]] = {
+    nn.LSTMCell: _lstm,
+    nn.OptimizedLSTMCell: _lstm,
+    nn.GRUCell: _gru,
+    nn.SimpleCell: _simple,
+    nn.MGUCell: _mgu,
+    ElementwiseMGUCell: _elementwise,
+    LRUCell: _lru,
+}
+"""The linen cells whose structure uorojax knows, by class -> their :class:`CellLayout`.
+A subclass is not among them (it may change the equations): it gets no structure."""
+
+
+def cell_layout(cell: nn.RNNCellBase) -> CellLayout | None:
+    """The layout of one linen cell (None for a cell of another class).
+
+    Example::
+
+      cell_layout(nn.GRUCell(features=8)).preactivations["hz"]  # 'z'
+    """
+    make = CELL_LAYOUTS.get(type(cell))
+    return None if make is None else make(cell)
+
+
+def _cell_kernels(layout: CellLayout, layer: int) -> tuple[RecurrentKernel, ...]:
+    """The recurrent kernels of one layer of a stack."""
     base = ("params", f"cells_{layer}")
-
-    def kernel(name, bias, state=()):
-        return RecurrentKernel(
-            (*base, name, "kernel"), (*base, bias, "bias"), (layer, *state), "in_out"
-        )
-
-    if isinstance(cell, (nn.LSTMCell, nn.OptimizedLSTMCell)):  # carry (c, h): h is [1]
-        return tuple(kernel(f"h{g}", f"h{g}", (1,)) for g in "ifgo")
-    if isinstance(cell, nn.GRUCell):
-        return (kernel("hr", "ir"), kernel("hz", "iz"), kernel("hn", "hn"))
-    if isinstance(cell, nn.SimpleCell):
-        return (kernel("h", "i"),)
-    if isinstance(cell, nn.MGUCell):
-        return (kernel("hf", "if"), kernel("hn", "hn" if cell.reset_gate else "in"))
-    if isinstance(cell, (ElementwiseMGUCell, LRUCell)):
-        return ()
-    return None
-
-
-def _cell_preactivations(cell: nn.RNNCellBase) -> dict[str, str] | None:
-    """For each dense module of one supported linen cell, the pre-activation it adds
-    into (None for another cell, or one whose recurrence is not a dense kernel)."""
-    if isinstance(cell, (nn.LSTMCell, nn.OptimizedLSTMCell)):
-        return {f"{side}{gate}": gate for side in "ih" for gate in "ifgo"}
-    if isinstance(cell, nn.GRUCell):  # n = tanh(W_in x + b_in + r ⊙ (W_hn h + b_hn))
-        return {"ir": "r", "hr": "r", "iz": "z", "hz": "z", "in": "in", "hn": "hn"}
-    if isinstance(cell, nn.SimpleCell):
-        return {"i": "z", "h": "z"}
-    if isinstance(cell, nn.MGUCell):
-        return {"if": "f", "hf": "f", "in": "n", "hn": "hn" if cell.reset_gate else "n"}
-    return None
+    return tuple(
+        RecurrentKernel((*base, name, "kernel"), (*base, bias, "bias"), (layer, *state), "in_out")
+        for name, bias, state in layout.kernels
+    )
 
 
 def _stack_structure(cells, vocab_size, embed_dim) -> Structure | None:
     """The recurrent units of a :class:`RecurrentStack` (None if a cell is unknown)."""
-    kernels = [_cell_kernels(cell, layer) for layer, cell in enumerate(cells)]
-    if any(k is None for k in kernels):
+    layouts = [cell_layout(cell) for cell in cells]
+    if any(layout is None for layout in layouts):
         return None
+    kernels = [_cell_kernels(layout, layer) for layer, layout in enumerate(layouts)]
 
     def param_units(path, leaf):
         if len(path) > 1 and str(path[1]).startswith("cells_"):
             layer = int(path[1][len("cells_") :])
-            if isinstance(cells[layer], LRUCell):  # C, D feed the layer above, if any
-                return lru_param_units(
-                    path[2], layer, layer + 1 if layer + 1 < len(cells) else None
-                )
+            own_units = layouts[layer].param_units
+            if own_units is not None:  # the LRU's C, D feed the layer above, if any
+                return own_units(path[2], layer, layer + 1 if layer + 1 < len(cells) else None)
             return Units(layer, jnp.ndim(leaf) - 1)
         if len(path) > 1 and path[1] == "embed":
             return Units(0, None)  # the embedding row of a token reaches every unit
@@ -70,7 +123,7 @@ def _stack_structure(cells, vocab_size, embed_dim) -> Structure | None:
         return jax.nn.one_hot(x, vocab_size) if vocab_size is not None else x
 
     leaf_inputs = None
-    preactivations = _cell_preactivations(cells[0])
+    preactivations = layouts[0].preactivations
     if len(cells) == 1 and preactivations is not None and embed_dim is None:
 
         def leaf_inputs(params, state, x):  # dense module "i…" reads x, "h…" reads h
@@ -87,7 +140,7 @@ def _stack_structure(cells, vocab_size, embed_dim) -> Structure | None:
             return out
 
     layer_inputs = None
-    if leaf_inputs is not None and isinstance(cells[0], nn.SimpleCell):
+    if leaf_inputs is not None and len(set(preactivations.values())) == 1:
 
         def layer_inputs(params, state, x):  # h = σ(x W_i + b_i + h W_h): one pre-activation
             return [None if d is None else d.vector for d in leaf_inputs(params, state, x)]

@@ -1,4 +1,6 @@
-"""What a config builds: the task streams, model, estimator, optimizer and trainer."""
+"""What a config builds: the task streams, model, estimator, optimizer and trainer, each
+read from its table (:data:`uorojax.tasks.TASKS`, :data:`uorojax.models.registry.MODELS`,
+:data:`uorojax.registry.ESTIMATORS`)."""
 
 from __future__ import annotations
 
@@ -10,20 +12,22 @@ import jax.numpy as jnp
 import ml_collections
 import optax
 
-from uorojax import checks, models, tasks
+from uorojax import checks, tasks
 from uorojax.estimators import registry
-from uorojax.models.lru_stack import lru_stack
+from uorojax.models import registry as model_registry
+from uorojax.models.model import Model
 from uorojax.models.structure.types import Structure
 from uorojax.runs.config import (
     ChunkPlan,
+    RunError,
+    Setting,
     _whole_windows,
     hyperparameters_of,
     plan_chunks,
     validate_config,
 )
-from uorojax.training.sharding import (
-    process_streams,
-)
+from uorojax.tasks.registry import Floors, TaskEntry
+from uorojax.training.sharding import process_streams
 from uorojax.training.trainer import Trainer, make_trainer
 from uorojax.training.update import TrainState, paper_schedule
 from uorojax.tree import first, repeat_streams
@@ -40,8 +44,8 @@ class Experiment(NamedTuple):
         one truth about how often the parameters move).
       init_model: ``seed -> (params, state0)`` (states with a stream axis, of this
         process's streams, when ``num_streams > 1``).
-      cross_entropy: the loss is a cross-entropy (metrics in bits per character).
-      best_bits_per_char: the task's entropy rate, where known.
+      task: the task's entry (its loss, metrics, curriculum and floors).
+      floors: the task's floors for its arguments, where it knows them.
       apply_fn, loss_fn, structure: the single-stream model the estimator is built on
         (for the gradient-quality measurements and diagnostics on a trained run).
       held_out: ``seed -> stream``: one stream of the task, for quality measurements.
@@ -52,8 +56,8 @@ class Experiment(NamedTuple):
     streams: list
     trainer: Trainer
     init_model: Callable[[int], tuple[Any, Any]]
-    cross_entropy: bool
-    best_bits_per_char: float | None
+    task: TaskEntry
+    floors: Floors | None
     apply_fn: Callable
     loss_fn: Callable
     structure: Structure | None
@@ -61,23 +65,41 @@ class Experiment(NamedTuple):
     plan: ChunkPlan
 
 
-def build_model(c: ml_collections.ConfigDict, vocab: int) -> models.Model:
-    """The model a config names, reading tokens over ``vocab`` symbols and predicting
-    the next one."""
-    if c.model == "lru_stack":
-        d_model = c.model_dim or c.hidden_size
-        return lru_stack(c.num_layers, d_model, c.hidden_size, vocab, vocab_size=vocab)
-    if c.model == "leaky_rnn":  # one layer
-        return models.leaky_rnn(c.hidden_size, vocab, vocab, tau=c.tau, vocab_size=vocab)
-    return models.linen_model(
-        c.model,
-        c.hidden_size,
-        vocab,
-        num_layers=c.num_layers,
-        vocab_size=vocab,
-        embed_dim=c.embed_dim or None,
-        init=c.init,
-    )
+def build_model(c: ml_collections.ConfigDict, vocab: int) -> Model:
+    """The model a config names (``c.model`` and the fields it reads), reading symbols
+    over ``vocab`` and predicting the next one.
+
+    Example::
+
+      model = build_model(default_config(), vocab=3)  # a GRU-64
+    """
+    fields = {name: c[name] for name in model_registry.model_fields()}
+    return model_registry.build_model(c.model, vocab, **fields)
+
+
+def task_model(c: ml_collections.ConfigDict, stream: Any) -> Model:
+    """The model of a run: the task's own (influence balancing's linear system) or the
+    config's, over the stream's symbols."""
+    entry = tasks.TASKS[c.task]
+    if entry.model is None:
+        return build_model(c, stream.vocab_size)
+    try:
+        return entry.model(**c.task_args)
+    except TypeError as err:
+        raise checks.ConfigError(f"bad arguments for task {c.task!r}: {err}") from err
+
+
+def optimizer(c: ml_collections.ConfigDict, window: int) -> optax.GradientTransformation:
+    """The config's optimizer: Adam or SGD, at a constant rate or the paper's schedule
+    (counted in stream steps, for an estimator that updates every ``window``), clipped
+    when ``clip_norm`` is set."""
+    lr = c.learning_rate
+    if c.schedule == "paper":
+        lr = paper_schedule(c.learning_rate, c.schedule_alpha, steps_per_update=window)
+    opt = {"adam": optax.adam, "sgd": optax.sgd}[c.optimizer](lr)
+    if c.clip_norm > 0:
+        opt = optax.chain(optax.clip_by_global_norm(c.clip_norm), opt)
+    return opt
 
 
 def build(config: ml_collections.ConfigDict) -> Experiment:
@@ -90,87 +112,53 @@ def build(config: ml_collections.ConfigDict) -> Experiment:
     """
     c = validate_config(config)
     check_processes(c)
+    entry = tasks.TASKS[c.task]
     num_streams = None if c.num_streams == 1 else c.num_streams
     mine = process_streams(c.num_streams)  # this process's streams (all, on one process)
     local_streams = None if num_streams is None else len(mine)
-    seeds = [c.seed + i for i in range(c.num_seeds)]
-    task = tasks.TASKS[c.task]
-    structure = None
-    if c.task == "influence_balancing":
-        problem = task(**dict(c.task_args), num_streams=num_streams)
-        streams = [task(**dict(c.task_args), num_streams=local_streams).stream for _ in seeds]
-        held_out = lambda seed: task(**dict(c.task_args)).stream  # noqa: E731
-        apply_fn, loss_fn = problem.model.apply, problem.loss_fn
-        init_single = lambda seed: (problem.params, problem.state0)  # noqa: E731
-        cross_entropy, best = False, None
-        param_metrics = {"theta": lambda p: p["theta"]}
-    else:
-        make = lambda seed, n=None, first=0: tasks.make_stream(
-            c.task, seed=seed, num_streams=n, first_stream=first, **c.task_args
-        )  # noqa: E731
-        streams = [make(s, local_streams, mine.start) for s in seeds]
-        held_out = make
-        vocab = streams[0].vocab_size
-        model = build_model(c, vocab)
-        apply_fn, loss_fn, structure = model.apply, models.softmax_cross_entropy, model.structure
-        init_single = lambda seed: model.init(jax.random.key(seed), jnp.zeros((), jnp.int32))  # noqa: E731
-        cross_entropy, best = True, streams[0].best_bits_per_char
-        param_metrics = {}
+
+    def make(seed, n=None, first_stream=0):
+        return tasks.make_stream(
+            c.task, seed=seed, num_streams=n, first_stream=first_stream, **c.task_args
+        )
+
+    streams = [make(c.seed + i, local_streams, mine.start) for i in range(c.num_seeds)]
+    model = task_model(c, streams[0])
+    example_x, example_y = (
+        jnp.asarray(a if num_streams is None else a[0]) for a in streams[0].example()
+    )
 
     def init_model(seed):
-        params, state0 = init_single(seed)
+        params, state0 = model.init(jax.random.key(seed), example_x)
         if local_streams is not None:
             state0 = repeat_streams(state0, local_streams)
         return params, state0
 
-    example = streams[0].example()
-    example_x, example_y = (jnp.asarray(a if num_streams is None else a[0]) for a in example)
     batching = {"num_streams": num_streams, "batch_mode": c.batch_mode}
     estimator = registry.build_estimator(
-        c.algorithm,
-        apply_fn,
-        loss_fn,
-        structure=structure,
-        example_x=example_x,
-        example_y=example_y,
-        **batching,
-        **hyperparameters_of(c),
-    )
+        c.algorithm, model.apply, entry.loss, structure=model.structure,
+        example_x=example_x, example_y=example_y, **batching, **hyperparameters_of(c),
+    )  # fmt: skip
     window = estimator.window
     _whole_windows("steps", c.steps, window, c.algorithm)
     shadow = None
     if c.shadow_rtrl:
-        shadow = registry.build_estimator("rtrl", apply_fn, loss_fn, **batching)
-    if c.schedule == "paper":
-        lr = paper_schedule(c.learning_rate, c.schedule_alpha, steps_per_update=window)
-    else:
-        lr = c.learning_rate
-    opt = optax.adam(lr) if c.optimizer == "adam" else optax.sgd(lr)
-    if c.clip_norm > 0:
-        opt = optax.chain(optax.clip_by_global_norm(c.clip_norm), opt)
+        shadow = registry.build_estimator("rtrl", model.apply, entry.loss, **batching)
     trainer = make_trainer(
         estimator,
-        opt,
+        optimizer(c, window),
         nonfinite=c.nonfinite,
-        cross_entropy=cross_entropy,
+        cross_entropy=entry.bits,
         shadow=shadow,
-        param_metrics=param_metrics,
-        target_metrics=getattr(streams[0], "target_metrics", None),
+        param_metrics=entry.param_metrics,
+        target_metrics=entry.target_metrics,
         donate=True,  # the runner keeps only the returned train state
     )
+    floors = None if entry.floors is None else entry.floors(streams[0])
     return Experiment(
-        c,
-        streams,
-        trainer,
-        init_model,
-        cross_entropy,
-        best,
-        apply_fn,
-        loss_fn,
-        structure,
-        held_out,
-        plan_chunks(c, window),
-    )
+        c, streams, trainer, init_model, entry, floors, model.apply, entry.loss,
+        model.structure, make, plan_chunks(c, window),
+    )  # fmt: skip
 
 
 def check_processes(c: ml_collections.ConfigDict) -> None:
@@ -184,14 +172,16 @@ def check_processes(c: ml_collections.ConfigDict) -> None:
     if count == 1:
         return
     if c.num_seeds > 1:
-        raise checks.ConfigError(
+        raise RunError(
             f"num_seeds ({c.num_seeds}) > 1 runs on one process; on {count} processes run "
-            "each seed as its own run (num_seeds=1, one workdir per seed)"
+            "each seed as its own run ({}, one workdir per seed)",
+            Setting("num_seeds", 1),
         )
     if not c.shard_streams:
-        raise checks.ConfigError(
+        raise RunError(
             f"shard_streams=False keeps the streams on one device, but a run of {count} "
-            "processes splits them over the processes; set shard_streams=True"
+            "processes splits them over the processes; set {}",
+            Setting("shard_streams", True),
         )
     if c.num_streams % count:
         raise checks.ConfigError(
@@ -202,15 +192,60 @@ def check_processes(c: ml_collections.ConfigDict) -> None:
 
 def initial_train_state(exp: Experiment) -> TrainState:
     """The train state at step 0: one run, or the seeds' runs stacked on a leading axis.
-    On several processes, this process's part (its streams' carry)."""
+    On several processes, this process's part (its streams' carry).
+
+    Raises:
+      RunError: the estimator does not fit the config's model, naming the models it fits.
+    """
     c = exp.config
     states = []
     for i in range(c.num_seeds):
         params, state0 = exp.init_model(c.seed + i)
-        states.append(exp.trainer.init(params, state0, jax.random.key(c.seed + i)))
+        try:
+            states.append(exp.trainer.init(params, state0, jax.random.key(c.seed + i)))
+        except checks.ConfigError as err:
+            if exp.task.model is not None:
+                raise
+            raise misfit(c, err, exp.held_out(c.seed)) from err
     if c.num_seeds == 1:
         return states[0]
     return jax.tree.map(lambda *a: jnp.stack(a), *states)
+
+
+def _fits(c: ml_collections.ConfigDict, name: str, stream: Any) -> bool:
+    """Whether the config's estimator takes a narrow model ``name`` with the config's
+    other settings."""
+    if model_registry.unread_fields(name, {k: c[k] for k in model_registry.model_fields()}):
+        return False
+    probe = ml_collections.ConfigDict({**c.to_dict(), "model": name, "hidden_size": 2})
+    model = build_model(probe, stream.vocab_size)
+    x, y = (jnp.asarray(a) for a in stream.example())
+    try:
+        estimator = registry.build_estimator(
+            c.algorithm, model.apply, tasks.TASKS[c.task].loss, structure=model.structure,
+            example_x=x, example_y=y, **hyperparameters_of(c),
+        )  # fmt: skip
+        estimator.init_state(*model.init(jax.random.key(0), x))
+    except checks.ConfigError:
+        return False
+    return True
+
+
+def misfit(c: ml_collections.ConfigDict, err: Exception, stream: Any) -> RunError:
+    """The error for an estimator that refuses the config's model: the estimator's reason
+    (its first sentence) and the models of the table it takes with these settings."""
+    reason = str(err).split(". ")[0].rstrip(".").replace("{", "{{").replace("}", "}}")
+    fits = [name for name in model_registry.MODELS if _fits(c, name, stream)]
+    if fits:
+        tail = "; it takes " + " or ".join("{}" for _ in fits) + " with these settings"
+    else:
+        tail = "; no model takes it with these settings"
+    return RunError(
+        "{} does not fit {}: " + reason + tail,
+        Setting("algorithm", c.algorithm),
+        Setting("model", c.model),
+        *(Setting("model", name) for name in fits),
+    )
 
 
 def one_stream_model(exp: Experiment, ts: TrainState) -> tuple[Any, Any]:

@@ -1,37 +1,105 @@
-"""The config of a run: every field with its default, loading from a file, and
-validation; how a run is cut into compiled chunks."""
+"""The config of a run: every field with its default, loading from a file, validation,
+how a setting is spelled in Python and on the command line, and how a run is cut into
+compiled chunks.
+
+An estimator's hyperparameters live in its own block, named as the estimator:
+``c.uoro.truncation``, ``c.ok.rank`` (``--config.ok.rank=4`` on the command line). Every
+registered estimator has its block, with the defaults its constructor declares, so that
+an override type-checks whatever the algorithm; only the block of ``c.algorithm`` is
+read, and the others must keep their defaults. The model's fields are flat
+(``c.hidden_size``): those of :data:`uorojax.models.registry.MODELS`.
+"""
 
 from __future__ import annotations
 
 import os
-from typing import NamedTuple
+import types
+import typing
+from typing import Any, NamedTuple
 
 import ml_collections
 
-from uorojax import checks, models, tasks
+from uorojax import checks
 from uorojax.estimators import registry
+from uorojax.models.registry import MODELS, model_fields, unread_fields
+from uorojax.tasks.registry import TASKS
+
+
+class Setting(NamedTuple):
+    """A setting an error message asks for, spelled for the interface in use.
+
+    Attributes:
+      path: a config field (``"model"``, ``"ok.rank"``) or, with ``argument``, an
+        argument of :func:`~uorojax.runs.run` (``"overwrite"``).
+      value: its value.
+      argument: ``path`` is an argument of ``run`` (a flag of its own on the command
+        line), not a config field.
+    """
+
+    path: str
+    value: Any
+    argument: bool = False
+
+    def python(self) -> str:
+        """``c.ok.rank = 4`` (``overwrite=True`` for an argument)."""
+        return f"{self.path}={self.value!r}" if self.argument else f"c.{self.path} = {self.value!r}"
+
+    def cli(self) -> str:
+        """``--config.ok.rank=4`` (``--overwrite`` for an argument)."""
+        if self.argument:
+            return f"--{self.path}" if self.value is True else f"--{self.path}={self.value}"
+        return f"--config.{self.path}={self.value}"
+
+
+class RunError(checks.ConfigError):
+    """A config error that names settings: its message speaks Python (``str``), its
+    :meth:`cli` the command line's flags.
+
+    Example::
+
+      err = RunError("use {}", Setting("ok.rank", 4))
+      str(err), err.cli()  # ('use c.ok.rank = 4', 'use --config.ok.rank=4')
+    """
+
+    def __init__(self, template: str, *settings: Setting):
+        self.template, self.settings = template, settings
+        super().__init__(self.python())
+
+    def python(self) -> str:
+        return self.template.format(*(s.python() for s in self.settings))
+
+    def cli(self) -> str:
+        return self.template.format(*(s.cli() for s in self.settings))
+
+
+def _estimator_block(algorithm: str) -> ml_collections.ConfigDict:
+    """An estimator's hyperparameters with their defaults; an optional one takes any
+    literal on the command line (its annotation checks it)."""
+    block = ml_collections.ConfigDict()
+    for h in registry.hyperparameters(algorithm):
+        union = typing.get_origin(h.type) in (typing.Union, types.UnionType)
+        loose = union or h.default is None
+        block[h.name] = ml_collections.FieldReference(h.default, object) if loose else h.default
+    return block
 
 
 def default_config() -> ml_collections.ConfigDict:
     """Every config field, with its default. Config files override a subset."""
     c = ml_collections.ConfigDict()
-    # Task.
-    c.task = "anbn"  # a key of uorojax.tasks.TASKS
-    c.task_args = ml_collections.ConfigDict()  # e.g. {"k": 1, "l": 32}
-    # Estimator: a key of uorojax.registry.ESTIMATORS, and the hyperparameters its
-    # constructor declares (every registered one's, with its default; see
-    # uorojax.registry.hyperparameters): truncation, eps, num_samples, ...
+    # Task: a key of uorojax.tasks.TASKS, and its arguments (e.g. {"k": 1, "l": 32}).
+    c.task = "anbn"
+    c.task_args = ml_collections.ConfigDict()
+    # Estimator: a key of uorojax.registry.ESTIMATORS; each has a block of the
+    # hyperparameters its constructor declares (c.uoro.truncation, c.ok.rank, ...).
     c.algorithm = "uoro"
-    for name, default in registry.hyperparameter_defaults().items():
+    for algorithm in registry.ESTIMATORS:
+        c[algorithm] = _estimator_block(algorithm)
+    # Model: a key of uorojax.models.registry.MODELS (ignored by a task with its own
+    # model), and every model's fields: hidden_size, num_layers, embed_dim (0: one-hot),
+    # init (flax | torch7), model_dim (lru_stack's width, 0: hidden_size), tau (leaky_rnn).
+    c.model = "gru"
+    for name, default in model_fields().items():
         c[name] = default
-    # Model (ignored by influence_balancing).
-    c.model = "gru"  # a key of uorojax.models.LINEN_CELLS, "lru_stack" or "leaky_rnn"
-    c.hidden_size = 64  # units per layer (for the LRU, complex state units)
-    c.num_layers = 1
-    c.model_dim = 0  # lru_stack's d_model (0: hidden_size)
-    c.tau = 1.0  # leaky_rnn's time constant in steps (1: a tanh RNN)
-    c.embed_dim = 0  # 0: one-hot input
-    c.init = "flax"  # flax | torch7 (the UORO authors' convention)
     # Optimisation.
     c.optimizer = "adam"  # adam | sgd
     c.learning_rate = 1e-3
@@ -64,12 +132,40 @@ def default_config() -> ml_collections.ConfigDict:
     return c
 
 
+def check_field(path: str, value: Any, algorithm: str) -> None:
+    """That a config field set by name exists (``"steps"``, ``"ok.rank"``): a flat name
+    that is now an estimator's hyperparameter names its new place.
+
+    Raises:
+      RunError: ``config field 'rank' moved: use c.ok.rank = 4`` (the run's
+        ``algorithm``'s place if it takes the name, else every estimator's that does).
+      ConfigError: an unknown field, with the nearest name.
+    """
+    name, _, rest = path.partition(".")
+    if name in registry.ESTIMATORS and rest:
+        checks.known_config_field(
+            path, [f"{name}.{h}" for h in registry.hyperparameter_defaults(name)]
+        )
+        return
+    fields = default_config()
+    if name in fields:
+        return
+    takers = [a for a in registry.ESTIMATORS if name in registry.hyperparameter_defaults(a)]
+    if takers:
+        takers = [algorithm] if algorithm in takers else takers
+        places = ", ".join("{}" for _ in takers[:-1]) + (" or " if len(takers) > 1 else "") + "{}"
+        moved_to = (Setting(f"{a}.{name}", value) for a in takers)
+        raise RunError(f"config field {name!r} moved: use {places}", *moved_to)
+    checks.known_config_field(name, list(fields))
+
+
 def config_from_file(path: str, overrides: dict | None = None) -> ml_collections.ConfigDict:
-    """The config of a config file (its ``get_config()``) with ``overrides`` applied.
+    """The config of a config file (its ``get_config()``) with ``overrides`` applied; a
+    dict merges into the block it names.
 
     Example::
 
-      c = experiment.config_from_file("configs/anbn.py", {"algorithm": "tbptt", "truncation": 16})
+      c = config_from_file("configs/anbn.py", {"algorithm": "tbptt", "tbptt": {"truncation": 16}})
     """
     import importlib.util
 
@@ -80,17 +176,38 @@ def config_from_file(path: str, overrides: dict | None = None) -> ml_collections
     spec.loader.exec_module(module)
     config = module.get_config()
     for name, value in (overrides or {}).items():
-        config[name] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
+        if isinstance(value, dict) and isinstance(config.get(name), ml_collections.ConfigDict):
+            config[name].update(value)
+        else:
+            config[name] = ml_collections.ConfigDict(value) if isinstance(value, dict) else value
     return config
+
+
+def _merged_block(algorithm: str, given) -> ml_collections.ConfigDict:
+    """An estimator's block of a config on top of its defaults, each value checked
+    against its annotation."""
+    block = _estimator_block(algorithm)
+    declared = {h.name: h for h in registry.hyperparameters(algorithm)}
+    for name, value in dict(given).items():
+        check_field(f"{algorithm}.{name}", value, algorithm)
+        block[name] = registry.check_value(f"{algorithm}.{name}", value, declared[name].type)
+    return block
 
 
 def _merge_with_defaults(config) -> ml_collections.ConfigDict:
     """The config on top of the defaults, each field's name and type checked."""
-    defaults = default_config()
-    merged = default_config()
+    defaults, merged = default_config(), default_config()
+    algorithm = config.get("algorithm", defaults.algorithm)
     for name, value in config.items():
-        checks.known_config_field(name, list(defaults.keys()))
+        if name not in defaults:  # from a config file or Python: spelled as Python
+            try:
+                check_field(name, value, algorithm)
+            except RunError as err:
+                raise checks.ConfigError(err.python()) from None
         expected = defaults[name]
+        if name in registry.ESTIMATORS:
+            merged[name] = _merged_block(name, value)
+            continue
         if isinstance(expected, ml_collections.ConfigDict):
             merged[name] = ml_collections.ConfigDict(dict(value))
             continue
@@ -116,19 +233,56 @@ def _whole_windows(name: str, value: int, window: int, algorithm: str) -> None:
         )
 
 
+def _check_unread(c: ml_collections.ConfigDict) -> None:
+    """Nothing set that the run does not read: other estimators' hyperparameters, model
+    fields the model does not read, or a model for a task that brings its own."""
+    for algorithm in registry.ESTIMATORS:
+        defaults = registry.hyperparameter_defaults(algorithm)
+        changed = [(k, v) for k, v in c[algorithm].items() if v != defaults[k]]
+        if algorithm != c.algorithm and changed:
+            raise RunError(
+                f"{{}} is set, but the run's estimator is {{}}: set {{}}, or leave "
+                f"{algorithm}'s hyperparameters at their defaults",
+                Setting(f"{algorithm}.{changed[0][0]}", changed[0][1]),
+                Setting("algorithm", c.algorithm),
+                Setting("algorithm", algorithm),
+            )
+    fields = {name: c[name] for name in model_fields()}
+    if TASKS[c.task].model is not None:
+        defaults = {"model": default_config().model, **model_fields()}
+        changed = [(k, v) for k, v in {"model": c.model, **fields}.items() if v != defaults[k]]
+        if changed:
+            raise RunError(
+                "{} brings its own model: {} does nothing; leave the model's fields at "
+                "their defaults",
+                Setting("task", c.task),
+                Setting(*changed[0]),
+            )
+        return
+    checks.one_of("model", c.model, tuple(MODELS))
+    if unread := unread_fields(c.model, fields):
+        name, value = next(iter(unread.items()))
+        reads = ", ".join(MODELS[c.model].fields)
+        raise RunError(
+            f"{{}} does not read {{}} (it reads {reads})",
+            Setting("model", c.model),
+            Setting(name, value),
+        )
+
+
 def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-    """Checks names, types and ranges of every field but the estimator's hyperparameters,
-    which its constructor checks (:func:`build`); returns the config with defaults.
+    """Checks names, types and ranges of every field but the estimator's hyperparameters'
+    ranges, which its constructor checks (:func:`~uorojax.runs.build`); returns the
+    config with defaults.
 
     Raises:
       ConfigError: naming the field, with a suggestion for a mistyped name or the
-        nearest valid value.
+        nearest valid value (a :class:`RunError` where it names a setting).
     """
     c = _merge_with_defaults(config)
-    checks.one_of("task", c.task, tuple(tasks.TASKS))
+    checks.one_of("task", c.task, tuple(TASKS))
     checks.one_of("algorithm", c.algorithm, tuple(registry.ESTIMATORS))
-    checks.one_of("model", c.model, (*models.LINEN_CELLS, "lru_stack", "leaky_rnn"))
-    checks.one_of("init", c.init, models.INITS)
+    checks.one_of("init", c.init, ("flax", "torch7"))
     checks.one_of("optimizer", c.optimizer, ("adam", "sgd"))
     checks.one_of("schedule", c.schedule, ("constant", "paper"))
     checks.one_of("batch_mode", c.batch_mode, ("per_stream", "shared"))
@@ -141,26 +295,43 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
         checks.positive_int(name, c[name])
     for name in ("learning_rate", "schedule_alpha", "clip_norm"):
         checks.non_negative_float(name, c[name])
-    if c.model in ("lru_stack", "leaky_rnn") and (c.embed_dim or c.init != "flax"):
-        raise checks.ConfigError(
-            f"{c.model} has its own encoder and init: set embed_dim=0, init='flax'"
-        )
-    if c.model == "leaky_rnn" and c.num_layers != 1:
-        raise checks.ConfigError(f"leaky_rnn has one layer, got num_layers={c.num_layers}")
     for name in ("embed_dim", "quality_every", "model_dim"):
         if c[name] < 0:
             raise checks.ConfigError(f"{name} must be >= 0, got {c[name]}")
+    _check_unread(c)
     for spec in c.quality_estimators:
         registry.parse_method(spec)
     if c.num_seeds > 1 and c.shadow_rtrl:
-        raise checks.ConfigError("shadow_rtrl runs with one seed (num_seeds=1)")
+        raise RunError("shadow_rtrl runs with one seed ({})", Setting("num_seeds", 1))
     return c
 
 
 def hyperparameters_of(c: ml_collections.ConfigDict) -> dict:
-    """The config's values of every registered hyperparameter (the registry refuses the
-    ones its algorithm does not take, unless they are at their defaults)."""
-    return {name: c[name] for name in registry.hyperparameter_defaults()}
+    """The hyperparameters of the config's algorithm: its block."""
+    return c[c.algorithm].to_dict()
+
+
+def method_overrides(spec: str) -> dict:
+    """The config overrides of a method string (:func:`uorojax.registry.parse_method`).
+
+    Example::
+
+      method_overrides("ok:rank=4")  # {'algorithm': 'ok', 'ok': {'rank': 4}}
+    """
+    algorithm, values = registry.parse_method(spec)
+    return {"algorithm": algorithm, algorithm: values}
+
+
+def model_overrides(name: str, **fields: Any) -> dict:
+    """The config overrides of a model of :data:`~uorojax.models.registry.MODELS` with
+    ``fields``, every other model field at its default (what a config file set for
+    another model does not stay behind).
+
+    Example::
+
+      model_overrides("simple", hidden_size=32)["model_dim"]  # 0
+    """
+    return {**model_fields(), "model": name, **fields}
 
 
 class ChunkPlan(NamedTuple):

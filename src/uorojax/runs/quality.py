@@ -20,7 +20,8 @@ def quality_specs(c: ml_collections.ConfigDict) -> tuple[str, ...]:
     the run's own algorithm with its hyperparameters."""
     if c.quality_estimators:
         return tuple(c.quality_estimators)
-    own = [f"{h.name}={c[h.name]}" for h in registry.hyperparameters(c.algorithm)]
+    block = c[c.algorithm]
+    own = [f"{h.name}={block[h.name]}" for h in registry.hyperparameters(c.algorithm)]
     return (f"{c.algorithm}:{','.join(own)}" if own else c.algorithm,)
 
 

@@ -8,13 +8,17 @@ The pieces ``experiments/reproduce.py`` builds its results page from, usable on 
 * :func:`figure` draws panels of learning curves (the median and min-max band over
   seeds), lines and horizontal floors;
 * :func:`bar_figure` draws one bar chart per group and metric;
-* :func:`markdown_table` and :func:`claims_table` write markdown.
+* :func:`markdown_table` and :func:`claims_table` write markdown;
+* :func:`learning_section` draws a task's learning curves against its floors, with the
+  table of final values and claims on them (:func:`learns_below`), and
+  :func:`results_page` writes the page.
 
 Needs matplotlib (the ``run`` extra) for the figures.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import textwrap
 from collections.abc import Sequence
@@ -22,6 +26,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from uorojax.tasks.registry import Floors
 from uorojax.training.metric_log import read_rows
 
 
@@ -180,3 +185,144 @@ def bar_figure(
         axes[0][j].set_title("\n".join(textwrap.wrap(group, 32)), fontsize=8)
     _save(plt, fig, path, title)
     return [f"![{title}]({os.path.basename(path)})", ""]
+
+
+# ----------------------------------------------------------------------------- claims on a task
+
+
+def learns_below(floors: Floors) -> float:
+    """The loss under which a run has learned a task's long-range part: a quarter of the
+    way from the no-memory floor to the optimum; where the optimum is 0 (the copy task's
+    recall), a tenth of the floor (it recalls most symbols).
+
+    Example::
+
+      learns_below(uorojax.tasks.registry.floors("anbn", k=1, l=32))  # 0.25
+    """
+    if floors.optimum == 0:
+        return 0.1 * floors.no_memory
+    return floors.no_memory - 0.25 * (floors.no_memory - floors.optimum)
+
+
+def floor_lines(floors: Floors) -> list[tuple[float, str]]:
+    """The floors as :class:`Panel` ``floors``: the optimum, then the no-memory floor."""
+    return [
+        (floors.optimum, f"optimum {floors.optimum:.3f}"),
+        (floors.no_memory, f"no long-range memory {floors.no_memory:.3f}"),
+    ]
+
+
+def median_final(data: dict, key: str = "bits_per_char") -> float:
+    """The median over seeds of :func:`final`."""
+    return float(np.median(final(data, key)))
+
+
+def learning_section(
+    path: str,
+    title: str,
+    runs: dict,
+    floors: Floors,
+    where: str,
+    titles: dict | None = None,
+    *,
+    beats: Sequence[tuple[str, str]] = (),
+    learners: Sequence[str] = (),
+    key: str = "bits_per_char",
+    unit: str = "bits/char",
+    **panel,
+) -> tuple[list[str], list[Claim]]:
+    """One task's learning curves, table and claims.
+
+    Args:
+      path: the figure's PNG.
+      title: the figure's title.
+      runs: ``{model: {method: data}}`` (a panel per model, a band per method).
+      floors: the task's floors, drawn in each panel and named under the figure.
+      where: a claim's subject, ``str.format``-ed with ``model`` (its title).
+      titles: a model's title in panels and claims (default: its name).
+      beats: ``(a, b)`` pairs: a claim that a's median final value is at least 0.01
+        below b's.
+      learners: methods claimed to learn the long-range part (:func:`learns_below`).
+      key, unit: the metric compared, and its unit in the claims.
+      **panel: further :class:`Panel` fields (``ylim``, labels).
+
+    Returns:
+      The markdown lines (figure, floors, table of final values per seed) and the claims.
+    """
+    titles = titles or {}
+    bands = lambda r: {m: (d["step"], d[key]) for m, d in r.items()}  # noqa: E731
+    panels = [Panel(titles.get(m, m), bands=bands(r), floors=floor_lines(floors), **panel) for m, r in runs.items()]  # fmt: skip
+    lines = figure(path, title, panels, 6.0 if len(panels) < 3 else 4.6)
+    methods = list(dict.fromkeys(m for r in runs.values() for m in r))
+    lines += [f"Entropy floors: optimum {floors.optimum:.3f}, no long-range memory {floors.no_memory:.3f}. Final values: the mean of the last 10 % of the run, per seed.", ""]  # fmt: skip
+    lines += markdown_table(["model", *methods], [[m, *(fmt(final(r[k], key)) if k in r else "" for k in methods)] for m, r in runs.items()])  # fmt: skip
+    claims, below = [], learns_below(floors)
+    for model, r in runs.items():
+        value = {m: median_final(d, key) for m, d in r.items()}
+        label = where.format(model=titles.get(model, model))
+        claims += [Claim(f"{label}: {a} beats {b} (median at least 0.01 {unit} lower)", value[a] < value[b] - 0.01, f"{a} {value[a]:.3f}, {b} {value[b]:.3f}") for a, b in beats if a in r and b in r]  # fmt: skip
+        claims += [Claim(f"{label}: {m} learns long-range structure (below {below:.3f})", value[m] < below, f"{m} {value[m]:.3f}; optimum {floors.optimum:.3f}") for m in learners if m in r]  # fmt: skip
+    return lines, claims
+
+
+def under_heading(heading: list[str], parts: list[tuple[list[str], tuple]]) -> tuple[list, list]:
+    """Sections under one heading, written once, before the first: ``parts`` are
+    ``(title lines, (lines, claims))``; returns the lines and the claims of them all."""
+    lines = [line for i, (title, (body, _)) in enumerate(parts) for line in (heading if i == 0 else []) + title + body]  # fmt: skip
+    return lines, [claim for _, (_, claims) in parts for claim in claims]
+
+
+def quality_table(groups: dict[str, list[dict]], fields: Sequence[str]) -> list[str]:
+    """A markdown table of gradient-quality rows (``quality.csv``) by group: the model,
+    the estimator, its target, then ``fields`` (the first two as ``.3g``, the others
+    ``.3f``)."""
+    names = {"relative_bias": "relative bias of the mean", "relative_variance": "relative variance of one estimate"}  # fmt: skip
+    header = ["model", "estimator", "target", *(names.get(f, f.replace("_", " ")) for f in fields)]
+    cell = lambda i, v: f"{float(v):.3g}" if i < 2 else f"{float(v):.3f}"  # noqa: E731
+    rows = [[g, r["estimator"], r["target"], *(cell(i, r[f]) for i, f in enumerate(fields))] for g, rows in groups.items() for r in rows]  # fmt: skip
+    return markdown_table(header, rows)
+
+
+def quality_over_training(path: str, title: str, rows: list[dict], logged: dict) -> tuple:
+    """The gradient quality of a run's own estimator over its training (its
+    ``quality.csv`` rows, measured every ``quality_every`` steps from step 0) beside its
+    training loss (``logged``: :func:`read_run` of its rows, one seed): a figure of the
+    relative variance, the cosine (after a segment, and at its first step) and the bits
+    per character of each interval, and their table.
+
+    Returns:
+      The markdown lines, and the relative variance and mean cosine at each measurement.
+    """
+    steps = np.array([int(r["step"]) for r in rows])
+    bits = [float(np.mean(logged["bits_per_char"][0][(logged["step"] > s - steps[1]) & (logged["step"] <= s)])) if s else float("nan") for s in steps]  # fmt: skip
+    variance, cosine = (np.array([float(r[f"last_{k}"]) for r in rows]) for k in ("relative_variance", "mean_cosine"))  # fmt: skip
+    x, k = dict(xlabel="thousands of characters trained", xscale="linear"), steps / 1000
+    panels = [Panel(ylabel="relative variance E‖g - E g‖² / ‖g*‖²", lines={"": (k, variance, "o-")}, yscale="log", **x),
+              Panel(ylabel="mean cosine(g, g*)", lines={"after a segment": (k, cosine, "o-"), "first step (exact)": (k, [float(r["first_mean_cosine"]) for r in rows], "s--")}, **x),
+              Panel(ylabel="training bits per character", lines={"": (k[1:], bits[1:], "o-")}, **x)]  # fmt: skip
+    lines = figure(path, title, panels, 4.7)
+    lines += markdown_table(["characters trained", "relative variance", "mean cosine", "mean norm ratio", "bits/char (last interval)"],
+                            [[f"{s:,}", f"{v:.3g}", f"{c:.3f}", f"{float(r['last_mean_norm_ratio']):.3g}", f"{b:.3f}"] for s, v, c, r, b in zip(steps, variance, cosine, rows, bits)])  # fmt: skip
+    return lines, variance, cosine
+
+
+def results_page(out: str, title: str, intro: str, sections: Sequence[tuple[list, list]]) -> str:
+    """Writes ``out/results.md``: the title, the commands of ``out/meta.json`` (and its
+    note), the claims of every section in a table after ``intro``, ``out/discussion.md``
+    if there is one, then the sections' lines. ``sections``: ``(lines, claims)`` each.
+    Returns the page's path."""
+    lines = [line for section_lines, _ in sections for line in section_lines]
+    claims = [claim for _, section_claims in sections for claim in section_claims]
+    head = [f"# {title}", ""]
+    if os.path.exists(meta_path := os.path.join(out, "meta.json")):
+        meta = json.load(open(meta_path))
+        head += ["Produced on " + meta["machine"] + " by", ""]
+        head += [f"- `{command}`" for command in meta["commands"]] + [""]
+        head += [meta["note"], ""] if "note" in meta else []
+    summary = ["## Claims", "", intro, "", *claims_table(claims)]
+    if os.path.exists(discussion := os.path.join(out, "discussion.md")):
+        summary += [open(discussion).read().strip(), ""]
+    with open(path := os.path.join(out, "results.md"), "w") as f:
+        f.write("\n".join(head + summary + lines))
+    print(f"wrote {path}")
+    return path

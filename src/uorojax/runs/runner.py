@@ -63,7 +63,7 @@ from uorojax import checks
 from uorojax.runs.build import Experiment, build, initial_train_state
 from uorojax.runs.config import ChunkPlan
 from uorojax.runs.quality import measure_quality
-from uorojax.runs.workdir import _prepare_workdir, _summarise
+from uorojax.runs.workdir import Found, _prepare_workdir, _summarise, leave_as_found
 from uorojax.training import distributed
 from uorojax.training.checkpoints import checkpoint_manager, restore_checkpoint, save_checkpoint
 from uorojax.training.metric_log import MetricLogger, read_rows, write_rows
@@ -82,7 +82,7 @@ class Job:
     """A run in progress: what :func:`run`'s stages share.
 
     ``done`` counts stream steps; ``rows`` and ``quality_rows`` are the complete rows of
-    ``metrics.csv`` and ``quality.csv``.
+    ``metrics.csv`` and ``quality.csv``; ``found`` is what the workdir held before.
     """
 
     exp: Experiment
@@ -96,18 +96,25 @@ class Job:
     manager: Any
     advance: Callable
     place_chunk: Callable
+    found: Found
     writer: Any = None
     bar: Any = None
     wall: float = 0.0
+    saved: bool = False  # this job wrote a checkpoint
+    progress: dict = dataclasses.field(default_factory=dict)  # the task's, for the bar
 
     def close(self) -> None:
         for closeable in (self.bar, self.writer, self.manager):
             if closeable is not None:
                 closeable.close()
+        self.bar = self.writer = self.manager = None
 
 
 def run(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = False) -> dict:
     """Runs (or resumes) the online experiment a config describes in ``workdir``.
+
+    Everything is built and checked before anything is written; a run that fails before
+    its first checkpoint leaves the workdir as it found it.
 
     Args:
       config: an ``ml_collections.ConfigDict`` with fields of :func:`default_config`.
@@ -120,33 +127,46 @@ def run(config: ml_collections.ConfigDict, workdir: str, *, overwrite: bool = Fa
     job = start(config, workdir, overwrite)
     try:
         train(job)
-    finally:
+    except BaseException:
         job.close()
+        if not job.saved:
+            leave_as_found(workdir, job.found)
+        raise
+    job.close()
     return finish(job)
 
 
 def start(config: ml_collections.ConfigDict, workdir: str, overwrite: bool) -> Job:
-    """Builds the run, prepares ``workdir``, restores its latest checkpoint (or starts at
-    step 0), places the train state on the devices and opens the logs."""
+    """Builds the run and its train state (checking everything), prepares ``workdir``,
+    restores its latest checkpoint (or starts at step 0), places the train state on the
+    devices and opens the logs."""
     logging.set_verbosity(logging.WARNING)  # orbax logs every save at INFO
     pylogging.getLogger("tensorboardX.x2num").setLevel(pylogging.ERROR)  # a NaN loss, once per row
     given = json.loads(ml_collections.ConfigDict(config).to_json())
     distributed.check_same_config({**given, "overwrite": overwrite})
     exp = build(config)
+    ts, advance, place_chunk = _placed(exp, initial_train_state(exp))
+    found = _prepare_workdir(workdir, exp.config, overwrite)
+    try:
+        return _open(exp, workdir, found, ts, advance, place_chunk)
+    except BaseException:
+        leave_as_found(workdir, found)
+        raise
+
+
+def _open(exp: Experiment, workdir: str, found: Found, ts, advance, place_chunk) -> Job:
+    """The job of a prepared workdir: its checkpoint restored, its logs opened."""
     c = exp.config
-    _prepare_workdir(workdir, c, overwrite)
     writer = distributed.is_writer()
     for notice in exp.plan.notices:
         if not c.quiet and writer:
             print(notice, file=sys.stderr)
-    ts, advance, place_chunk = _placed(exp, initial_train_state(exp))
-    streams = exp.streams[0]
     logger = MetricLogger(
         c.log_every,
         c.num_seeds,
-        exp.cross_entropy,
-        applied_only=tuple(getattr(streams, "target_metrics", None) or ()),
-        ratios=getattr(streams, "ratio_metrics", None),
+        exp.task.bits,
+        applied_only=tuple(exp.task.target_metrics),
+        ratios=exp.task.ratio_metrics,
     )
     manager = checkpoint_manager(workdir, c.keep_checkpoints)
     rows, quality_rows = [], []
@@ -160,8 +180,9 @@ def start(config: ml_collections.ConfigDict, workdir: str, overwrite: bool) -> J
         quality_rows = read_rows(os.path.join(workdir, "quality.csv"), meta.get("quality_rows", 0))
     done = int(np.ravel(ts.step)[0])
     job = Job(
-        exp, workdir, ts, done, done, logger, rows, quality_rows, manager, advance, place_chunk
-    )
+        exp, workdir, ts, done, done, logger, rows, quality_rows, manager, advance, place_chunk,
+        found,
+    )  # fmt: skip
     from tensorboardX import SummaryWriter
     from tqdm.auto import tqdm
 
@@ -229,7 +250,7 @@ def train(job: Job) -> None:
         metrics = distributed.to_host(metrics)
         if c.nonfinite == "raise":
             raise_if_halted(job.ts)
-        metrics = _with_task_metrics(job.exp.streams, metrics, c.num_seeds)
+        metrics, job.progress = _with_task_metrics(job.exp, metrics)
         new_rows = job.logger.add(metrics, job.done)
         job.done += length
         _log(job, new_rows, length)
@@ -252,21 +273,23 @@ def _next_chunk(streams, length: int, num_seeds: int):
     return jnp.asarray(xs), jnp.asarray(ys)
 
 
-def _with_task_metrics(streams, metrics: dict, num_seeds: int) -> dict:
+def _with_task_metrics(exp: Experiment, metrics: dict) -> tuple[dict, dict]:
     """A task with a curriculum sees the chunk's metrics and may move to a harder
-    setting; its ``curriculum_metrics`` (the copy task's length) join the chunk's."""
-    if not hasattr(streams[0], "curriculum_metrics"):
-        return metrics
+    setting; what it reports (the copy task's length) joins the chunk's metrics. Returns
+    them, and the last value of each reported metric (the first seed's)."""
+    curriculum, num_seeds = exp.task.curriculum, exp.config.num_seeds
+    if curriculum is None:
+        return metrics, {}
     metrics = dict(metrics)
     per_seed = [jax.tree.map(lambda m, s=s: m[s], metrics) for s in range(num_seeds)]
     extra = [
-        stream.curriculum_metrics(m)
-        for stream, m in zip(streams, per_seed if num_seeds > 1 else [metrics])
+        curriculum(stream, m)
+        for stream, m in zip(exp.streams, per_seed if num_seeds > 1 else [metrics])
     ]
     for name in extra[0]:
         values = np.stack([e[name] for e in extra]) if num_seeds > 1 else extra[0][name]
         metrics[name] = values
-    return metrics
+    return metrics, {name: float(np.ravel(values)[-1]) for name, values in extra[0].items()}
 
 
 def _log(job: Job, new_rows: list[dict], length: int) -> None:
@@ -287,8 +310,7 @@ def _log(job: Job, new_rows: list[dict], length: int) -> None:
     postfix = (
         f"step {done:,}/{c.steps:,} recent {job.logger.unit} {np.median(job.logger.recent):.3f}"
     )
-    if hasattr(job.exp.streams[0], "length"):
-        postfix += f" length {job.exp.streams[0].length}"
+    postfix += "".join(f" {name} {value:g}" for name, value in job.progress.items())
     job.bar.set_postfix_str(postfix)
 
 
@@ -319,15 +341,14 @@ def _checkpoint(job: Job) -> None:
     else:
         meta["streams"] = streams
     save_checkpoint(job.manager, job.ts, job.done, meta)
+    job.saved = True
 
 
 def finish(job: Job) -> dict:
     """Writes ``summary.json`` and ``metrics.png`` (process 0); returns the summary."""
     elapsed = time.time() - job.wall
     all_rows = job.rows + job.logger.partial_rows(job.done)
-    summary = _summarise(
-        job.exp.config, job.exp, job.ts, all_rows, elapsed, job.done - job.started_at
-    )
+    summary = _summarise(job.exp, job.ts, all_rows, elapsed, job.done - job.started_at)
     if not distributed.is_writer():
         return summary
     with open(os.path.join(job.workdir, "summary.json"), "w") as f:

@@ -1,5 +1,9 @@
 """Tasks: infinite, seeded streams produced in chunks, and the paper's influence balancing.
 
+:data:`TASKS` (:mod:`~uorojax.tasks.registry`) is the table a config's ``task`` names:
+each entry declares the task's stream, its loss, its metrics, its curriculum and its
+floors.
+
 Every stream has ``next_chunk(length) -> (xs, ys)`` (numpy arrays with a leading time
 axis, then a stream axis when ``num_streams`` is set), ``get_state()`` returning a
 JSON-serialisable position (RNG states and pending symbols) and ``set_state(state)``.
@@ -18,66 +22,41 @@ label ``IGNORE_LABEL = -1`` outside the recall steps (:func:`recall_mask`), on w
 :func:`~uorojax.softmax_cross_entropy` is 0.
 """
 
-from __future__ import annotations
-
-from collections.abc import Callable
-from typing import Any
-
-from uorojax import checks
 from uorojax.tasks.copy import IGNORE_LABEL, Copy, recall_mask, recall_mean
 from uorojax.tasks.influence_balancing import (
     ConstantStream,
     InfluenceBalancing,
     influence_balancing,
+    influence_loss,
+    influence_model,
+    influence_stream,
 )
+from uorojax.tasks.registry import TASKS, Floors, TaskEntry, make_stream
 from uorojax.tasks.stream import SymbolStream
 from uorojax.tasks.symbols import AnBn, CharText, DelayedCopy, DistantBrackets, default_text
 
-SYMBOL_TASKS = {
-    "anbn": AnBn,
-    "distant_brackets": DistantBrackets,
-    "text": CharText,
-    "delayed_copy": DelayedCopy,
-    "copy": Copy,
-}
-
-
-def make_stream(
-    name: str, *, seed: int, num_streams=None, first_stream: int = 0, **kwargs
-) -> SymbolStream:
-    """Builds a symbol stream by name (``anbn``, ``distant_brackets``, ``text``,
-    ``delayed_copy``, ``copy``) with task-specific keyword arguments; ``first_stream``: see
-    :class:`SymbolStream`.
-
-    Example::
-
-      # streams 2 and 3 of a batch of 4, as one process of two feeds them
-      block = uorojax.tasks.make_stream("anbn", seed=0, num_streams=2, first_stream=2)
-    """
-    checks.one_of("task", name, tuple(SYMBOL_TASKS))
-    try:
-        return SYMBOL_TASKS[name](
-            **kwargs, seed=seed, num_streams=num_streams, first_stream=first_stream
-        )
-    except TypeError as err:
-        raise checks.ConfigError(f"bad arguments for task {name!r}: {err}") from err
-
-
-TASKS: dict[str, Callable[..., Any]] = {**SYMBOL_TASKS, "influence_balancing": influence_balancing}
-"""A config's ``task`` name -> its stream (or, for influence balancing, its whole problem)."""
+SYMBOL_TASKS = {name: entry.stream for name, entry in TASKS.items() if entry.model is None}
+"""The tasks of symbol streams (those without a model of their own) -> their stream class."""
 
 __all__ = [
+    "TASKS",
     "AnBn",
     "CharText",
     "ConstantStream",
     "Copy",
     "DelayedCopy",
     "DistantBrackets",
+    "Floors",
     "IGNORE_LABEL",
     "InfluenceBalancing",
+    "SYMBOL_TASKS",
     "SymbolStream",
+    "TaskEntry",
     "default_text",
     "influence_balancing",
+    "influence_loss",
+    "influence_model",
+    "influence_stream",
     "make_stream",
     "recall_mask",
     "recall_mean",

@@ -55,6 +55,17 @@ def recall_correct(output, y) -> jax.Array:
     return jnp.mean((jnp.argmax(output, axis=-1) == y) & recall_mask(y))
 
 
+# What a run logs besides the loss on the copy task (its entry in
+# :data:`uorojax.tasks.registry.TASKS` declares them): per step, the share of recall
+# targets and of recall targets predicted right; per row, the loss per recall symbol in
+# bits and the recall accuracy (ratios of the rows' means).
+TARGET_METRICS = {"recall": recall_fraction, "recall_correct": recall_correct}
+RATIO_METRICS = {
+    "recall_bits_per_char": ("bits_per_char", "recall"),
+    "recall_accuracy": ("recall_correct", "recall"),
+}
+
+
 class Copy(SymbolStream):
     r"""The copy task: store ``length`` random symbols, then recall them in order.
 
@@ -97,14 +108,6 @@ class Copy(SymbolStream):
     SYMBOLS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
     recall_mask = staticmethod(recall_mask)
     best_recall_bits = 0.0
-    # What the runner logs besides the loss: per step, the share of recall targets and
-    # of recall targets predicted right; per row, the loss per recall symbol in bits and
-    # the recall accuracy (ratios of the rows' means).
-    target_metrics = {"recall": recall_fraction, "recall_correct": recall_correct}
-    ratio_metrics = {
-        "recall_bits_per_char": ("bits_per_char", "recall"),
-        "recall_accuracy": ("recall_correct", "recall"),
-    }
 
     def __init__(
         self,

@@ -56,6 +56,63 @@ class ConstantStream:
         del state
 
 
+def _system(n: int, num_positive: int) -> tuple[np.ndarray, np.ndarray]:
+    """``A = 0.5 I + 0.5 (superdiagonal)`` and ``σ`` (``num_positive`` +1s, then -1s)."""
+    n = checks.positive_int("n", n)
+    if not 0 <= num_positive <= n:
+        raise checks.ConfigError(f"num_positive must be in [0, n], got {num_positive}")
+    a = 0.5 * np.eye(n) + 0.5 * np.eye(n, k=1)
+    return a, np.concatenate([np.ones(num_positive), -np.ones(n - num_positive)])
+
+
+def influence_model(
+    n: int = 23, num_positive: int = 10, theta0: float = 0.5, *, dtype=jnp.float32
+) -> Model:
+    """The linear system ``s_t = A s_{t-1} + θ σ`` with output ``s_t[0]``: ``init`` gives
+    ``{"theta": θ0}`` and ``s_0`` (all ones), whatever its key and example input.
+
+    Example::
+
+      model = uorojax.tasks.influence_model()
+      params, s0 = model.init(jax.random.key(0), jnp.zeros(1))
+    """
+    a, sigma = _system(n, num_positive)
+    a_j, sigma_j = jnp.asarray(a, dtype), jnp.asarray(sigma, dtype)
+
+    def apply(params, s, x):
+        del x
+        s = a_j @ s + params["theta"] * sigma_j
+        return s, s[0]
+
+    def init(key, example_x=None):
+        del key, example_x
+        return {"theta": jnp.asarray(theta0, dtype)}, jnp.ones(len(sigma), dtype)
+
+    return Model(init, apply)
+
+
+def influence_loss(output, y):
+    """``0.5 (s_t[0] - y)²``."""
+    return 0.5 * jnp.square(output - y)
+
+
+def influence_stream(
+    n: int = 23,
+    num_positive: int = 10,
+    theta0: float = 0.5,
+    *,
+    seed: int = 0,
+    num_streams: int | None = None,
+    first_stream: int = 0,
+    dtype=np.float32,
+) -> ConstantStream:
+    """The stream of an influence-balancing run: zero inputs and the target 1, whatever
+    the seed, the block of streams and the problem (whose arguments are checked)."""
+    del seed, first_stream, theta0
+    _system(n, num_positive)
+    return ConstantStream(1.0, num_streams, np.dtype(dtype))
+
+
 def influence_balancing(
     n: int = 23, num_positive: int = 10, theta0: float = 0.5, *, dtype=jnp.float32, num_streams=None
 ) -> InfluenceBalancing:
@@ -65,32 +122,23 @@ def influence_balancing(
     θ is a scalar. Unrolled, ``s_t[0] → Σ_k (A^k σ)[0] θ``: the first unit sees θ's
     positive direct effect at once and the negative effect of the later units with a
     delay, so truncated BPTT follows the wrong sign. The target is 1 and the fixed point
-    is ``θ* = 1 / Σ_j [(I - A)^{-1} σ]_0`` (-1/6 for the defaults).
+    is ``θ* = 1 / Σ_j [(I - A)^{-1} σ]_0`` (-1/6 for the defaults). The pieces are
+    :func:`influence_model`, :func:`influence_loss` and :func:`influence_stream`, which
+    the task's entry in :data:`uorojax.tasks.registry.TASKS` names.
+
+    Example::
+
+      problem = uorojax.tasks.influence_balancing()
+      problem.fixed_point  # -0.1666...
     """
-    n = checks.positive_int("n", n)
-    if not 0 <= num_positive <= n:
-        raise checks.ConfigError(f"num_positive must be in [0, n], got {num_positive}")
-    a = 0.5 * np.eye(n) + 0.5 * np.eye(n, k=1)
-    sigma = np.concatenate([np.ones(num_positive), -np.ones(n - num_positive)])
-    steady = np.linalg.solve(np.eye(n) - a, sigma)[0]
-    a_j, sigma_j = jnp.asarray(a, dtype), jnp.asarray(sigma, dtype)
-
-    def apply(params, s, x):
-        del x
-        s = a_j @ s + params["theta"] * sigma_j
-        return s, s[0]
-
-    def loss_fn(output, y):
-        return 0.5 * jnp.square(output - y)
-
+    a, sigma = _system(n, num_positive)
+    model = influence_model(n, num_positive, theta0, dtype=dtype)
+    params, state0 = model.init(None)
     return InfluenceBalancing(
-        model=Model(
-            lambda key, example_x=None: ({"theta": jnp.asarray(theta0, dtype)}, jnp.ones(n, dtype)),
-            apply,
-        ),
-        loss_fn=loss_fn,
-        params={"theta": jnp.asarray(theta0, dtype)},
-        state0=jnp.ones(n, dtype),
-        stream=ConstantStream(1.0, num_streams, np.dtype(dtype)),
-        fixed_point=float(1.0 / steady),
+        model=model,
+        loss_fn=influence_loss,
+        params=params,
+        state0=state0,
+        stream=influence_stream(num_streams=num_streams, dtype=dtype),
+        fixed_point=float(1.0 / np.linalg.solve(np.eye(len(sigma)) - a, sigma)[0]),
     )

@@ -13,6 +13,9 @@ class SymbolStream:
 
     Subclasses implement ``_record(rng) -> np.ndarray`` (one record of symbol ids) for
     record-based sources; the base class keeps per-stream pending symbols and RNGs.
+    ``best_bits_per_char`` is the source's entropy rate and ``no_memory_bits_per_char``
+    the best rate of a model that has lost what the task asks it to carry, where known
+    (docs/tasks.md derives both).
 
     Args:
       seed: the batch's seed; stream ``b`` is seeded with ``(seed, b)``.
@@ -25,6 +28,7 @@ class SymbolStream:
 
     vocab: str = ""
     best_bits_per_char: float | None = None
+    no_memory_bits_per_char: float | None = None
 
     def __init__(self, seed: int, num_streams: int | None = None, first_stream: int = 0):
         if isinstance(first_stream, bool) or not isinstance(first_stream, (int, np.integer)):
