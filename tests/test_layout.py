@@ -9,6 +9,7 @@ import sys
 import pytest
 
 import uorojax
+from uorojax.models.inference.layers import strongly_connected
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRC = os.path.join(ROOT, "src")
@@ -89,46 +90,27 @@ def imported_modules(path: str, modules: dict[str, str]) -> set[str]:
     return reached
 
 
-def strongly_connected(graph: dict[str, set[str]]) -> list[list[str]]:
-    """Tarjan's strongly connected components of a directed graph."""
-    index, low, stack, on_stack, components = {}, {}, [], set(), []
-
-    def visit(v):
-        index[v] = low[v] = len(index)
-        stack.append(v)
-        on_stack.add(v)
-        for w in graph[v]:
-            if w not in index:
-                visit(w)
-                low[v] = min(low[v], low[w])
-            elif w in on_stack:
-                low[v] = min(low[v], index[w])
-        if low[v] == index[v]:
-            component = []
-            while True:
-                w = stack.pop()
-                on_stack.discard(w)
-                component.append(w)
-                if w == v:
-                    break
-            components.append(component)
-
-    for v in graph:
-        if v not in index:
-            visit(v)
-    return components
+def import_cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """The strongly connected components of more than one module of an import graph
+    (``graph[m]``: the modules ``m`` imports), by the library's own Tarjan
+    (:func:`uorojax.models.inference.layers.strongly_connected`, which takes, for every
+    node, the nodes it reads)."""
+    names = sorted(graph)
+    index = {m: i for i, m in enumerate(names)}
+    components = strongly_connected([{index[d] for d in graph[m]} for m in names])
+    return [[names[i] for i in c] for c in components if len(c) > 1]
 
 
 def test_there_is_no_import_cycle():
     modules = module_files()
     graph = {m: imported_modules(p, modules) - {m} for m, p in modules.items()}
-    cycles = [sorted(c) for c in strongly_connected(graph) if len(c) > 1]
+    cycles = import_cycles(graph)
     assert not cycles, cycles
 
 
 def test_the_cycle_check_finds_a_cycle():
     graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}
-    assert [sorted(c) for c in strongly_connected(graph) if len(c) > 1] == [["a", "b", "c"]]
+    assert import_cycles(graph) == [["a", "b", "c"]]
 
 
 def test_no_estimator_imports_another():
@@ -154,3 +136,12 @@ def test_no_estimator_imports_another():
     for m in sorted(estimators):
         sideways = imported_modules(modules[m], modules) & estimators
         assert not sideways, (m, sideways)
+
+
+def test_every_module_stays_small_and_the_reproduction_is_data():
+    """No module of the package is over 400 lines; ``experiments/reproduce.py`` (runs as
+    data, analyses through the library) is at most 300."""
+    long = {m: n for m, p in module_files().items() if (n := len(open(p).readlines())) > 400}
+    assert not long, long
+    reproduce = os.path.join(ROOT, "experiments", "reproduce.py")
+    assert len(open(reproduce).readlines()) <= 300

@@ -210,14 +210,6 @@ def test_metrics_png_draws_the_optimum_and_the_no_memory_floor(tmp_path, monkeyp
     assert summary["title"] == "anbn(k=1, l=8): uoro, gru-8"
 
 
-def test_the_runner_modules_and_the_reproduction_stay_small():
-    folder = os.path.join(ROOT, "src", "uorojax", "runs")
-    for name in os.listdir(folder):
-        if name.endswith(".py"):
-            assert len(open(os.path.join(folder, name)).readlines()) <= 400, name
-    assert len(open(os.path.join(ROOT, "experiments", "reproduce.py")).readlines()) <= 300
-
-
 def test_the_readmes_fifteen_lines_are_fifteen_and_learn():
     readme = open(os.path.join(ROOT, "README.md")).read()
     block = readme.split("## Fifteen lines\n\n```python\n", 1)[1].split("```", 1)[0]
