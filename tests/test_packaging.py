@@ -55,3 +55,42 @@ def test_ci_installs_exactly_the_lower_bounds():
     assert set(pins) == set(lower), (pins, lower)
     for name, version in pins.items():
         assert version.startswith(lower[name]), (name, version, lower[name])
+
+
+# How each registry name is spelled in prose (the description and the README's table).
+ESTIMATOR_NAMES = {
+    "uoro": "UORO",
+    "rtrl": "RTRL",
+    "tbptt": "BPTT",
+    "kf_rtrl": "KF-RTRL",
+    "ok": "OK",
+    "snap1": "SnAp-1",
+    "eprop": "e-prop",
+    "rflo": "RFLO",
+    "es_d_rtrl": "ES-D-RTRL",
+}
+
+
+def _project() -> dict:
+    import tomllib
+
+    with open(os.path.join(ROOT, "pyproject.toml"), "rb") as f:
+        return tomllib.load(f)["project"]
+
+
+def test_the_description_names_every_registered_estimator():
+    from uorojax.estimators.registry import ESTIMATORS
+
+    assert set(ESTIMATORS) == set(ESTIMATOR_NAMES), "a new estimator needs its prose name here"
+    words = _project()["description"].replace(",", " ").split()
+    missing = [name for name in ESTIMATOR_NAMES.values() if name not in words]
+    assert not missing, f"pyproject's description leaves out {missing}"
+
+
+def test_the_declared_license_file_is_there_and_is_that_license():
+    project = _project()
+    assert project["license"] == "Apache-2.0"
+    for name in project["license-files"]:
+        with open(os.path.join(ROOT, name)) as f:
+            text = f.read()
+        assert "Apache License" in text and "Version 2.0, January 2004" in text, name
