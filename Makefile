@@ -25,7 +25,7 @@ demo: setup
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -n 2 tests
+	$(BIN)/pytest -n 2 --durations=15 tests
 
 # Warnings are errors (a broken reference, a name of uorojax.__all__ on no API page, a
 # notebook that raises); the notebooks are executed and cached in docs/_build/.jupyter_cache,
