@@ -55,3 +55,27 @@ def test_ci_installs_exactly_the_lower_bounds():
     assert set(pins) == set(lower), (pins, lower)
     for name, version in pins.items():
         assert version.startswith(lower[name]), (name, version, lower[name])
+
+
+def test_the_readme_fits_a_page_opens_with_its_commands_and_links_to_existing_files():
+    """The README opens with `make demo` and `make test`, fits on a page, and every
+    relative link in it and in the site's pages names a file of the repository (so it
+    works on GitHub and in the site alike)."""
+    import glob
+    import re
+
+    readme = open(os.path.join(ROOT, "README.md")).read()
+    block = readme.split("```bash\n", 1)[1].split("```", 1)[0].splitlines()
+    assert readme.startswith("# uorojax\n\n```bash\n")
+    assert [line.split("#")[0].strip() for line in block[:2]] == ["make demo", "make test"]
+    assert len(readme.splitlines()) <= 150
+    pages = [os.path.join(ROOT, "README.md")]
+    pages += glob.glob(os.path.join(ROOT, "docs", "*.md"))
+    pages += glob.glob(os.path.join(ROOT, "docs", "api", "*.md"))
+    for page in pages:
+        text = re.sub(r"```.*?```", "", open(page).read(), flags=re.S)
+        for target in re.findall(r"\]\(([^)\s]+)\)", text):
+            if target.startswith(("http://", "https://", "#", "mailto:")):
+                continue
+            path = os.path.join(os.path.dirname(page), target.split("#")[0])
+            assert os.path.exists(path), (os.path.relpath(page, ROOT), target)
