@@ -79,3 +79,24 @@ def test_the_readme_fits_a_page_opens_with_its_commands_and_links_to_existing_fi
                 continue
             path = os.path.join(os.path.dirname(page), target.split("#")[0])
             assert os.path.exists(path), (os.path.relpath(page, ROOT), target)
+
+
+def test_every_table_row_of_the_readme_and_the_site_has_its_header_s_columns():
+    """A `|` in a table cell, even inside code (`|Θ|`), ends the cell unless escaped
+    (`\\|`): a row with more cells than its header loses the extra ones on GitHub and in
+    the site."""
+    import glob
+    import re
+
+    pages = [os.path.join(ROOT, "README.md")]
+    pages += glob.glob(os.path.join(ROOT, "docs", "**", "*.md"), recursive=True)
+    for page in (p for p in pages if "_build" not in p):
+        header, fenced = None, False
+        for number, line in enumerate(open(page).read().splitlines(), 1):
+            fenced ^= line.startswith("```")
+            if fenced or not line.startswith("|"):
+                header = None
+                continue
+            cells = len(re.split(r"(?<!\\)\|", line.strip().strip("|")))
+            header = header or cells
+            assert cells == header, (os.path.relpath(page, ROOT), number, line[:80])
