@@ -72,6 +72,9 @@ nitpick_ignore_regex = [
     (r"py:class", r"(jax|numpy|optax|flax)\..*"),
     # The standard library's typing.Any, collections.abc.Callable and Sequence, likewise.
     (r"py:(class|data)", r"(typing|collections\.abc)\..*"),
+    # The ``...`` of a variadic tuple (``tuple[RecurrentKernel, ...]``), which
+    # sphinx-autodoc-typehints links as the builtin constant Ellipsis.
+    (r"py:data", r"Ellipsis"),
 ]
 if os.environ.get("UOROJAX_DOCS_INTERSPHINX") == "1":
     # Off by default: the inventories are fetched over the network at build time.

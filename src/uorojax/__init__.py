@@ -1,11 +1,15 @@
 """uorojax: online gradient estimation for recurrent networks in JAX.
 
-The packages follow the layers of the library, bottom up: ``estimators`` (the maths:
-one module per estimator, on one protocol), ``models`` (cells, LRUs, adapters and the
-structure of a model), ``tasks`` (streams), ``training`` (the online trainer, the optax
-transform, sharding, runs over several processes), ``runs`` (configs, the runner, its
-work directory and command line) and ``analysis`` (gradient quality, compiled cost).
-``docs/architecture.md`` draws them.
+The packages are the layers of the library, as the API reference groups them:
+``estimators`` (the maths: the protocol, batching, one module per estimator, the
+registry), ``models`` (cells, LRUs, adapters, losses, the model table, and the structure
+of a model: ``models.structure`` describes and verifies it, ``models.inference`` infers
+it from the model's step), ``tasks`` (streams and the task table), ``training`` (the
+online trainer, the optax transform, sharding, checkpoints, runs over several
+processes), ``runs`` (configs, the runner, its work directory, command line and
+reports) and ``analysis`` (gradient quality, compiled cost, figures), over the core
+modules ``checks`` (input validation) and ``tree`` (pytree arithmetic). ``models`` is
+the bottom layer and ``runs`` the top; ``docs/architecture.md`` draws what imports what.
 
 ``import uorojax`` loads the core only (jax, flax, optax, chex, numpy). The experiment
 runner (``uorojax.runs``), checkpoints and figures need the ``run`` extra and are
