@@ -38,10 +38,10 @@ import jax.numpy as jnp
 
 from uorojax import checks
 from uorojax.models.structure.compare import compare_kernels, compare_layers, compare_leaf_roles
-from uorojax.models.structure.dense import check_dense_inputs, dense_inputs
 from uorojax.models.structure.leaves import check_leaves, read_structure
 from uorojax.models.structure.paths import leaf_names
 from uorojax.models.structure.types import Structure, Units
+from uorojax.models.structure.verify_inputs import input_field
 
 PyTree = Any
 WHO = "verify_structure"
@@ -85,7 +85,7 @@ def checked(apply_fn: Callable, structure: Structure, params, state, x) -> Struc
       structure = checked(model.apply, model.structure, params, h0, x)
     """
     from uorojax.models.inference import infer
-    from uorojax.models.structure.verify import concrete, verify_structure
+    from uorojax.models.structure.verify import verify_structure
 
     if structure.program is not None:  # inferred elsewhere: the same model?
         structure = verify_structure(apply_fn, structure, params, state, x)
@@ -111,10 +111,9 @@ def checked(apply_fn: Callable, structure: Structure, params, state, x) -> Struc
     compare_leaf_roles(program, declared, names)
     if structure.recurrent_kernels:
         compare_kernels(program, structure, params, state, names, state_names)
-    if structure.leaf_inputs is not None or structure.layer_inputs is not None:
-        zeros = [concrete(tree) for tree in (params, state, x)]
-        with jax.ensure_compile_time_eval():
-            check_dense_inputs(structure, zeros[0], dense_inputs(structure, *zeros), WHO)
+    if structure.recurrent_kernels or input_field(structure) is not None:
+        # the kernels' biases and the leaves' inputs, at a random point
+        verify_structure(apply_fn, structure, params, state, x)
     return structure._replace(program=program)
 
 
