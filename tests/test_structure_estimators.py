@@ -9,14 +9,22 @@ give the gradients of the inferred program; mutated structures are refused at
 ``init_state``.
 """
 
+import functools
+import random
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 from helpers import rel_err, scan_estimator
 from jax.flatten_util import ravel_pytree
+from structures import CASES, mutations, structure
 
 import uorojax
+from uorojax import ConfigError
+from uorojax.estimators import es_d_rtrl as es_d_rtrl_module
+from uorojax.estimators import kf_rtrl as kf_rtrl_module
+from uorojax.estimators.sparse_influence import EPropState, sparse_step
 
 sg = jax.lax.stop_gradient
 N, M, STEPS = 3, 2, 20
@@ -278,3 +286,220 @@ def _readout_loss(apply, unravel_p, unravel_s, th, s_new, y):
     h = unravel_s(s_new)
     h = h["h"] if isinstance(h, dict) else (h[-1] if isinstance(h, tuple) else h)
     return loss(h @ p["V"], y)
+
+
+# ------------------------------------------------------------------ library cells
+
+
+def _library_models():
+    from flax import nnx
+
+    x0 = jnp.zeros(M)
+    nnx_model = uorojax.from_nnx(
+        functools.partial(nnx.GRUCell, M, N, param_dtype=jnp.float64), jnp.zeros(N)
+    )
+    eqx = pytest.importorskip("equinox")
+    eqx_model = uorojax.from_equinox(
+        functools.partial(eqx.nn.GRUCell, M, N, dtype=jnp.float64), jnp.zeros(N),
+        call="x_state",
+    )  # fmt: skip
+    apply, params, state0, _, _ = gru_stack()
+    out = {}
+    for name, model in (("nnx", nnx_model), ("eqx", eqx_model)):
+        params_m, h0 = model.init(jax.random.key(0), x0)
+        out[name] = (model.apply, params_m, h0.astype(jnp.float64) + 0.1)
+    out["plain_gru_2"] = (lambda p, s, x: apply(p, s, x), params, state0)
+    return out
+
+
+@pytest.mark.parametrize("name", ["nnx", "eqx", "plain_gru_2"])
+def test_snap1_eprop_es_d_rtrl_train_library_cells_with_no_structure_written(name):
+    """nnx.GRUCell (fused kernels, no recurrent bias), eqx.nn.GRUCell (``K @ h``, two
+    biases) and a plain-JAX 2-layer GRU: the estimators infer the structure from
+    ``example_x``. SnAp-1 equals RTRL on the first step, and on one layer on the second
+    too (J_1 = B_1 lies on the pattern); e-prop equals them on the first; ES-D-RTRL at
+    decay 0 is the one-step gradient ∂L_t/∂z ⊗ a_t = δθ_t (TBPTT of one step), exactly,
+    through the probes (nnx's ``h_0 @ K_n`` has no bias)."""
+    xs, ys = stream(4, outputs=N)
+    apply, params, h0 = _library_models()[name]
+    two = loss
+    ys = ys if name != "plain_gru_2" else ys[:, :2]
+    rtrl = estimator_grads(uorojax.rtrl(apply, two), params, h0, xs, ys)
+    snap = estimator_grads(uorojax.snap1(apply, two, example_x=xs[0]), params, h0, xs, ys)
+    eprop = estimator_grads(uorojax.eprop(apply, two, example_x=xs[0]), params, h0, xs, ys)
+    assert rel_err(snap[0], rtrl[0]) < 1e-10 and rel_err(eprop[0], rtrl[0]) < 1e-10
+    if name != "plain_gru_2":
+        assert rel_err(snap[1], rtrl[1]) < 1e-10
+    assert rel_err(snap[-1], rtrl[-1]) > 1e-6 and rel_err(eprop[-1], snap[-1]) > 1e-6
+    tbptt = uorojax.tbptt(apply, two, truncation=1, example_x=xs[0], example_y=ys[0])
+    one_step = estimator_grads(tbptt, params, h0, xs, ys)
+    es = uorojax.es_d_rtrl(apply, two, example_x=xs[0], decay=0.0)
+    es_grads = estimator_grads(es, params, h0, xs, ys)
+    for t in range(len(xs)):
+        assert rel_err(es_grads[t], one_step[t]) < 1e-10, t
+
+
+# ------------------------------------------------------------------ built-in models
+
+
+class Fixed:
+    """A structure source that gives one structure as written (the old path: the
+    hand-written ``recurrent_kernels`` diagonalised in the params, ``leaf_inputs``)."""
+
+    def __init__(self, structure):
+        self.structure = structure
+
+    example_x = None
+
+    def at_step(self, *args):
+        return self.structure
+
+    def at_init(self, *args):
+        return self.structure
+
+
+SPARSE = (("snap1", True), ("eprop", False))
+
+
+@pytest.mark.parametrize("name", sorted(CASES))
+def test_the_inferred_structure_gives_the_hand_written_gradients(name):
+    """Every built-in model, every structured estimator that takes it: the gradients on
+    the inferred program equal those of the hand-written structure's own path (its
+    kernels diagonalised in the params with their biases, its ``leaf_inputs``)."""
+    case = CASES[name]()
+    written = structure(case)
+    inferred = uorojax.infer_structure(case.apply, case.params, case.state, case.x)
+    states = jax.tree.map(lambda a: 0.3 + a[None], case.state)
+    n = int(jnp.size(case.x)) if jnp.ndim(case.x) else None
+    xs = (jnp.arange(2) % 4) if n is None else stream(2, n)[0]
+    ys = stream(2, outputs=2, seed=4)[1]
+    one_layer = len(set(case.layers.values())) == 1
+    for _, keep in SPARSE if one_layer else SPARSE[:1]:  # e-prop's path: one layer suffices
+        carry = EPropState(states, _zero_influence(inferred, case.params, case.state))
+        old = _sparse_run(case, Fixed(written), keep, carry, xs, ys)
+        new = _sparse_run(case, Fixed(inferred), keep, carry, xs, ys)
+        assert rel_err(old, new) < 1e-10, (name, keep)
+    if case.field is not None:  # ES-D-RTRL on leaf_inputs against the probes
+        old = _es_run(case, Fixed(written), xs, ys)
+        new = _es_run(case, Fixed(inferred), xs, ys)
+        assert rel_err(old, new) < 1e-10, name
+    if case.field == "layer_inputs":  # KF-RTRL on layer_inputs against the probes
+        old = _kf_run(case, Fixed(written), xs, ys)
+        new = _kf_run(case, Fixed(inferred), xs, ys)
+        assert rel_err(old, new) < 1e-10, name
+
+
+def _zero_influence(structure, params, state):
+    from uorojax.estimators.sparse_influence import zero_influence
+
+    return jax.tree.map(lambda a: a[None], zero_influence(structure, params, state, "test"))
+
+
+def _sparse_run(case, source, keep, carry, xs, ys):
+    step = jax.jit(functools.partial(sparse_step, case.apply, loss, source, keep, EPropState))
+    out = []
+    for t in range(len(xs)):
+        g, carry, _ = step(case.params, carry, xs[t][None], ys[t][None], None)
+        out.append(ravel_pytree(g)[0])
+    return jnp.concatenate(out)
+
+
+def _es_run(case, source, xs, ys):
+    init = es_d_rtrl_module.es_d_rtrl_init(source, case.params, case.state)
+    carry = jax.tree.map(lambda a: a[None], init)
+    step = jax.jit(
+        functools.partial(es_d_rtrl_module.es_d_rtrl_streams, case.apply, loss, source, 0.8)
+    )
+    carry = carry._replace(state=jax.tree.map(lambda a: a + 0.3, carry.state))
+    out = []
+    for t in range(len(xs)):
+        g, carry, _ = step(case.params, carry, xs[t][None], ys[t][None], None)
+        out.append(ravel_pytree(g)[0])
+    return jnp.concatenate(out)
+
+
+def _kf_run(case, source, xs, ys):
+    carry = kf_rtrl_module.kf_rtrl_init(source, case.params, case.state)
+    step = jax.jit(functools.partial(kf_rtrl_module.kf_rtrl_step, case.apply, loss, source, 1e-7))
+    carry = carry._replace(state=jax.tree.map(lambda a: a + 0.3, carry.state))
+    out = []
+    for t in range(len(xs)):
+        g, carry, _ = step(case.params, carry, xs[t], ys[t], jax.random.key(t))
+        out.append(ravel_pytree(g)[0])
+    return jnp.concatenate(out)
+
+
+# ------------------------------------------------------------------ wrong structures
+
+
+def _kind(what: str) -> str:
+    """A mutation's kind: its last word(s) after the leaf it names."""
+    return what.rsplit("]", 1)[-1].strip() if "]" in what else what
+
+
+def _sampled_mutations(per_kind: int = 2, seed: int = 0) -> list:
+    """A sample of every case's single-field mutations with every kind (a role's layer,
+    axis, groups, Feedforward or None; a state layer; a kernel dropped or its kernel,
+    bias, state or layout; a leaf input's vector or pre-activation) at least once."""
+    by_kind: dict = {}
+    for name in sorted(CASES):
+        for m in mutations(CASES[name]()):
+            by_kind.setdefault(_kind(m.what), []).append((name, m))
+    rng = random.Random(seed)
+    return [
+        pick
+        for kind in sorted(by_kind)
+        for pick in rng.sample(by_kind[kind], min(per_kind, len(by_kind[kind])))
+    ]
+
+
+MUTANTS = _sampled_mutations()
+
+
+def test_the_sample_covers_every_mutation_kind():
+    kinds = {_kind(m.what) for _, m in MUTANTS}
+    assert {"layer", "axis", "groups", "as Feedforward", "as None", "as Units", "dropped",
+            "kernel", "bias", "state", "layout", "pre-activation"} <= kinds, kinds  # fmt: skip
+    assert any(k.startswith("vector") for k in kinds), kinds
+
+
+@pytest.mark.parametrize("mutant", range(len(MUTANTS)), ids=lambda i: MUTANTS[i][1].what)
+def test_a_wrong_structure_is_refused_at_init_state_before_any_gradient(mutant):
+    """The mutated structure passed to the estimator itself (SnAp-1, and ES-D-RTRL where
+    the case has inputs): ``init_state`` raises a ConfigError naming what was changed,
+    so no step, and no gradient, runs on it."""
+    name, m = MUTANTS[mutant]
+    case = m.case
+    algos = ["snap1"] + (["es_d_rtrl"] if case.inputs is not None else [])
+    for algo in algos:
+        est = getattr(uorojax, algo)(case.apply, loss, structure=structure(case), example_x=case.x)
+        with pytest.raises(ConfigError) as raised:
+            est.init_state(case.params, case.state)
+        if m.blame:
+            assert any(b in str(raised.value) for b in m.blame), (name, algo, str(raised.value))
+
+
+def test_without_an_example_a_wrong_structure_is_refused_at_the_first_step():
+    name, m = next((n, m) for n, m in MUTANTS if _kind(m.what) == "layer")
+    case = m.case
+    est = uorojax.snap1(case.apply, loss, structure=structure(case))
+    with pytest.raises(ConfigError):
+        carry = est.init_state(case.params, case.state)
+        est.step(case.params, carry, case.x, jnp.zeros(2), jax.random.key(0))
+
+
+def test_the_cho_gru_gets_its_named_error_through_snap1():
+    """``h~ = tanh(W x + Uh @ (r * h))``: Ur moves every unit in one step."""
+    k = jax.random.split(jax.random.key(7), 6)
+    params = {"Wr": normal(k[0], (N, M)), "Ur": normal(k[1], (N, N)),
+              "W": normal(k[2], (N, M)), "Uh": normal(k[3], (N, N)), "V": normal(k[4], (2, N))}  # fmt: skip
+
+    def apply(p, h, x):
+        r = jax.nn.sigmoid(p["Wr"] @ x + p["Ur"] @ h)
+        h = jnp.tanh(p["W"] @ x + p["Uh"] @ (r * h))
+        return h, p["V"] @ h
+
+    est = uorojax.snap1(apply, loss, example_x=jnp.zeros(M))
+    with pytest.raises(ConfigError, match=r"\['Ur'\] moves every unit of layer 0 in one step") as e:
+        est.init_state(params, normal(k[5], (N,)))
+    assert "use uoro or rtrl, or write the cell as r * (Uh h + b)" in str(e.value)
