@@ -503,3 +503,17 @@ def test_the_cho_gru_gets_its_named_error_through_snap1():
     with pytest.raises(ConfigError, match=r"\['Ur'\] moves every unit of layer 0 in one step") as e:
         est.init_state(params, normal(k[5], (N,)))
     assert "use uoro or rtrl, or write the cell as r * (Uh h + b)" in str(e.value)
+
+
+@pytest.mark.parametrize(
+    "model, algorithm", [("nnx_gru", "snap1"), ("eqx_gru", "eprop"), ("nnx_gru", "es_d_rtrl")]
+)
+def test_the_runner_trains_library_gru_cells_by_model_name(tmp_path, model, algorithm):
+    from uorojax import runs
+
+    c = runs.default_config()
+    c.task, c.task_args, c.model, c.algorithm = "anbn", {"k": 1, "l": 4}, model, algorithm
+    c.hidden_size, c.steps, c.chunk, c.log_every, c.checkpoint_every = 4, 20, 10, 10, 20
+    c.quiet = True
+    summary = runs.run(c, str(tmp_path / "run"))
+    assert np.isfinite(summary["final_metrics_last_10pct"]["loss"])
