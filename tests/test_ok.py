@@ -359,8 +359,9 @@ def test_a_bad_rank_is_named(rank, message):
 
 
 def test_ok_refuses_models_without_one_dense_layer():
-    with pytest.raises(ConfigError, match="ok needs the model's recurrent structure"):
-        uorojax.ok(uorojax.tanh_rnn(3, 2, 2).apply, LOSS, structure=None)
+    tanh = uorojax.tanh_rnn(3, 2, 2)
+    with pytest.raises(ConfigError, match="ok: structure=None infers"):
+        uorojax.ok(tanh.apply, LOSS).init_state(*tanh.init(jax.random.key(0), jnp.zeros(2)))
     for model in (
         uorojax.linen_model("gru", 3, 2),
         uorojax.linen_model("simple", 3, 2, num_layers=2),

@@ -110,7 +110,7 @@ def test_fused_gates_and_an_inferred_kernel_list_get_clear_errors():
     cell = nnx.GRUCell(2, 3, rngs=nnx.Rngs(0))
     model = uorojax.from_nnx(cell, jnp.zeros(3), example_x=jnp.zeros(2))
     params, h0 = model.init(jax.random.key(0), jnp.zeros(2))
-    est = uorojax.snap1(model.apply, uorojax.squared_error, structure=model.structure)
+    est = uorojax.kf_rtrl(model.apply, uorojax.squared_error, structure=model.structure)
     with pytest.raises(
         ConfigError, match=r"dense_h'\]\['kernel'\]\.value holds 3 fused gate blocks"
     ):

@@ -165,11 +165,19 @@ def test_a_structure_in_one_layer_numbering_and_an_embedding_every_unit_are_refu
     model = uorojax.linen_model("gru", 3, 2, vocab_size=4, embed_dim=2)
     x = jnp.asarray(1)
     params, state = model.init(jax.random.key(0), x)
+    own = model.structure.param_units
+
+    def every_unit(path, leaf):
+        return Units(0, None) if path[1] == "embed" else own(path, leaf)
+
     with pytest.raises(
         ConfigError,
         match=r"\['embed'\]\['embedding'\] is declared Units\(layer=0, axis=None, groups=1\).*is Feedforward\(0\)",
     ):
-        verify_structure(model.apply, model.structure, params, state, x)
+        verify_structure(
+            model.apply, model.structure._replace(param_units=every_unit), params, state, x
+        )
+    verify_structure(model.apply, model.structure, params, state, x)  # Feedforward(0)
 
 
 def test_an_inferred_structure_is_checked_against_its_model():

@@ -61,14 +61,22 @@ VJP per state leaf (:math:`B_t \odot M`): SnAp-1's step, written once for B stre
 
 from __future__ import annotations
 
+from typing import Any
+
 from uorojax.estimators.base import ApplyFn, Estimator, LossFn
-from uorojax.estimators.sparse_influence import EPROP_HINT, EPropState, sparse_estimator
+from uorojax.estimators.sparse_influence import EPropState, sparse_estimator
 from uorojax.models.structure.types import Structure
 
 __all__ = ["EPropState", "eprop"]
 
 
-def eprop(apply_fn: ApplyFn, loss_fn: LossFn, *, structure: Structure | None) -> Estimator:
+def eprop(
+    apply_fn: ApplyFn,
+    loss_fn: LossFn,
+    *,
+    structure: Structure | None = None,
+    example_x: Any = None,
+) -> Estimator:
     r"""E-prop: eligibility traces through each unit's own dynamics, ``O(|Θ|)`` memory.
 
     The traces follow SnAp-1's pattern with the recurrent kernels taken out of the
@@ -79,14 +87,21 @@ def eprop(apply_fn: ApplyFn, loss_fn: LossFn, *, structure: Structure | None) ->
     Args:
       apply_fn: ``(params, state, x) -> (new_state, output)``.
       loss_fn: ``(output, y) -> scalar``.
-      structure: the model's :class:`~uorojax.structure.Structure` (``model.structure``).
+      structure: None (the default) to infer the model's structure from ``example_x``
+        (:func:`~uorojax.infer_structure`), or a :class:`~uorojax.structure.Structure`
+        written by hand (``model.structure``), checked against the model before any
+        gradient (at ``init_state`` with ``example_x``, else at the first step).
+      example_x: one stream's input of one step (arrays or ``jax.ShapeDtypeStruct``):
+        what the structure is inferred from, and checked at.
 
     Returns:
       An :class:`Estimator` whose carry is an :class:`EPropState`.
 
     Raises:
-      ConfigError: without a structure, or (at ``init_state``) for a parameter the
-        pattern cannot hold, such as a learned input embedding.
+      ConfigError: (at ``init_state``) without ``structure`` or ``example_x``, for a
+        model whose structure cannot be inferred (the reason, and what to use instead),
+        for a hand-written structure that differs from the model (the leaf and what it
+        actually moves), or for a parameter the pattern cannot hold.
 
     Example::
 
@@ -95,5 +110,5 @@ def eprop(apply_fn: ApplyFn, loss_fn: LossFn, *, structure: Structure | None) ->
                           structure=model.structure)
     """
     return sparse_estimator(
-        "eprop", EPropState, apply_fn, loss_fn, structure, EPROP_HINT, keep_diagonal=False
+        "eprop", EPropState, apply_fn, loss_fn, structure, keep_diagonal=False, example_x=example_x
     )

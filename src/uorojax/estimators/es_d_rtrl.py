@@ -79,16 +79,18 @@ from uorojax import checks
 from uorojax.estimators.base import ApplyFn, Estimator, LossFn, StepInfo
 from uorojax.estimators.batching import streams_estimator
 from uorojax.estimators.factored_traces import (
-    Plan,
     as_rows,
     local_backward,
     plan,
     preactivation_rows,
     trace_layout,
 )
+from uorojax.estimators.probe_rows import probe_plan, probe_rows, probe_vectors
 from uorojax.models.structure.check import check_single_stream
 from uorojax.models.structure.dense import dense_inputs, input_shape
-from uorojax.models.structure.types import Structure, leaf_units, require, state_layers
+from uorojax.models.structure.jacobian import local_apply
+from uorojax.models.structure.resolve import StructureSource
+from uorojax.models.structure.types import Structure, leaf_units, state_layers
 from uorojax.tree import first
 
 PyTree = Any
@@ -123,10 +125,12 @@ class ESDRTRLState(NamedTuple):
     steps: jax.Array
 
 
-def es_d_rtrl_init(structure: Structure, params, state0) -> ESDRTRLState:
-    """Zero traces, shaped from the params and the state."""
+def es_d_rtrl_init(source: StructureSource, params, state0) -> ESDRTRLState:
+    """Zero traces, shaped from the params and the state (the structure resolved by
+    ``source``)."""
     checks.check_init(params, state0, "es_d_rtrl")
-    check_single_stream(structure, params, state0, "es_d_rtrl")
+    structure = source.at_init(params, state0)
+    check_single_stream(structure, params, state0, "es_d_rtrl", fused=True)
     leaves, units = jax.tree.leaves(params), leaf_units(structure, params)
     layout = trace_layout(leaves, units)
     input_trace = tuple(
@@ -176,42 +180,50 @@ def stacked_gradients(signal: jax.Array, traces: jax.Array, ndim: int, axis: int
     return jnp.einsum("bri,bru->riu", traces, signal)
 
 
-def gradients(the_plan: Plan, decay, p_leaves, d_theta, signals, vectors, old_input_trace):
+def gradients(the_plan, decay, p_leaves, d_theta, signals, vectors, old_input_trace):
     """The averaged gradient of every params leaf and the new input traces.
 
     ``ε^x ← α ε^x + a_t`` for every group of kernels, whose gradient is one batched
-    matrix product of the signals and the new input traces (:func:`stacked_gradients`);
-    a bias's is its signal; a leaf that moves no state keeps its direct gradient.
+    matrix product of the signals and the new input traces (:func:`stacked_gradients`;
+    a kernel of fused gate blocks reads its blocks' rows as one unit axis); a bias's
+    is its signal; a leaf that moves no state keeps its direct gradient.
     """
     units, layout = the_plan.units, the_plan.layout
     grads = [d if u is None else None for d, u in zip(d_theta, units)]
     input_trace = []
     for group, old in zip(layout.groups, old_input_trace):
-        layer, axis = units[group[0]].layer, units[group[0]].axis
-        start = layout.rows[layer].index(group[0])
+        u = units[group[0]]
+        start = layout.rows[u.layer].index((group[0], 0))
         new_x = decay * old + jnp.stack([vectors[j] for j in group], axis=1).astype(old.dtype)
-        signal = signals[layer][:, start : start + len(group)]
-        for j, g in zip(group, stacked_gradients(signal, new_x, 2, axis)):
+        signal = signals[u.layer][:, start : start + len(group) * u.groups]
+        signal = signal.reshape(signal.shape[0], len(group), -1)
+        for j, g in zip(group, stacked_gradients(signal, new_x, 2, u.axis)):
             grads[j] = g.astype(p_leaves[j].dtype)
         input_trace.append(new_x)
     for layer, rows in layout.rows.items():
-        biases = [j for j in rows if p_leaves[j].ndim == 1]
-        if biases:
-            start = rows.index(biases[0])
+        by_blocks: dict = {}
+        for j in dict.fromkeys(j for j, _ in rows):
+            if p_leaves[j].ndim == 1:
+                by_blocks.setdefault(units[j].groups, []).append(j)
+        for blocks, biases in by_blocks.items():
+            at = [rows.index((j, 0)) for j in biases]
+            signal = jnp.stack([signals[layer][:, r : r + blocks] for r in at], axis=1)
+            signal = signal.reshape(*signal.shape[:2], -1)  # (B, p, blocks·n)
             ones = jnp.stack([vectors[j] for j in biases], axis=1)
-            signal = signals[layer][:, start : start + len(biases)]
             for j, g in zip(biases, stacked_gradients(signal, ones, 1, 0)):
                 grads[j] = g.astype(p_leaves[j].dtype)
     return grads, tuple(input_trace)
 
 
 def es_d_rtrl_streams(
-    apply_fn, loss_fn, structure, decay, params, carry: ESDRTRLState, xs, ys, stream_keys
+    apply_fn, loss_fn, source, decay, params, carry: ESDRTRLState, xs, ys, stream_keys
 ):
     """One ES-D-RTRL step of B streams (leading axes; one stream is B = 1): the module
     docstring's equations, from one batched backward
     (:func:`~uorojax.estimators.factored_traces.local_backward`), with each layer's
     traces updated as one stack (:func:`~uorojax.estimators.factored_traces.trace_layout`).
+    On an inferred program the rows' signals come from its probes
+    (:mod:`~uorojax.estimators.probe_rows`), else from the structure's ``leaf_inputs``.
 
     Returns:
       ``(grads, carry, info)``, the gradient averaged over the streams.
@@ -219,26 +231,46 @@ def es_d_rtrl_streams(
     del stream_keys  # deterministic
     states = carry.state
     p_leaves, treedef = jax.tree.flatten(params)
-    the_plan = plan(structure, params, first(states), first(xs))
+    structure = source.at_step(params, first(states), first(xs))
+    local = local_apply(apply_fn, structure, keep_diagonal=False)
+    if structure.program is not None:
+        the_plan = probe_plan(structure, params, first(states))
+        program = structure.program
+        new_states, outputs, losses, d_theta, d_copies, d_probes, d_states = local_backward(
+            lambda p, s, x, z: program.apply(p, s, x, recurrent="none", probes=z),
+            loss_fn, the_plan.copy_groups, params, states, xs, ys, program.probe_zeros(),
+        )  # fmt: skip
+        vectors = probe_vectors(structure, the_plan, params, states, xs)
+        sizes = {layer: n for layer, n in enumerate(program.sizes)}
+        rows_of = probe_rows(the_plan, d_copies, d_probes, sizes)
+    else:
+        if structure.leaf_inputs is None and structure.layer_inputs is None:
+            raise checks.ConfigError(
+                "es_d_rtrl needs, for every dense params leaf of the layer, the vector it "
+                "multiplies and the pre-activation it feeds: inference refused this model "
+                "(uorojax.infer_structure says why), and its hand-written structure gives "
+                "no leaf_inputs. " + MODEL_HINT
+            )
+        the_plan = plan(structure, params, first(states), first(xs))
+        new_states, outputs, losses, d_theta, d_copies, _, d_states = local_backward(
+            local, loss_fn, the_plan.copy_groups, params, states, xs, ys
+        )
+        vectors = jax.vmap(  # each stream's input vectors
+            lambda s, x: [
+                None if d is None else d.vector for d in dense_inputs(structure, params, s, x)
+            ]
+        )(states, xs)
+        per_name = preactivation_rows(the_plan, len(p_leaves), d_copies, vectors)
+        rows_of = {layer: as_rows(per_name, the_plan.names, the_plan.inputs, rows)
+                   for layer, rows in the_plan.layout.rows.items()}  # fmt: skip
     layers, layout = the_plan.layers, the_plan.layout
-    new_states, outputs, losses, d_theta, d_copies, d_states = local_backward(
-        apply_fn, loss_fn, structure, the_plan, params, states, xs, ys
-    )
     columns = jax.tree.leaves(jax.tree.map(lambda a: a[1:], d_states))
     blocks = [  # blocks[k][k2] = ∂s_k/∂s_k2 per stream and unit
         [columns[k2][k] if layers[k] == layers[k2] else None for k2 in range(len(layers))]
         for k in range(len(layers))
     ]
-    vectors = jax.vmap(  # each stream's input vectors
-        lambda s, x: [
-            None if d is None else d.vector for d in dense_inputs(structure, params, s, x)
-        ]
-    )(states, xs)
-    per_name = preactivation_rows(the_plan, len(p_leaves), d_copies, vectors)
     d_state = jax.tree.leaves(first(d_states))  # δs̃_{t-1}
     scale = correction(carry.steps, decay, d_state[0].dtype)[:, None, None]
-    rows_of = {layer: as_rows(per_name, the_plan.names, the_plan.inputs, rows)
-               for layer, rows in layout.rows.items()}  # fmt: skip
     derivative = [
         None if f is None else rows_of[layer][1 + k]
         for k, (f, layer) in enumerate(zip(carry.unit_trace, layers))
@@ -276,7 +308,12 @@ def check_decay(decay: Any) -> float:
 
 
 def es_d_rtrl(
-    apply_fn: ApplyFn, loss_fn: LossFn, *, structure: Structure | None, decay: float = 0.9
+    apply_fn: ApplyFn,
+    loss_fn: LossFn,
+    *,
+    structure: Structure | None = None,
+    example_x: Any = None,
+    decay: float = 0.9,
 ) -> Estimator:
     r"""ES-D-RTRL (braintrace's ``pp_prop``): factored traces, ``O(I + O)`` memory a leaf.
 
@@ -287,8 +324,13 @@ def es_d_rtrl(
     Args:
       apply_fn: ``(params, state, x) -> (new_state, output)``.
       loss_fn: ``(output, y) -> scalar``.
-      structure: the model's :class:`~uorojax.structure.Structure`, with ``leaf_inputs``
-        or ``layer_inputs``.
+      structure: None (the default) to infer the model's structure from ``example_x``
+        (:func:`~uorojax.infer_structure`: each dense kernel's vector and
+        pre-activation are read through the inferred program, fused gates included), or
+        a hand-written :class:`~uorojax.structure.Structure`, checked against the model
+        before any gradient (where inference refuses the model, it needs
+        ``leaf_inputs`` or ``layer_inputs``).
+      example_x: one stream's input of one step: what the structure is inferred from.
       decay: the smoothing factor ``α`` in ``[0, 1)`` (braintrace's ``decay_or_rank``
         as a float; a rank ``r`` is ``α = (r - 1)/(r + 1)``). ``α = 0`` gives the
         one-step truncated gradient.
@@ -297,27 +339,22 @@ def es_d_rtrl(
       An :class:`Estimator` whose carry is an :class:`ESDRTRLState`.
 
     Raises:
-      ConfigError: without a structure, without the inputs of its dense leaves, for a
-        decay outside ``[0, 1)``, or (at ``init_state``) for a structure that does not
-        fit the params.
+      ConfigError: for a decay outside ``[0, 1)``; at ``init_state``, without
+        ``structure`` or ``example_x``, for a model whose structure cannot be inferred
+        or a hand-written one that differs from it, or for a leaf whose trace has no
+        input/unit factorisation.
 
     Example::
 
-      model = uorojax.linen_model("gru", 32, vocab, vocab_size=vocab)
-      est = uorojax.es_d_rtrl(model.apply, uorojax.softmax_cross_entropy,
-                              structure=model.structure, decay=0.9)
+      model = uorojax.from_nnx(functools.partial(nnx.GRUCell, 3, 32), jnp.zeros(32),
+                               example_x=x0)
+      est = uorojax.es_d_rtrl(model.apply, uorojax.squared_error, example_x=x0)
     """
     checks.check_callable("apply_fn", apply_fn)
     checks.check_callable("loss_fn", loss_fn)
-    structure = require(structure, "es_d_rtrl", MODEL_HINT)
-    if structure.leaf_inputs is None and structure.layer_inputs is None:
-        raise checks.ConfigError(
-            "es_d_rtrl needs, for every dense params leaf of the layer, the vector it "
-            "multiplies and the pre-activation it feeds (Structure.leaf_inputs), and this "
-            f"model's structure gives none. {MODEL_HINT}"
-        )
     decay = check_decay(decay)
+    source = StructureSource("es_d_rtrl", apply_fn, structure, example_x)
     return streams_estimator(
-        functools.partial(es_d_rtrl_init, structure),
-        functools.partial(es_d_rtrl_streams, apply_fn, loss_fn, structure, decay),
+        functools.partial(es_d_rtrl_init, source),
+        functools.partial(es_d_rtrl_streams, apply_fn, loss_fn, source, decay),
     )

@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from uorojax.estimators.base import model_step, num_streams_of
-from uorojax.estimators.shared import mean_loss_cotangents, without_recurrent_kernels
+from uorojax.estimators.shared import mean_loss_cotangents
 from uorojax.models.structure.dense import check_dense_inputs, dense_inputs
 from uorojax.models.structure.jacobian import ones_on_each_leaf
 from uorojax.models.structure.types import (
@@ -41,9 +41,11 @@ class TraceLayout(NamedTuple):
 
     Attributes:
       groups: the kernels stacked into one input trace each, by flattened leaf index.
-      rows: for every layer, its dense leaves in the order of its unit traces' rows:
-        the groups' kernels first, group by group, then the biases (so each group's
-        rows, and the biases', are one contiguous slice).
+      rows: for every layer, the rows of its unit traces, each ``(leaf, block)``: a leaf
+        of ``groups`` fused gate blocks (:class:`~uorojax.structure.Units`) has a row
+        per block, each over the layer's ``n`` units. The groups' kernels first, group
+        by group, then the other leaves of the layer (biases, per-unit vectors), so each
+        group's rows are one contiguous slice.
     """
 
     groups: tuple
@@ -52,19 +54,22 @@ class TraceLayout(NamedTuple):
 
 def trace_layout(leaves: list, units: list) -> TraceLayout:
     """The carry's layout: kernels (2-d leaves with units) grouped by ``(layer, input
-    width, unit axis, dtype)`` in the order they first occur, and each layer's rows."""
+    width, unit axis, blocks, dtype)`` in the order they first occur, and each layer's
+    rows."""
     keys: dict = {}
     for j, (leaf, u) in enumerate(zip(leaves, units)):
         if u is not None and leaf.ndim == 2:
-            key = (u.layer, leaf.shape[1 - u.axis], u.axis, jnp.dtype(leaf.dtype))
+            key = (u.layer, leaf.shape[1 - u.axis], u.axis, u.groups, jnp.dtype(leaf.dtype))
             keys.setdefault(key, []).append(j)
     groups = tuple(tuple(g) for g in keys.values())
     rows: dict = {}
     for g in groups:
-        rows.setdefault(units[g[0]].layer, []).extend(g)
+        rows.setdefault(units[g[0]].layer, []).extend(
+            (j, b) for j in g for b in range(units[j].groups)
+        )
     for j, (leaf, u) in enumerate(zip(leaves, units)):
         if u is not None and leaf.ndim == 1:
-            rows.setdefault(u.layer, []).append(j)
+            rows.setdefault(u.layer, []).extend((j, b) for b in range(u.groups))
     return TraceLayout(groups, {layer: tuple(r) for layer, r in rows.items()})
 
 
@@ -166,8 +171,9 @@ def row_cotangents(new_states, outputs, d_outputs):
     )
 
 
-def local_backward(apply_fn, loss_fn, structure, the_plan: Plan, params, states, xs, ys):
-    """One forward of the step through the params without recurrent kernels, with
+def local_backward(local, loss_fn, copy_groups, params, states, xs, ys, probes=None):
+    """One forward of the step without recurrent kernels (``local``:
+    :func:`~uorojax.structure.local_apply`), with
     per-stream copies of the leaves :func:`signal_readers` names, and one backward
     batched over the ``1 + q`` rows of :func:`row_cotangents`.
 
@@ -179,34 +185,45 @@ def local_backward(apply_fn, loss_fn, structure, the_plan: Plan, params, states,
     ``D^f_t = ∂s_k/∂z`` per unit from its copies' cotangents (the adjoint of the JVP
     along ``1 ⊗ a/‖a‖²``, :func:`~uorojax.structure.preactivation_derivatives`).
 
+    With ``probes`` (one stream's zero probes of the inferred program, one per dense
+    use), ``local(params, state, x, probes)`` adds them to its dense uses' outputs, and
+    their cotangents give every dense use's ``∂L_t/∂z`` (row 0) and ``∂s_k/∂z`` (row
+    ``1 + k``) per output entry, exactly, with or without a bias and at any input.
+
     Returns:
-      ``(new_states, outputs, losses, d_theta, d_copies, d_states)``, the last three
-      with a leading axis of ``1 + q`` rows.
+      ``(new_states, outputs, losses, d_theta, d_copies, d_probes, d_states)``, the last
+      four with a leading axis of ``1 + q`` rows (``d_probes`` None without probes).
     """
     p_leaves, treedef = jax.tree.flatten(params)
     num_streams = num_streams_of(states)
+    if probes is not None:
+        probes = [jnp.broadcast_to(z, (num_streams, *z.shape)) for z in probes]
 
-    def batched_forward(p, copies, s):
-        def one(s1, x1, *group_copies):
+    def batched_forward(p, copies, zs, s):
+        def one(s1, x1, z1, *group_copies):
             leaves = jax.tree.leaves(p)
-            for group, stack in zip(the_plan.copy_groups, group_copies):
+            for group, stack in zip(copy_groups, group_copies):
                 for r, j in enumerate(group):
                     leaves[j] = stack[r]
             p1 = jax.tree.unflatten(treedef, leaves)
-            return model_step(apply_fn, without_recurrent_kernels(structure, p1, s1), s1, x1)
+            if z1 is None:
+                return model_step(local, p1, s1, x1)
+            return local(p1, s1, x1, z1)
 
-        return jax.vmap(one)(s, xs, *copies)
+        return jax.vmap(one)(s, xs, zs, *copies)
 
     copies = [
         jnp.broadcast_to(
             jnp.stack([p_leaves[j] for j in g]), (num_streams, len(g), *p_leaves[g[0]].shape)
         )
-        for g in the_plan.copy_groups
+        for g in copy_groups
     ]
-    (new_states, outputs), pullback = jax.vjp(batched_forward, params, copies, states)
+    (new_states, outputs), pullback = jax.vjp(batched_forward, params, copies, probes, states)
     losses, d_outputs = mean_loss_cotangents(loss_fn, ys)(outputs)
-    d_theta, d_copies, d_states = jax.vmap(pullback)(row_cotangents(new_states, outputs, d_outputs))
-    return new_states, outputs, losses, d_theta, d_copies, d_states
+    d_theta, d_copies, d_probes, d_states = jax.vmap(pullback)(
+        row_cotangents(new_states, outputs, d_outputs)
+    )
+    return new_states, outputs, losses, d_theta, d_copies, d_probes, d_states
 
 
 def preactivation_rows(the_plan: Plan, num_leaves: int, d_copies, vectors) -> list:
@@ -231,5 +248,6 @@ def preactivation_rows(the_plan: Plan, num_leaves: int, d_copies, vectors) -> li
 
 def as_rows(per_name: list, names: list, inputs: list, rows) -> jax.Array:
     """Per-pre-activation ``(..., n)`` arrays laid out as a layer's rows, ``(..., P, n)``:
-    row r the array of the pre-activation that the r-th leaf feeds (one concatenation)."""
-    return jnp.stack([per_name[names.index(inputs[j].preactivation)] for j in rows], axis=-2)
+    row r the array of the pre-activation that the r-th row's leaf feeds (one
+    concatenation)."""
+    return jnp.stack([per_name[names.index(inputs[j].preactivation)] for j, _ in rows], axis=-2)

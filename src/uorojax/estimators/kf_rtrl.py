@@ -47,15 +47,15 @@ from uorojax.estimators.base import (
     validate,
 )
 from uorojax.estimators.kronecker import (
-    MODEL_HINT,
     add_kronecker_gradient,
     check_dense_layer,
+    dense_layer,
     state_jacobian_times,
     zero_input_factor,
 )
 from uorojax.estimators.shared import safe_ratio
-from uorojax.models.structure.dense import check_layer_inputs, layer_derivative
-from uorojax.models.structure.types import Structure, leaf_units, require
+from uorojax.models.structure.resolve import StructureSource
+from uorojax.models.structure.types import Structure, leaf_units
 from uorojax.tree import tree_norm
 
 PyTree = Any
@@ -77,10 +77,11 @@ class KFRTRLState(NamedTuple):
     unit_factor: jax.Array
 
 
-def kf_rtrl_init(structure: Structure, params, state0) -> KFRTRLState:
-    """Zero factors."""
+def kf_rtrl_init(source: StructureSource, params, state0) -> KFRTRLState:
+    """Zero factors (the structure resolved and checked by ``source``)."""
     checks.check_init(params, state0, "kf_rtrl")
-    check_dense_layer(structure, params, state0, "kf_rtrl")
+    structure = source.at_init(params, state0)
+    check_dense_layer(structure, params, state0, "kf_rtrl", source.example_x)
     h0 = jax.tree.leaves(state0)[0]
     n = h0.shape[0]
     return KFRTRLState(state0, zero_input_factor(structure, params), jnp.zeros((n, n), h0.dtype))
@@ -92,10 +93,11 @@ def _signs(key, dtype):
     return (1 - 2 * bits.astype(jnp.int32)).astype(dtype)
 
 
-def kf_rtrl_step(apply_fn, loss_fn, structure, eps, params, carry: KFRTRLState, x, y, key):
+def kf_rtrl_step(apply_fn, loss_fn, source, eps, params, carry: KFRTRLState, x, y, key):
     """One KF-RTRL step (see the module docstring)."""
     validate(params, key)
     state = carry.state
+    structure = source.at_step(params, state, x)
     units = leaf_units(structure, params)
     new_state, output, loss, _, (delta_theta, delta_s) = loss_vjp(
         lambda p, s: model_step(apply_fn, p, s, x),
@@ -108,9 +110,7 @@ def kf_rtrl_step(apply_fn, loss_fn, structure, eps, params, carry: KFRTRLState, 
     projected = unit_factor.T @ jax.tree.leaves(delta_s)[0]
     grads = add_kronecker_gradient(delta_theta, projected, input_factor, units)
 
-    inputs = structure.layer_inputs(params, state, x)
-    check_layer_inputs(structure, params, inputs, "kf_rtrl")
-    d = layer_derivative(apply_fn, structure, params, state, x, inputs)
+    inputs, d = dense_layer(apply_fn, structure, params, state, x, "kf_rtrl")
     h_times_a = state_jacobian_times(apply_fn, params, state, x, unit_factor)
     a_pieces = [a for a in inputs if a is not None]
     u_pieces = [u for u in input_factor if u is not None]
@@ -127,7 +127,12 @@ def kf_rtrl_step(apply_fn, loss_fn, structure, eps, params, carry: KFRTRLState, 
 
 
 def kf_rtrl(
-    apply_fn: ApplyFn, loss_fn: LossFn, *, structure: Structure | None, eps: float = 1e-7
+    apply_fn: ApplyFn,
+    loss_fn: LossFn,
+    *,
+    structure: Structure | None = None,
+    example_x: Any = None,
+    eps: float = 1e-7,
 ) -> Estimator:
     r"""Kronecker-factored RTRL for one dense recurrent layer: unbiased, ``O(n² + m)`` memory.
 
@@ -138,9 +143,12 @@ def kf_rtrl(
     Args:
       apply_fn: ``(params, state, x) -> (new_state, output)``.
       loss_fn: ``(output, y) -> scalar``.
-      structure: the model's :class:`~uorojax.structure.Structure` with ``layer_inputs``
-        (``model.structure`` of ``uorojax.tanh_rnn`` or a one-layer
-        ``uorojax.linen_model("simple", ...)``).
+      structure: None (the default) to infer the structure from ``example_x``
+        (:func:`~uorojax.infer_structure`: a single dense layer ``h = σ(W a)`` in any
+        layout, ``K @ h`` or ``h @ K``, its kernels split or concatenated), or a
+        hand-written :class:`~uorojax.structure.Structure`, checked against the model
+        before any gradient (with ``layer_inputs`` where inference refuses the model).
+      example_x: one stream's input of one step: what the structure is inferred from.
       eps: the stabiliser ε of the scales ``p1``, ``p2`` (>= 0).
 
     Returns:
@@ -153,9 +161,9 @@ def kf_rtrl(
     """
     checks.check_callable("apply_fn", apply_fn)
     checks.check_callable("loss_fn", loss_fn)
-    structure = require(structure, "kf_rtrl", MODEL_HINT)
     eps = checks.non_negative_float("eps", eps)
+    source = StructureSource("kf_rtrl", apply_fn, structure, example_x)
     return Estimator(
-        functools.partial(kf_rtrl_init, structure),
-        functools.partial(kf_rtrl_step, apply_fn, loss_fn, structure, eps),
+        functools.partial(kf_rtrl_init, source),
+        functools.partial(kf_rtrl_step, apply_fn, loss_fn, source, eps),
     )

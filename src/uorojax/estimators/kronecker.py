@@ -24,12 +24,22 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from uorojax import checks
 from uorojax.estimators.base import state_jvp
+from uorojax.estimators.probe_rows import ProbePlan, leaf_vectors, probe_plan
 from uorojax.models.structure.check import check_single_stream
-from uorojax.models.structure.dense import input_shape, kronecker_leaf
+from uorojax.models.structure.dense import (
+    check_layer_inputs,
+    input_shape,
+    kronecker_leaf,
+    layer_derivative,
+)
+from uorojax.models.structure.numeric import point_noise, random_point, tolerance
+from uorojax.models.structure.paths import leaf_names
 from uorojax.models.structure.types import Structure, leaf_units
+from uorojax.models.structure.verify import concrete
 
 PyTree = Any
 
@@ -39,11 +49,12 @@ MODEL_HINT = (
 )
 
 
-def check_dense_layer(structure: Structure, params, state0, who: str) -> None:
-    """One dense recurrent layer with ``layer_inputs`` and one state vector, or a
-    ConfigError naming what is missing."""
+def check_dense_layer(structure: Structure, params, state0, who: str, x=None) -> None:
+    """One dense recurrent layer with one state vector, and ``layer_inputs`` or an
+    inferred program (whose leaves feed one pre-activation, checked at ``x`` when
+    given: :func:`single_layer_plan`), or a ConfigError naming what is missing."""
     check_single_stream(structure, params, state0, who)
-    if structure.layer_inputs is None:
+    if structure.layer_inputs is None and structure.program is None:
         raise checks.ConfigError(
             f"{who} needs a dense recurrent layer h = σ(W [x; h; 1]) and this model's "
             f"structure gives no layer_inputs. {MODEL_HINT}"
@@ -53,6 +64,82 @@ def check_dense_layer(structure: Structure, params, state0, who: str) -> None:
             f"{who} handles one dense layer with one state vector; this state has "
             f"{len(jax.tree.leaves(state0))} leaves"
         )
+    if structure.program is not None and x is not None:
+        single_layer_plan(structure, params, state0, x, who)
+
+
+def dense_layer(apply_fn, structure: Structure, params, state, x, who: str):
+    """``(inputs, derivative)`` of one step of the dense layer ``h = σ(W a)``: the vector
+    every params leaf of the layer multiplies (a scalar 1 for a bias, None for the
+    others) and ``D_t = σ'(z_t)`` per unit.
+
+    On an inferred program, the vectors are its dense uses' (in any layout: ``K @ h``,
+    ``h @ K``, ``[x, h] @ K``, split leaves) and ``D_t`` is one JVP along a zero probe
+    on a kernel's output (exact with or without a bias, at ``h = 0`` too); otherwise
+    ``layer_inputs`` and a JVP along ``1 ⊗ a/‖a‖²``.
+    """
+    if structure.program is None:
+        inputs = structure.layer_inputs(params, state, x)
+        check_layer_inputs(structure, params, inputs, who)
+        return inputs, layer_derivative(apply_fn, structure, params, state, x, inputs)
+    the_plan = single_layer_plan(structure, params, state, x, who)
+    inputs = leaf_vectors(structure, the_plan, params, state, x)
+    return inputs, probe_derivatives(structure, the_plan, params, state, x)[0]
+
+
+def probe_derivatives(structure: Structure, the_plan: ProbePlan, params, state, x) -> list:
+    """``∂h/∂z`` per unit for the pre-activation of every kernel and bias of a
+    one-vector layer (a kernel's by a JVP along ones on its block of a probe, a bias's
+    along ones on the bias), in the order of the params leaves."""
+    program = structure.program
+    zeros = program.probe_zeros()
+    leaves, treedef = jax.tree.flatten(params)
+    n = program.sizes[0]
+    out = []
+    for j in sorted({*the_plan.kernels, *(j for g in the_plan.copy_groups for j in g)}):
+        p_tangent = [jnp.zeros_like(a) for a in leaves]
+        z_tangent = [jnp.zeros_like(z) for z in zeros]
+        if j in the_plan.kernels:
+            k = the_plan.kernels[j]
+            z_tangent[k.use] = z_tangent[k.use].at[k.start : k.start + n].set(1)
+        else:
+            p_tangent[j] = jnp.ones_like(leaves[j])
+        _, d = jax.jvp(
+            lambda p, z: program.apply(jax.tree.unflatten(treedef, p), state, x, probes=z)[0],
+            (leaves, zeros),
+            (p_tangent, z_tangent),
+        )
+        out.append(jax.tree.leaves(d)[0])
+    return out
+
+
+def single_layer_plan(structure: Structure, params, state, x, who: str) -> ProbePlan:
+    """The :class:`~uorojax.estimators.probe_rows.ProbePlan` of a model that is one
+    dense layer ``h = σ(W a)``: every kernel and bias of the layer feeds one
+    pre-activation, checked at a random point around the given one (its ``∂h/∂z`` are
+    equal).
+
+    Raises:
+      ConfigError: naming two leaves that feed different pre-activations (gates).
+    """
+    the_plan = probe_plan(structure, params, state, who)
+    given = tuple(concrete(t) for t in (params, state, x))
+    with jax.ensure_compile_time_eval():
+        point = random_point(given, point_noise(given, np.random.default_rng(0)))
+        derivatives = [np.asarray(d) for d in probe_derivatives(structure, the_plan, *point)]
+    order = sorted({*the_plan.kernels, *(j for g in the_plan.copy_groups for j in g)})
+    scale = max(float(np.abs(d).max()) for d in derivatives) if derivatives else 1.0
+    atol = 1e3 * tolerance(state, None) * max(scale, 1e-30)
+    names = leaf_names(params)
+    for j, d in zip(order[1:], derivatives[1:]):
+        if not np.allclose(d, derivatives[0], rtol=0, atol=atol):
+            raise checks.ConfigError(
+                f"{who} handles a single dense layer h = σ(W a): params leaves "
+                f"{names[order[0]]} and {names[j]} feed different pre-activations of the "
+                "units (gates, as in a GRU or an LSTM). Use snap1, eprop or es_d_rtrl, or "
+                "uoro or rtrl"
+            )
+    return the_plan
 
 
 def zero_input_factor(structure: Structure, params, leading: tuple[int, ...] = ()) -> tuple:

@@ -67,14 +67,14 @@ from uorojax.estimators.base import (
     validate,
 )
 from uorojax.estimators.kronecker import (
-    MODEL_HINT,
     add_kronecker_gradient,
     check_dense_layer,
+    dense_layer,
     state_jacobian_times,
     zero_input_factor,
 )
-from uorojax.models.structure.dense import check_layer_inputs, layer_derivative
-from uorojax.models.structure.types import Structure, leaf_units, require
+from uorojax.models.structure.resolve import StructureSource
+from uorojax.models.structure.types import Structure, leaf_units
 
 PyTree = Any
 
@@ -214,10 +214,11 @@ def optimal_kronecker_sum(
 # ----------------------------------------------------------------------------- the estimator
 
 
-def ok_init(structure: Structure, rank: int, params, state0) -> OKState:
-    """Zero factors."""
+def ok_init(source: StructureSource, rank: int, params, state0) -> OKState:
+    """Zero factors (the structure resolved and checked by ``source``)."""
     checks.check_init(params, state0, "ok")
-    check_dense_layer(structure, params, state0, "ok")
+    structure = source.at_init(params, state0)
+    check_dense_layer(structure, params, state0, "ok", source.example_x)
     h0 = jax.tree.leaves(state0)[0]
     n = h0.shape[0]
     return OKState(
@@ -248,10 +249,11 @@ def _split_inputs(matrix: jax.Array, like: tuple) -> tuple:
     return tuple(pieces)
 
 
-def ok_step(apply_fn, loss_fn, structure, eps, params, carry: OKState, x, y, key):
+def ok_step(apply_fn, loss_fn, source, eps, params, carry: OKState, x, y, key):
     """One OK step (see the module docstring)."""
     validate(params, key)
     state = carry.state
+    structure = source.at_step(params, state, x)
     units = leaf_units(structure, params)
     new_state, output, loss, _, (delta_theta, delta_s) = loss_vjp(
         lambda p, s: model_step(apply_fn, p, s, x),
@@ -264,9 +266,7 @@ def ok_step(apply_fn, loss_fn, structure, eps, params, carry: OKState, x, y, key
     projected = jnp.einsum("isn,s->in", unit_factor, jax.tree.leaves(delta_s)[0])
     grads = add_kronecker_gradient(delta_theta, projected, input_factor, units)
 
-    inputs = structure.layer_inputs(params, state, x)
-    check_layer_inputs(structure, params, inputs, "ok")
-    d = layer_derivative(apply_fn, structure, params, state, x, inputs)
+    inputs, d = dense_layer(apply_fn, structure, params, state, x, "ok")
     h_times_a = jax.vmap(lambda a: state_jacobian_times(apply_fn, params, state, x, a))(unit_factor)
     rank, n, _ = unit_factor.shape
     unit_terms = jnp.concatenate([h_times_a, jnp.diag(d).astype(h_times_a.dtype)[None]])
@@ -283,7 +283,8 @@ def ok(
     apply_fn: ApplyFn,
     loss_fn: LossFn,
     *,
-    structure: Structure | None,
+    structure: Structure | None = None,
+    example_x: Any = None,
     rank: int = 1,
     eps: float = 1e-7,
 ) -> Estimator:
@@ -299,9 +300,12 @@ def ok(
     Args:
       apply_fn: ``(params, state, x) -> (new_state, output)``.
       loss_fn: ``(output, y) -> scalar``.
-      structure: the model's :class:`~uorojax.structure.Structure` with ``layer_inputs``
-        (``model.structure`` of ``uorojax.tanh_rnn`` or a one-layer
-        ``uorojax.linen_model("simple", ...)``).
+      structure: None (the default) to infer the structure from ``example_x``
+        (:func:`~uorojax.infer_structure`: a single dense layer ``h = σ(W a)`` in any
+        layout, ``K @ h`` or ``h @ K``, its kernels split or concatenated), or a
+        hand-written :class:`~uorojax.structure.Structure`, checked against the model
+        before any gradient (with ``layer_inputs`` where inference refuses the model).
+      example_x: one stream's input of one step: what the structure is inferred from.
       rank: r, the number of Kronecker terms carried (>= 1).
       eps: singular values of the r+1 step terms at most ``eps`` times the largest count
         as zero (>= 0; see :func:`optimal_kronecker_sum`): a sum of rank ≤ r, such as
@@ -317,10 +321,10 @@ def ok(
     """
     checks.check_callable("apply_fn", apply_fn)
     checks.check_callable("loss_fn", loss_fn)
-    structure = require(structure, "ok", MODEL_HINT)
     rank = checks.positive_int("rank", rank)
     eps = checks.non_negative_float("eps", eps)
+    source = StructureSource("ok", apply_fn, structure, example_x)
     return Estimator(
-        functools.partial(ok_init, structure, rank),
-        functools.partial(ok_step, apply_fn, loss_fn, structure, eps),
+        functools.partial(ok_init, source, rank),
+        functools.partial(ok_step, apply_fn, loss_fn, source, eps),
     )

@@ -24,12 +24,20 @@ learning signal, is **not** part of it: the signal here is the true
 
 from __future__ import annotations
 
+from typing import Any
+
 from uorojax.estimators.base import ApplyFn, Estimator, LossFn
-from uorojax.estimators.sparse_influence import EPROP_HINT, EPropState, sparse_estimator
+from uorojax.estimators.sparse_influence import EPropState, sparse_estimator
 from uorojax.models.structure.types import Structure
 
 
-def rflo(apply_fn: ApplyFn, loss_fn: LossFn, *, structure: Structure | None) -> Estimator:
+def rflo(
+    apply_fn: ApplyFn,
+    loss_fn: LossFn,
+    *,
+    structure: Structure | None = None,
+    example_x: Any = None,
+) -> Estimator:
     r"""RFLO on a leaky RNN, with the true learning signal: e-prop under Murray's name.
 
     See the module docstring for the equations (Murray 2019). One stream; use
@@ -39,7 +47,12 @@ def rflo(apply_fn: ApplyFn, loss_fn: LossFn, *, structure: Structure | None) -> 
       apply_fn: ``(params, state, x) -> (new_state, output)``, normally of
         :func:`~uorojax.leaky_rnn`.
       loss_fn: ``(output, y) -> scalar``.
-      structure: the model's :class:`~uorojax.structure.Structure` (``model.structure``).
+      structure: None (the default) to infer the model's structure from ``example_x``
+        (:func:`~uorojax.infer_structure`), or a :class:`~uorojax.structure.Structure`
+        written by hand (``model.structure``), checked against the model before any
+        gradient (at ``init_state`` with ``example_x``, else at the first step).
+      example_x: one stream's input of one step (arrays or ``jax.ShapeDtypeStruct``):
+        what the structure is inferred from, and checked at.
 
     Returns:
       An :class:`Estimator` whose carry is an :class:`~uorojax.EPropState`
@@ -51,5 +64,5 @@ def rflo(apply_fn: ApplyFn, loss_fn: LossFn, *, structure: Structure | None) -> 
       est = uorojax.rflo(model.apply, uorojax.squared_error, structure=model.structure)
     """
     return sparse_estimator(
-        "rflo", EPropState, apply_fn, loss_fn, structure, EPROP_HINT, keep_diagonal=False
+        "rflo", EPropState, apply_fn, loss_fn, structure, keep_diagonal=False, example_x=example_x
     )

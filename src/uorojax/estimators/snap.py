@@ -41,7 +41,7 @@ from __future__ import annotations
 from typing import Any, NamedTuple
 
 from uorojax.estimators.base import ApplyFn, Estimator, LossFn
-from uorojax.estimators.sparse_influence import SNAP_HINT, sparse_estimator
+from uorojax.estimators.sparse_influence import sparse_estimator
 from uorojax.models.structure.types import Structure
 
 PyTree = Any
@@ -64,7 +64,13 @@ class SnApState(NamedTuple):
     influence: tuple
 
 
-def snap1(apply_fn: ApplyFn, loss_fn: LossFn, *, structure: Structure | None) -> Estimator:
+def snap1(
+    apply_fn: ApplyFn,
+    loss_fn: LossFn,
+    *,
+    structure: Structure | None = None,
+    example_x: Any = None,
+) -> Estimator:
     r"""SnAp-1: the influence matrix on its one-step sparsity pattern, ``O(|Θ|)`` memory.
 
     Exact RTRL for a single layer with an element-wise recurrence; a biased, low-noise
@@ -75,14 +81,21 @@ def snap1(apply_fn: ApplyFn, loss_fn: LossFn, *, structure: Structure | None) ->
     Args:
       apply_fn: ``(params, state, x) -> (new_state, output)``.
       loss_fn: ``(output, y) -> scalar``.
-      structure: the model's :class:`~uorojax.structure.Structure` (``model.structure``).
+      structure: None (the default) to infer the model's structure from ``example_x``
+        (:func:`~uorojax.infer_structure`), or a :class:`~uorojax.structure.Structure`
+        written by hand (``model.structure``), checked against the model before any
+        gradient (at ``init_state`` with ``example_x``, else at the first step).
+      example_x: one stream's input of one step (arrays or ``jax.ShapeDtypeStruct``):
+        what the structure is inferred from, and checked at.
 
     Returns:
       An :class:`Estimator` whose carry is a :class:`SnApState`.
 
     Raises:
-      ConfigError: without a structure, or (at ``init_state``) for a parameter the
-        pattern cannot hold, such as a learned input embedding.
+      ConfigError: (at ``init_state``) without ``structure`` or ``example_x``, for a
+        model whose structure cannot be inferred (the reason, and what to use instead),
+        for a hand-written structure that differs from the model (the leaf and what it
+        actually moves), or for a parameter the pattern cannot hold.
 
     Example::
 
@@ -91,5 +104,5 @@ def snap1(apply_fn: ApplyFn, loss_fn: LossFn, *, structure: Structure | None) ->
                           structure=model.structure)
     """
     return sparse_estimator(
-        "snap1", SnApState, apply_fn, loss_fn, structure, SNAP_HINT, keep_diagonal=True
+        "snap1", SnApState, apply_fn, loss_fn, structure, keep_diagonal=True, example_x=example_x
     )

@@ -34,25 +34,18 @@ from uorojax import checks
 from uorojax.estimators.base import Estimator, StepInfo, loss_vjp, model_step
 from uorojax.estimators.batching import streams_estimator
 from uorojax.estimators.cotangent_norm import pullback_and_squared_norms
-from uorojax.estimators.shared import (
-    kept_unless_finite,
-    mean_loss_cotangents,
-    without_recurrent_kernels,
-)
+from uorojax.estimators.shared import kept_unless_finite, mean_loss_cotangents
 from uorojax.models.structure.check import check_single_stream
-from uorojax.models.structure.jacobian import ones_on_each_leaf, unit_jacobian_columns
-from uorojax.models.structure.types import Structure, leaf_units, require, state_layers
+from uorojax.models.structure.jacobian import (
+    local_apply,
+    ones_on_each_leaf,
+    unit_jacobian_columns,
+)
+from uorojax.models.structure.resolve import StructureSource
+from uorojax.models.structure.types import Structure, leaf_units, state_layers
 from uorojax.tree import first, tree_finite
 
 PyTree = Any
-
-SNAP_HINT = (
-    "uorojax.tanh_rnn, uorojax.linen_model and uorojax.from_linen_cells (LSTM, "
-    "OptimizedLSTM, GRU, Simple, MGU, ElementwiseMGU and LRU cells) and uorojax.lru_stack "
-    "provide model.structure."
-)
-
-EPROP_HINT = f"uorojax.leaky_rnn, {SNAP_HINT}"
 
 
 class EPropState(NamedTuple):
@@ -107,7 +100,7 @@ def zero_influence(structure: Structure, params, state0, who: str) -> tuple:
     """Zeros on SnAp-1's pattern (see :class:`~uorojax.SnApState`), after checking the params and
     state against ``structure`` (errors name ``who``)."""
     checks.check_init(params, state0, who)
-    check_single_stream(structure, params, state0, who, feedforward=True)
+    check_single_stream(structure, params, state0, who, feedforward=True, fused=True)
     where = layout(structure, params, state0)
     return tuple(
         None
@@ -181,9 +174,19 @@ def along_units(weights: jax.Array, ndim: int) -> jax.Array:
     return jnp.reshape(weights, (*weights.shape, *([1] * (ndim - weights.ndim))))
 
 
-def stream_state_weights(delta_s: list, members) -> jax.Array:
-    """``(B, q, n)``: the per-stream state cotangents of a layer's ``q`` state leaves."""
-    return jnp.stack([delta_s[k] for k in members], axis=1)
+def stream_state_weights(delta_s: list, members, groups: int = 1) -> jax.Array:
+    """``(B, q, groups·n)``: the per-stream state cotangents of a layer's ``q`` state
+    leaves, repeated for each block of a fused leaf (:func:`per_entry`)."""
+    return per_entry(jnp.stack([delta_s[k] for k in members], axis=1), groups)
+
+
+def per_entry(weights: jax.Array, groups: int) -> jax.Array:
+    """Per-unit weights ``(..., n)`` for every entry of a unit axis of ``groups`` blocks
+    of ``n`` (block-major, entry ``g·n + u`` is unit ``u``: fused gates), ``(...,
+    groups·n)``; the weights themselves for one block."""
+    if groups == 1:
+        return weights
+    return jnp.tile(weights, (1,) * (weights.ndim - 1) + (groups,))
 
 
 def sparse_history(delta_theta, delta_s, influence, where: Layout):
@@ -200,7 +203,8 @@ def sparse_history(delta_theta, delta_s, influence, where: Layout):
     unit_major_grads, partials = {}, []
     for j, (entry, u, members) in enumerate(zip(influence, where.units, where.members)):
         if entry is not None:
-            parts = weighted_partial_sums(stream_state_weights(delta_s, members), entry)
+            weights = stream_state_weights(delta_s, members, u.groups)
+            parts = weighted_partial_sums(weights, entry)
             partials += parts
             unit_major_grads[j] = unit_major(leaves[j], u.axis) + sum(parts).astype(leaves[j].dtype)
     finite = tree_finite(
@@ -230,11 +234,12 @@ def sparse_influence_update(columns, patterns, influence, where: Layout):
             continue
         update = unit_major(member_rows(patterns[j], members), u.axis, lead=2)
         if len(members) == 1:
-            blocks = member_rows(columns[members[0]], members)  # (B, 1, n)
+            blocks = per_entry(member_rows(columns[members[0]], members), u.groups)  # (B, 1, n)
             new.append(update + along_units(blocks, entry.ndim) * entry)
             continue
         for kk2, k2 in enumerate(members):
-            blocks = member_rows(columns[k2], members)  # (B, q, n): A[k, k2] for each row k
+            # (B, q, n): A[k, k2] for each row k
+            blocks = per_entry(member_rows(columns[k2], members), u.groups)
             update = update + along_units(blocks, entry.ndim) * entry[:, kk2 : kk2 + 1]
         new.append(update)
     return tuple(new)
@@ -269,14 +274,14 @@ def influence_bound_finite(columns, squared, influence, where: Layout) -> jax.Ar
 
 
 def sparse_step(
-    apply_fn, loss_fn, structure, keep_diagonal, carry_type, params, carry, xs, ys, stream_keys
+    apply_fn, loss_fn, source, keep_diagonal, carry_type, params, carry, xs, ys, stream_keys
 ):
     """One step of B streams (leading axes), each with its influence: SnAp-1
     (``keep_diagonal=True``) or e-prop (``False``; see the module docstring).
 
     The averaged direct gradient ``δθ`` and every stream's state cotangent ``δs`` come
     from one batched backward of the mean loss (for e-prop through the params without
-    recurrent kernels, :func:`~uorojax.estimators.shared.without_recurrent_kernels`);
+    recurrent kernels, :func:`~uorojax.structure.local_apply`);
     the history term ``Σ_b δs_b · J_b`` from :func:`sparse_history`; the diagonal blocks
     of ``A_t`` and the pattern ``B_t ⊙ M`` from each stream's VJPs, into
     :func:`sparse_influence_update`. The influence is kept where the gradient is not
@@ -287,13 +292,12 @@ def sparse_step(
     """
     del stream_keys  # deterministic
     states, influence = carry
+    structure = source.at_step(params, first(states), first(xs))
     where = layout(structure, params, first(states))
-
-    def local(p, s):
-        return p if keep_diagonal else without_recurrent_kernels(structure, p, s)
+    local = local_apply(apply_fn, structure, keep_diagonal=keep_diagonal)
 
     new_states, outputs, losses, _, (mean_delta_theta, delta_s) = loss_vjp(
-        lambda p, s: jax.vmap(lambda s1, x1: model_step(apply_fn, local(p, s1), s1, x1))(s, xs),
+        lambda p, s: jax.vmap(lambda s1, x1: model_step(local, p, s1, x1))(s, xs),
         mean_loss_cotangents(loss_fn, ys),
         params,
         states,
@@ -315,17 +319,20 @@ def sparse_step(
 
 
 def sparse_estimator(
-    who: str, carry_type, apply_fn, loss_fn, structure, hint: str, *, keep_diagonal: bool
+    who: str, carry_type, apply_fn, loss_fn, structure, *, keep_diagonal: bool, example_x=None
 ) -> Estimator:
     """The estimator of :func:`sparse_step` (one stream as B = 1), whose errors name
-    ``who`` (``"snap1"``, ``"eprop"``, ``"rflo"``) and, without a structure, ``hint``;
-    its carry is ``carry_type(state, influence)``."""
+    ``who`` (``"snap1"``, ``"eprop"``, ``"rflo"``); its carry is ``carry_type(state,
+    influence)``. ``structure=None`` infers the structure from ``example_x``; a
+    hand-written one is checked before any gradient
+    (:class:`~uorojax.models.structure.resolve.StructureSource`)."""
     checks.check_callable("apply_fn", apply_fn)
     checks.check_callable("loss_fn", loss_fn)
-    structure = require(structure, who, hint)
+    source = StructureSource(who, apply_fn, structure, example_x)
 
     def init_state(params, state0):
-        return carry_type(state0, zero_influence(structure, params, state0, who))
+        found = source.at_init(params, state0)
+        return carry_type(state0, zero_influence(found, params, state0, who))
 
-    step = functools.partial(sparse_step, apply_fn, loss_fn, structure, keep_diagonal, carry_type)
+    step = functools.partial(sparse_step, apply_fn, loss_fn, source, keep_diagonal, carry_type)
     return streams_estimator(init_state, step)

@@ -12,7 +12,14 @@ import jax.numpy as jnp
 
 from uorojax.models.cells import ElementwiseMGUCell
 from uorojax.models.lru import LRUCell, lru_param_units
-from uorojax.models.structure.types import DenseInput, RecurrentKernel, Structure, Units, plain_path
+from uorojax.models.structure.types import (
+    DenseInput,
+    Feedforward,
+    RecurrentKernel,
+    Structure,
+    Units,
+    plain_path,
+)
 
 
 class CellLayout(NamedTuple):
@@ -116,7 +123,7 @@ def _stack_structure(cells, vocab_size, embed_dim) -> Structure | None:
                 return own_units(path[2], layer, layer + 1 if layer + 1 < len(cells) else None)
             return Units(layer, jnp.ndim(leaf) - 1)
         if len(path) > 1 and path[1] == "embed":
-            return Units(0, None)  # the embedding row of a token reaches every unit
+            return Feedforward(0)  # reaches layer 0 through its cells' input maps
         return None
 
     def encode(x):

@@ -15,6 +15,7 @@ from typing import Any, NamedTuple
 
 from uorojax import checks
 from uorojax.models.dense import leaky_rnn
+from uorojax.models.library_cells import eqx_gru, nnx_gru
 from uorojax.models.linen import LINEN_CELLS, linen_model
 from uorojax.models.lru_stack import lru_stack
 from uorojax.models.model import Model
@@ -56,6 +57,13 @@ def _lru_stack(vocab_size, *, hidden_size, num_layers, model_dim) -> Model:
     return lru_stack(num_layers, d_model, hidden_size, vocab_size, vocab_size=vocab_size)
 
 
+def _library_gru(build: Callable[[int, int], Model]) -> Callable[..., Model]:
+    def gru(vocab_size, *, hidden_size):  # one layer, one-hot input, no structure written
+        return build(hidden_size, vocab_size)
+
+    return gru
+
+
 def _leaky_rnn(vocab_size, *, hidden_size, tau) -> Model:  # one layer
     return leaky_rnn(hidden_size, vocab_size, vocab_size, tau=tau, vocab_size=vocab_size)
 
@@ -67,11 +75,15 @@ MODELS: dict[str, ModelEntry] = {
     },
     "lru_stack": ModelEntry(_lru_stack, {**_LAYERS, "model_dim": 0}),
     "leaky_rnn": ModelEntry(_leaky_rnn, {"hidden_size": _LAYERS["hidden_size"], "tau": 1.0}),
+    "nnx_gru": ModelEntry(_library_gru(nnx_gru), {"hidden_size": _LAYERS["hidden_size"]}),
+    "eqx_gru": ModelEntry(_library_gru(eqx_gru), {"hidden_size": _LAYERS["hidden_size"]}),
 }
 """A config's ``model`` -> its :class:`ModelEntry`: the ``flax.linen`` cells of
 :data:`~uorojax.models.LINEN_CELLS` (one-hot or embedded input, ``init`` flax or the
 UORO authors' torch7), a deep LRU stack (``model_dim``: its residual width, 0 for
-``hidden_size``) and Murray's leaky RNN (``tau``: its time constant in steps)."""
+``hidden_size``), Murray's leaky RNN (``tau``: its time constant in steps), and the GRU
+cells of ``flax.nnx`` and Equinox (``nnx_gru``, ``eqx_gru``: one-hot input, their
+structure inferred, :mod:`~uorojax.models.library_cells`)."""
 
 
 def model_fields() -> dict[str, Any]:

@@ -68,6 +68,29 @@ def diagonalised_params(
     return params
 
 
+def local_apply(apply_fn, structure: Structure, *, keep_diagonal: bool):
+    """The step ``(params, state, x) -> (new_state, output)`` with the same values and exact
+    params derivatives, whose state Jacobian is the model's own (``keep_diagonal=True``)
+    or each unit's internal dynamics, the recurrent kernels taken out (``False``:
+    e-prop's, RFLO's and ES-D-RTRL's :math:`\\tilde A_t`).
+
+    Through the inferred ``structure.program`` (``recurrent="none"``: no bias needed, no
+    params copied) where the structure has one, else through
+    :func:`diagonalised_params` of the hand-written ``recurrent_kernels``.
+
+    Example::
+
+      step = local_apply(model.apply, structure, keep_diagonal=False)
+      new_state, out = step(params, h, x)  # the values of model.apply(params, h, x)
+    """
+    if keep_diagonal:
+        return apply_fn
+    if structure.program is not None:
+        program = structure.program
+        return lambda p, s, x: program.apply(p, s, x, recurrent="none")
+    return lambda p, s, x: apply_fn(diagonalised_params(structure, p, s, keep_diagonal=False), s, x)
+
+
 def unit_jacobian(
     apply_fn, structure: Structure, params, state, x, *, keep_diagonal: bool = True
 ) -> list[list]:
@@ -96,7 +119,7 @@ def unit_jacobian_columns(
     diagonal on each state leaf k2: one VJP per state leaf k, all of them batched. The
     rows of one column come out as one array, stacked over k.
     """
-    if structure.program is not None and not structure.recurrent_kernels:
+    if structure.program is not None:
         mode = "diagonal" if keep_diagonal else "none"
         step = lambda s: structure.program.apply(params, s, x, recurrent=mode)[0]  # noqa: E731
     else:

@@ -162,13 +162,19 @@ def _check_kernel_leaves(rk, params, state, sizes, layers, who) -> None:
 
 
 def check_single_stream(
-    structure: Structure, params: PyTree, state: PyTree, who: str, *, feedforward: bool = False
+    structure: Structure,
+    params: PyTree,
+    state: PyTree,
+    who: str,
+    *,
+    feedforward: bool = False,
+    fused: bool = False,
 ) -> None:
-    """What an estimator of today takes: :func:`check_leaves`, at least one leaf with
+    """What an estimator takes: :func:`check_leaves`, at least one leaf with
     :class:`Units`, :class:`Feedforward` leaves only where the caller takes them
     (``feedforward=True``: SnAp-1 does, KF-RTRL does not), no parameter that moves every
-    unit (``Units(layer, None)``) and no fused gate blocks (``groups > 1``). Raises
-    ConfigError naming the leaf."""
+    unit (``Units(layer, None)``) and fused gate blocks (``groups > 1``) only where the
+    caller takes them (``fused=True``). Raises ConfigError naming the leaf."""
     checks.check_real("state", state, who)
     declared, layers = read_structure(structure, params, state, who)
     if not any(isinstance(d, Units) for d in declared):
@@ -192,12 +198,12 @@ def check_single_stream(
                 "(a learned input embedding, for example); its influence has no sparse "
                 "form. Use one-hot input (embed_dim=None) or another estimator."
             )
-        if isinstance(d, Units) and d.groups != 1:
+        if isinstance(d, Units) and d.groups != 1 and not fused:
             raise checks.ConfigError(
                 f"{who}: params leaf {name} holds {d.groups} fused gate blocks of layer "
-                f"{d.layer}'s units (Units groups={d.groups}); {who} takes one block per "
-                "leaf for now. Split the fused kernel into one leaf per gate (as flax.linen "
-                "cells do), or use uoro or rtrl."
+                f"{d.layer}'s units (Units groups={d.groups}); {who} handles a single "
+                "dense layer h = σ(W a) with one pre-activation per unit (a tanh RNN), not "
+                "gates. Use snap1, eprop or es_d_rtrl, or uoro or rtrl."
             )
 
 
