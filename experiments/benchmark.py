@@ -185,6 +185,35 @@ def own_loop_chunk(estimator, params, states):
     return run, init
 
 
+def own_window_loop_chunk(estimator, params, states):
+    """The loop a user writes around a windowed estimator's whole-window path: a
+    ``lax.scan`` over the chunk's windows, one ``uorojax.run_window`` and one Adam update
+    each (the pattern of docs/performance.md, "Windowed estimators in one's own loop"),
+    no guards. The train state is ``(params, opt_state, carry, key)``, donated."""
+    opt, window = optax.adam(1e-3), estimator.window
+
+    def one_window(train_state, xyk):
+        params, opt_state, carry = train_state
+        grads, carry, info = uorojax.run_window(estimator, params, carry, *xyk)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state, carry), info.loss
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def run(train_state, xs, ys):
+        *state, key = train_state
+        key, chunk_key = jax.random.split(key)
+        keys = jax.random.split(chunk_key, xs.shape[0])
+        windows = lambda a: a.reshape(-1, window, *a.shape[1:])  # noqa: E731
+        state, losses = jax.lax.scan(one_window, tuple(state), (windows(xs), windows(ys), windows(keys)))  # fmt: skip
+        return (*state, key), losses
+
+    def init():
+        carry = estimator.init_state(params, states)
+        return uorojax.training.own_buffers((params, opt.init(params), carry, jax.random.key(0)))
+
+    return run, init
+
+
 def memory_bytes(compiled) -> int | None:
     try:
         m = compiled.memory_analysis()
@@ -222,10 +251,14 @@ def prepare(method, hidden, streams, cfg, unroll, cell):
         return compiled, lambda: (init_carry(states), xs, ys), memory_bytes(compiled), 1, 1
     apply_fn, structure = model.apply, model.structure
     if method.startswith("own_"):  # the same estimator in a user's own loop
-        estimator = make_estimator(method[4:], apply_fn, structure, loss, streams, jnp.zeros((), jnp.int32))  # fmt: skip
-        run, init_state = own_loop_chunk(estimator, params, states)
+        windows = method.startswith("own_windows_")  # over whole windows (run_window)
+        name = method.removeprefix("own_windows_" if windows else "own_")
+        estimator = make_estimator(name, apply_fn, structure, loss, streams, jnp.zeros((), jnp.int32))  # fmt: skip
+        make_loop = own_window_loop_chunk if windows else own_loop_chunk
+        run, init_state = make_loop(estimator, params, states)
         compiled = run.lower(jax.eval_shape(init_state), xs, ys).compile()
-        return compiled, lambda: (init_state(), xs, ys), memory_bytes(compiled), 1, 1
+        window = estimator.window if windows else 1
+        return compiled, lambda: (init_state(), xs, ys), memory_bytes(compiled), window, 1
     if cfg.flat_params:  # one flat parameter vector (structured estimators need the tree)
         apply_fn, params, _ = uorojax.ravel_params(model.apply, params)
         structure = None
