@@ -17,6 +17,10 @@ launches (fusions, library calls and copies in the scan body, nested loops count
 their trip counts) and XLA's cost analysis (FLOPs and bytes accessed per step) on the
 backend at hand: the proxies for accelerator time on a machine without one.
 
+A method name ending in ``_per_leaf`` runs the trainer with ``flatten=False``: the
+optimizer, the guard's tests and the gradient norm leaf by leaf, as before they ran on
+one flat vector, in the same process as the default.
+
 Warm-up (compilation) is excluded. The methods take turns, one run of
 ``chunks_per_run`` chunks each per round, for ``repeats`` rounds; each method's best
 round counts, and ``jax.block_until_ready`` runs before every timer stops.
@@ -259,11 +263,16 @@ def prepare(method, hidden, streams, cfg, unroll, cell):
         compiled = run.lower(jax.eval_shape(init_state), xs, ys).compile()
         window = estimator.window if windows else 1
         return compiled, lambda: (init_state(), xs, ys), memory_bytes(compiled), window, 1
+    per_leaf = method.endswith("_per_leaf")  # make_trainer(flatten=False)
+    method = method.removesuffix("_per_leaf")
     if cfg.flat_params:  # one flat parameter vector (structured estimators need the tree)
         apply_fn, params, _ = uorojax.ravel_params(model.apply, params)
         structure = None
     estimator = make_estimator(method, apply_fn, structure, loss, streams, jnp.zeros((), jnp.int32))
-    trainer = uorojax.make_trainer(estimator, optax.adam(1e-3), unroll=unroll, donate=True)
+    flatten = False if per_leaf else "auto"
+    trainer = uorojax.make_trainer(
+        estimator, optax.adam(1e-3), unroll=unroll, donate=True, flatten=flatten
+    )
 
     def init():
         return trainer.init(params, states, jax.random.key(0, impl=cfg.key_impl))

@@ -61,6 +61,20 @@ def test_mixed_dtypes_and_explicit_choices():
         uorojax.make_trainer(uorojax.tbptt(lambda p, s, x: (s, s), LOSS, 1), optax.sgd(1), flatten="yes")  # fmt: skip
 
 
+class _Unhashable:
+    """An optimizer-like object that cannot be a cache key."""
+
+    __hash__ = None
+
+    def __init__(self, tx):
+        self.init, self.update = tx.init, tx.update
+
+
+def test_an_unhashable_optimizer_is_probed_without_the_cache():
+    assert flattens(_Unhashable(optax.adam(1e-3)), _two_layer_params())
+    assert not flattens(_Unhashable(optax.lamb(1e-3)), _two_layer_params())
+
+
 @pytest.mark.parametrize("name", ["adam", "clip_global_then_adam", "sign"])
 @pytest.mark.parametrize("estimator", ["uoro", "tbptt"])
 def test_flat_and_per_leaf_trainers_agree(name, estimator):

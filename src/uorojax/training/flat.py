@@ -75,6 +75,10 @@ def flattens(
             jax.tree.structure(params),
             tuple((tuple(jnp.shape(a)), jnp.result_type(a).name) for a in leaves),
         )
+        try:
+            hash(optimizer)
+        except TypeError:  # not cacheable: probe every time
+            return _probe.__wrapped__(optimizer, layout)
         return _probe(optimizer, layout)
     return bool(flatten)
 
