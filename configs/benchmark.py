@@ -27,10 +27,12 @@ def get_config():
         "kf_rtrl",
         "rtrl_shared",
         "own_tbptt16",
+        "own_windows_tbptt16",
         "own_uoro_per_stream",
         "own_snap1",
-    )  # names of experiments/benchmark.py's METHODS, "forward", "handwritten_uoro" and
-    # "own_<method>" (the same estimator in a user's own lax.scan and optax update)
+    )  # names of experiments/benchmark.py's METHODS, "forward", "handwritten_uoro",
+    # "own_<method>" (the same estimator in a user's own lax.scan and optax update) and
+    # "own_windows_<method>" (a windowed one's own scan over windows, run_window each)
     # Print each compiled chunk's kernels per step, FLOPs and bytes per step.
     c.analysis = False
     # Params as one flat vector (uorojax.ravel_params) for every method that takes it,

@@ -17,6 +17,10 @@ launches (fusions, library calls and copies in the scan body, nested loops count
 their trip counts) and XLA's cost analysis (FLOPs and bytes accessed per step) on the
 backend at hand: the proxies for accelerator time on a machine without one.
 
+A method name ending in ``_per_leaf`` runs the trainer with ``flatten=False``: the
+optimizer, the guard's tests and the gradient norm leaf by leaf, as before they ran on
+one flat vector, in the same process as the default.
+
 Warm-up (compilation) is excluded. The methods take turns, one run of
 ``chunks_per_run`` chunks each per round, for ``repeats`` rounds; each method's best
 round counts, and ``jax.block_until_ready`` runs before every timer stops.
@@ -185,6 +189,35 @@ def own_loop_chunk(estimator, params, states):
     return run, init
 
 
+def own_window_loop_chunk(estimator, params, states):
+    """The loop a user writes around a windowed estimator's whole-window path: a
+    ``lax.scan`` over the chunk's windows, one ``uorojax.run_window`` and one Adam update
+    each (the pattern of docs/performance.md, "Windowed estimators in one's own loop"),
+    no guards. The train state is ``(params, opt_state, carry, key)``, donated."""
+    opt, window = optax.adam(1e-3), estimator.window
+
+    def one_window(train_state, xyk):
+        params, opt_state, carry = train_state
+        grads, carry, info = uorojax.run_window(estimator, params, carry, *xyk)
+        updates, opt_state = opt.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), opt_state, carry), info.loss
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def run(train_state, xs, ys):
+        *state, key = train_state
+        key, chunk_key = jax.random.split(key)
+        keys = jax.random.split(chunk_key, xs.shape[0])
+        windows = lambda a: a.reshape(-1, window, *a.shape[1:])  # noqa: E731
+        state, losses = jax.lax.scan(one_window, tuple(state), (windows(xs), windows(ys), windows(keys)))  # fmt: skip
+        return (*state, key), losses
+
+    def init():
+        carry = estimator.init_state(params, states)
+        return uorojax.training.own_buffers((params, opt.init(params), carry, jax.random.key(0)))
+
+    return run, init
+
+
 def memory_bytes(compiled) -> int | None:
     try:
         m = compiled.memory_analysis()
@@ -222,15 +255,24 @@ def prepare(method, hidden, streams, cfg, unroll, cell):
         return compiled, lambda: (init_carry(states), xs, ys), memory_bytes(compiled), 1, 1
     apply_fn, structure = model.apply, model.structure
     if method.startswith("own_"):  # the same estimator in a user's own loop
-        estimator = make_estimator(method[4:], apply_fn, structure, loss, streams, jnp.zeros((), jnp.int32))  # fmt: skip
-        run, init_state = own_loop_chunk(estimator, params, states)
+        windows = method.startswith("own_windows_")  # over whole windows (run_window)
+        name = method.removeprefix("own_windows_" if windows else "own_")
+        estimator = make_estimator(name, apply_fn, structure, loss, streams, jnp.zeros((), jnp.int32))  # fmt: skip
+        make_loop = own_window_loop_chunk if windows else own_loop_chunk
+        run, init_state = make_loop(estimator, params, states)
         compiled = run.lower(jax.eval_shape(init_state), xs, ys).compile()
-        return compiled, lambda: (init_state(), xs, ys), memory_bytes(compiled), 1, 1
+        window = estimator.window if windows else 1
+        return compiled, lambda: (init_state(), xs, ys), memory_bytes(compiled), window, 1
+    per_leaf = method.endswith("_per_leaf")  # make_trainer(flatten=False)
+    method = method.removesuffix("_per_leaf")
     if cfg.flat_params:  # one flat parameter vector (structured estimators need the tree)
         apply_fn, params, _ = uorojax.ravel_params(model.apply, params)
         structure = None
     estimator = make_estimator(method, apply_fn, structure, loss, streams, jnp.zeros((), jnp.int32))
-    trainer = uorojax.make_trainer(estimator, optax.adam(1e-3), unroll=unroll, donate=True)
+    flatten = False if per_leaf else "auto"
+    trainer = uorojax.make_trainer(
+        estimator, optax.adam(1e-3), unroll=unroll, donate=True, flatten=flatten
+    )
 
     def init():
         return trainer.init(params, states, jax.random.key(0, impl=cfg.key_impl))

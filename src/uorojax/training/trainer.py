@@ -35,6 +35,7 @@ import optax
 
 from uorojax import checks
 from uorojax.estimators.base import Estimator, run_window
+from uorojax.training import flat
 from uorojax.training.update import (
     TrainState,
     advance_counters,
@@ -75,6 +76,8 @@ class _Settings(NamedTuple):
 
     estimator: Estimator
     optimizer: optax.GradientTransformationExtraArgs  # when_ready(the user's optimizer)
+    flatten: Any  # make_trainer's flatten; flat.flattens decides per params layout
+    user_optimizer: optax.GradientTransformation
     nonfinite: str
     shadow: Estimator | None
     param_metrics: dict[str, Callable[[PyTree], jax.Array]]
@@ -85,9 +88,18 @@ def _update(cfg: _Settings, ts: TrainState, grads, carry, info, num_steps, shado
     """One optimizer update from an estimator's output, every write guarded against
     non-finite values. ``num_steps``: stream steps it covers (a window's length on the
     whole-window path); ``ready``: True (statically) or the step's ``info.ready``."""
-    updates, opt_state = cfg.optimizer.update(grads, ts.opt_state, ts.params, ready=ready)
-    params = optax.apply_updates(ts.params, updates)
-    finite = step_finite(info, grads, carry) & tree_finite((params, shadow_carry))
+    if flat.flattens(cfg.user_optimizer, ts.params, cfg.flatten):
+        grads, old, updates, opt_state = flat.flat_update(
+            cfg.optimizer, grads, ts.opt_state, ts.params, ready=ready
+        )
+        new = optax.apply_updates(old, updates)
+        params = flat.unravel_like(new, ts.params)
+        tested = (flat.poisoned(new, grads), shadow_carry)  # one reduction for both
+        finite = step_finite(info, None, carry) & tree_finite(tested)
+    else:
+        updates, opt_state = cfg.optimizer.update(grads, ts.opt_state, ts.params, ready=ready)
+        params = optax.apply_updates(ts.params, updates)
+        finite = step_finite(info, grads, carry) & tree_finite((params, shadow_carry))
     window_closed = jnp.reshape(info.ready, (-1,))[-1]
     first_bad = _first_bad_step(info.loss, num_steps)
     counters = advance_counters(
@@ -177,6 +189,7 @@ def make_trainer(
     target_metrics: dict[str, Callable[[PyTree, PyTree], jax.Array]] | None = None,
     unroll: int = 1,
     donate: bool = False,
+    flatten: bool | str = "auto",
 ) -> Trainer:
     """Builds the online training functions for an estimator and an optax optimizer.
 
@@ -205,6 +218,14 @@ def make_trainer(
         saves ``B·|Θ|`` floats of device memory. The train state passed in is unusable
         afterwards (keep the one returned); ``init`` copies the params and state it is
         given, so those stay usable. Results do not change.
+      flatten: run the optimizer, the guard's tests and the gradient's norm on the
+        params raveled into one vector (``uorojax.training.flat``): a few kernels a step
+        in all instead of a few per params leaf. ``"auto"`` (the default) does so when
+        a probe finds the optimizer elementwise (Adam, SGD, clipping, schedules; not
+        ``optax.masked`` with a mask tree, ``multi_transform``, LAMB or Adafactor, which
+        keep the per-leaf path); True or False decides. When flat, ``opt_state`` is the
+        optimizer's state for the flat vector. The updates are the per-leaf ones up to
+        float rounding (clipping's global norm is summed in another order).
 
     Returns:
       A :class:`Trainer`.
@@ -225,6 +246,8 @@ def make_trainer(
     cfg = _Settings(
         estimator,
         when_ready(optimizer),
+        flat.check_flatten(flatten),
+        optimizer,
         nonfinite,
         shadow,
         dict(param_metrics or {}),
@@ -243,7 +266,7 @@ def make_trainer(
         return owned(
             TrainState(
                 params=params,
-                opt_state=optimizer.init(params),
+                opt_state=flat.init(optimizer, params, flat.flattens(optimizer, params, flatten)),
                 carry=estimator.init_state(params, state0),
                 key=key,
                 step=jnp.zeros((), jnp.int32),

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 import optax
 
 from uorojax.estimators.base import Estimator
+from uorojax.training import flat
 from uorojax.training.update import step_finite, when_ready
 from uorojax.tree import zeros_like
 
@@ -39,6 +40,8 @@ def as_optax(
     estimator: Estimator,
     state0: PyTree,
     optimizer: optax.GradientTransformation | None = None,
+    *,
+    flatten: bool | str = "auto",
 ) -> optax.GradientTransformationExtraArgs:
     """Turns an estimator into an optax gradient transformation.
 
@@ -71,6 +74,9 @@ def as_optax(
       state0: the model's initial recurrent state.
       optimizer: an optax transformation to apply where a gradient is ready, or None to
         emit the gradients for the transformations chained after this one.
+      flatten: run ``optimizer`` on the params raveled into one vector, as
+        :func:`~uorojax.make_trainer` does (``"auto"``: when it is elementwise; see
+        ``uorojax.training.flat``). Its state is then the state for the flat vector.
 
     Returns:
       An ``optax.GradientTransformationExtraArgs``; its state is an
@@ -80,12 +86,15 @@ def as_optax(
 
       tx = uorojax.as_optax(uorojax.uoro(apply_fn, loss_fn), h0, optimizer=optax.adam(1e-3))
     """
+    flat.check_flatten(flatten)
 
     def init_fn(params):
         carry = estimator.init_state(params, state0)
         loss_dtype = jnp.result_type(jax.tree.leaves(params)[0])
         true = jnp.asarray(True)
-        opt_state = None if optimizer is None else optimizer.init(params)
+        opt_state = None
+        if optimizer is not None:
+            opt_state = flat.init(optimizer, params, flat.flattens(optimizer, params, flatten))
         return OnlineGradientState(carry, jnp.zeros((), loss_dtype), true, true, opt_state)
 
     def update_fn(updates, state, params=None, *, x=None, y=None, key=None, **extra_args):
@@ -99,9 +108,15 @@ def as_optax(
             finite, lambda: (grads, carry), lambda: (zeros_like(grads), state.carry)
         )
         opt_state = state.opt_state
-        if optimizer is not None:  # the trainer's gate: only finite, ready gradients move it
+        gate = finite & ready  # the trainer's gate: only finite, ready gradients move it
+        if optimizer is not None and flat.flattens(optimizer, params, flatten):
+            _, _, updates, opt_state = flat.flat_update(
+                when_ready(optimizer), grads, state.opt_state, params, ready=gate
+            )
+            grads = flat.unravel_like(updates, params)
+        elif optimizer is not None:
             grads, opt_state = when_ready(optimizer).update(
-                grads, state.opt_state, params, ready=finite & ready
+                grads, state.opt_state, params, ready=gate
             )
         loss = jnp.mean(info.loss).astype(state.loss.dtype)
         return grads, OnlineGradientState(carry, loss, finite, ready, opt_state)
