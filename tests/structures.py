@@ -12,6 +12,7 @@ hand-written structures: these tables are the tests' own copy.
 
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple
 
 import jax
@@ -64,7 +65,7 @@ def _reader(case: Case):
     for path, layer in case.layers.items():
         layer_state[layer] = path  # the last state leaf of a layer: h (an LSTM's carry is (c, h))
 
-    def vector(source, layer, apply, params, state, x):
+    def vector(source, layer, new_state, params, state, x):
         h = state if layer_state[layer] == () else _get(state, layer_state[layer])
         if source == "1":
             return jnp.ones((), h.dtype)
@@ -75,10 +76,10 @@ def _reader(case: Case):
             return jnp.roll(one_hot, 1) if source == "x_shifted" else one_hot
         if source in ("h", "h_shifted"):
             return jnp.roll(h, 1) if source == "h_shifted" else h
-        new_state = apply(params, state, x)[0]  # "below": the layer below's new h
-        return _get(new_state, layer_state[layer - 1])
+        return _get(new_state(), layer_state[layer - 1])  # "below": the layer below's new h
 
     def read(params, state, x):
+        new_state = functools.cache(lambda: _new_state(case.apply)(params, state, x))
         out = []
         for path, _ in jax.tree_util.tree_leaves_with_path(params):
             entry = case.inputs.get(plain_path(path))
@@ -86,10 +87,17 @@ def _reader(case: Case):
                 out.append(None)
                 continue
             name, source, layer = entry
-            out.append(DenseInput(name, vector(source, layer, case.apply, params, state, x)))
+            out.append(DenseInput(name, vector(source, layer, new_state, params, state, x)))
         return out
 
     return read
+
+
+@functools.cache
+def _new_state(apply):
+    """``apply``'s new state, compiled once per model (the readers of its mutations share
+    it)."""
+    return jax.jit(lambda params, state, x: apply(params, state, x)[0])
 
 
 def _get(tree, path):

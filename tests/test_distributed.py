@@ -124,8 +124,12 @@ def _read(path):
         return f.read()
 
 
-def test_two_processes_log_what_one_logs_and_resume_after_a_stop_and_a_kill(tmp_path):
-    steps = "--config.steps=80"
+def test_two_processes_killed_mid_checkpoint_resume_and_log_what_one_logs(tmp_path):
+    """One multi-process run, kept small: two processes are stopped by a kill of process
+    0 while committing the checkpoint of step 40 (the last), resume from step 20, and end
+    with the rows and params of one process run straight through (to float32 summation
+    order). The single-process kill and resume are in test_experiment."""
+    steps = "--config.steps=40"
     # One process, started as always (no flags, no cluster).
     one = tmp_path / "one"
     single = subprocess.run(
@@ -135,12 +139,18 @@ def test_two_processes_log_what_one_logs_and_resume_after_a_stop_and_a_kill(tmp_
     )  # fmt: skip
     assert single.returncode == 0, single.stderr[-3000:]
 
-    # The same config on two processes: the same rows, to float32 summation order.
     two = tmp_path / "two"
+    killed = _two(tmp_path, two, steps, env={"CRASH_AT": "40"})
+    assert killed[0].returncode == 17, killed[0].stderr[-3000:]
+    assert killed[1].returncode != 0  # it cannot finish alone
+    left = os.listdir(two / "checkpoints")
+    assert sorted(d for d in left if d.isdigit()) == ["20"], left
+    assert any(d.startswith("40") and not d.isdigit() for d in left), left  # the torn one
     results = _two(tmp_path, two, steps)
     _ok(results)
+
     a, b = _columns(one), _columns(two)
-    assert a.keys() == b.keys() and len(a["step"]) == len(b["step"]) == 8
+    assert a.keys() == b.keys() and len(a["step"]) == len(b["step"]) == 4
     np.testing.assert_array_equal(a["step"], b["step"])
     for name in ("loss", "bits_per_char", "cumulative_bits_per_char", "recent_bits_per_char"):
         np.testing.assert_allclose(b[name], a[name], rtol=1e-4, err_msg=name)
@@ -153,26 +163,9 @@ def test_two_processes_log_what_one_logs_and_resume_after_a_stop_and_a_kill(tmp_
     assert "bits_per_char=" in results[0].stdout and "bits_per_char=" not in results[1].stdout
     assert _written(results[1]) == set(), _written(results[1])
     wrote = _written(results[0])
-    assert {"config.json", "summary.json", "metrics.png", "tb"} <= wrote, wrote
-    assert any(name.startswith("metrics.csv") for name in wrote), wrote
-
-    # Stopped at step 40, then rerun to 80 with process 0 killed while committing the
-    # checkpoint of step 60, then rerun again: the end equals the uninterrupted run.
-    parts = tmp_path / "parts"
-    _ok(_two(tmp_path, parts, "--config.steps=40"))
-    killed = _two(tmp_path, parts, steps, env={"CRASH_AT": "60"})
-    assert killed[0].returncode == 17, killed[0].stderr[-3000:]
-    assert killed[1].returncode != 0  # it cannot finish alone
-    left = os.listdir(parts / "checkpoints")
-    assert sorted(d for d in left if d.isdigit()) == ["20", "40"], left
-    assert any(d.startswith("60") and not d.isdigit() for d in left), left  # the torn one
-    _ok(_two(tmp_path, parts, steps))
-    assert _read(parts / "metrics.csv") == _read(two / "metrics.csv")
-    final_parts = experiment.load_train_state(str(parts))[0]
-    final_two = experiment.load_train_state(str(two))[0]
-    for x, y in zip(jax.tree.leaves(final_parts), jax.tree.leaves(final_two)):
-        if not jax.dtypes.issubdtype(x.dtype, jax.dtypes.prng_key):
-            np.testing.assert_array_equal(x, y)
+    assert {"config.json", "summary.json", "metrics.png"} <= wrote, wrote
+    for prefix in ("metrics.csv", "tb"):
+        assert any(name.startswith(prefix) for name in wrote), wrote
 
 
 def test_processes_started_with_different_configs_all_fail_with_the_same_named_error(tmp_path):

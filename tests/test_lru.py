@@ -86,6 +86,62 @@ def test_the_cell_is_the_complex_recurrence_and_readout():
         np.testing.assert_allclose(y, (c @ h).real + p["D"] * x, rtol=1e-12, atol=1e-14)
 
 
+def written_out_stack(p, carry, x, vocab_size, mlp, norm):
+    """One step of a deep LRU stack in complex numpy, from the equations of
+    :func:`uorojax.lru_stack`: encoder; per layer ``x + M(GELU(LRU(norm(x))))``; readout."""
+    p = jax.tree.map(np.asarray, p)
+
+    def dense(q, v):
+        return v @ q["kernel"] + q["bias"]
+
+    def gelu(v):  # flax's default, the tanh approximation
+        return 0.5 * v * (1 + np.tanh(math.sqrt(2 / math.pi) * (v + 0.044715 * v**3)))
+
+    if vocab_size is not None:
+        x = np.eye(vocab_size)[x]
+    x = dense(p["encoder"], np.asarray(x))
+    new_carry = []
+    for layer, (h_re, h_im) in enumerate(carry):
+        q = p[f"layers_{layer}"]
+        z = x
+        if norm == "layer":
+            z = (x - x.mean()) / np.sqrt(x.var() + 1e-6) * q["norm"]["scale"] + q["norm"]["bias"]
+        u = q["lru"]
+        lam = np.exp(-np.exp(u["nu"]) + 1j * np.exp(u["theta"]))
+        h = lam * (h_re + 1j * h_im) + np.sqrt(1 - abs(lam) ** 2) * (
+            (u["B_re"] + 1j * u["B_im"]) @ z
+        )
+        y = gelu(((u["C_re"] + 1j * u["C_im"]) @ h).real + u["D"] * z)
+        if mlp == "glu":
+            y = dense(q["value"], y) / (1 + np.exp(-dense(q["gate"], y)))
+        else:
+            y = dense(q["dense"], y)
+        x = x + y
+        new_carry.append((h.real, h.imag))
+    return new_carry, dense(p["readout"], x)
+
+
+@pytest.mark.parametrize(
+    "kwargs", [{}, {"tokens": True, "num_layers": 3, "mlp": "mlp", "norm": "none"}]
+)
+def test_the_stack_is_its_written_out_equations(kwargs):
+    """``lru_stack``'s step against the stack written out in complex numpy (each block's
+    norm, LRU, GELU, GLU or MLP and skip connection), over a few steps of float64."""
+    model, params, state0, xs, _ = stack(**kwargs)
+    vocab = 4 if kwargs.get("tokens") else None
+    mlp, norm = kwargs.get("mlp", "glu"), kwargs.get("norm", "layer")
+    step = jax.jit(model.apply)
+    carry, expected_carry = state0, jax.tree.map(np.asarray, state0)
+    for x in xs[:3]:
+        carry, out = step(params, carry, x)
+        expected_carry, expected = written_out_stack(
+            params["params"], expected_carry, x, vocab, mlp, norm
+        )
+        np.testing.assert_allclose(out, expected, rtol=1e-10, atol=1e-12)
+        for got, want in zip(jax.tree.leaves(carry), jax.tree.leaves(expected_carry)):
+            np.testing.assert_allclose(got, want, rtol=1e-10, atol=1e-12)
+
+
 def test_the_ring_initialisation():
     """|λ| on [r_min, r_max], uniform in area (|λ|² uniform: mean (r_min² + r_max²)/2,
     not the (r_min² + r_min r_max + r_max²)/3 of |λ| uniform), phase uniform on
