@@ -4,7 +4,8 @@
     python experiments/benchmark.py --config.analysis=True   # + kernels, FLOPs, bytes
 
 Model: an LSTM (``--config.cells="('gru',)"`` or any other cell of
-``uorojax.models.LINEN_CELLS``) with one-hot input over 64 symbols and a dense readout,
+``uorojax.models.LINEN_CELLS``; ``"nnx_gru"`` and ``"eqx_gru"`` for the GRU cells of
+``flax.nnx`` and Equinox, whose gates are fused in one kernel) with one-hot input over 64 symbols and a dense readout,
 next-symbol cross-entropy, Adam. Every method is a registry name with its hyperparameters and
 batch mode (``METHODS``), built by ``uorojax.registry.build_estimator`` and run by the same
 jitted online trainer (``uorojax.make_trainer``, train state donated) over chunks of a
@@ -19,7 +20,10 @@ backend at hand: the proxies for accelerator time on a machine without one.
 
 A method name ending in ``_per_leaf`` runs the trainer with ``flatten=False``: the
 optimizer, the guard's tests and the gradient norm leaf by leaf, as before they ran on
-one flat vector, in the same process as the default.
+one flat vector, in the same process as the default. A name ending in ``_inferred``
+builds the structured estimator with ``structure=None``: the structure inferred from the
+model's step, where the default passes the model's own (written by hand for the linen
+cells), so the two compiled programs can be compared (``--config.analysis=True``).
 
 Warm-up (compilation) is excluded. The methods take turns, one run of
 ``chunks_per_run`` chunks each per round, for ``repeats`` rounds; each method's best
@@ -50,6 +54,7 @@ from ml_collections import config_flags
 import uorojax
 from uorojax.analysis import hlo
 from uorojax.estimators import registry
+from uorojax.models import registry as model_registry
 
 METHODS = {  # name: (registry method "algorithm:hyperparameter=value,...", batch mode)
     "tbptt1": ("tbptt:truncation=1", "per_stream"),
@@ -78,6 +83,8 @@ def build_model(hidden, vocab, cell="lstm"):
     of Zucchet et al.'s copy setting), with one-hot input and a dense readout."""
     if cell == "lru_stack":
         model = uorojax.lru_stack(4, hidden, hidden // 2, vocab, vocab_size=vocab)
+    elif cell in ("nnx_gru", "eqx_gru"):  # the libraries' own cells, structure inferred
+        model = model_registry.build_model(cell, vocab, hidden_size=hidden)
     else:
         model = uorojax.linen_model(cell, hidden, vocab, vocab_size=vocab)
     params, state0 = model.init(jax.random.key(0), jnp.zeros((), jnp.int32))
@@ -263,6 +270,8 @@ def prepare(method, hidden, streams, cfg, unroll, cell):
         compiled = run.lower(jax.eval_shape(init_state), xs, ys).compile()
         window = estimator.window if windows else 1
         return compiled, lambda: (init_state(), xs, ys), memory_bytes(compiled), window, 1
+    if method.endswith("_inferred"):  # the structure inferred, not the model's own
+        method, structure = method.removesuffix("_inferred"), None
     per_leaf = method.endswith("_per_leaf")  # make_trainer(flatten=False)
     method = method.removesuffix("_per_leaf")
     if cfg.flat_params:  # one flat parameter vector (structured estimators need the tree)

@@ -8,7 +8,18 @@ subprocess, for a float32 subset).
 import os
 import tempfile
 
-import jax
+# The tests compile many small programs once each, and compiling them dominates the
+# suite's time: LLVM's cheaper code generation halves it and changes no result beyond
+# the float tolerances the tests use (set before the backend starts; subprocesses inherit).
+os.environ["XLA_FLAGS"] = " ".join(
+    [
+        os.environ.get("XLA_FLAGS", ""),
+        "--xla_backend_optimization_level=0",
+        "--xla_llvm_disable_expensive_passes=true",
+    ]
+).strip()
+
+import jax  # noqa: E402
 
 jax.config.update("jax_enable_x64", os.environ.get("UOROJAX_TEST_X64", "1") != "0")
 jax.config.update("jax_default_matmul_precision", "highest")

@@ -238,7 +238,7 @@ def _cli(*args, cwd=ROOT):
         (["--config.lerning_rate=0.1"], "error: unknown config field 'lerning_rate'; did you mean 'learning_rate'?"),
         (["--config.algorithm=tbptt", "--config.tbptt.truncation=16", "--config.steps=1000"], "error: steps (1000) must be a whole number of tbptt windows (truncation 16): use 992 or 1008"),
         (["--config=configs/missing.py"], "error: config file 'configs/missing.py' does not exist"),
-        (["--config.algorithm=snap1", "--config.embed_dim=4"], "error: --config.algorithm=snap1 does not fit --config.model=gru: snap1: params leaf ['params']['embed']['embedding'] moves every unit"),
+        (["--config.algorithm=kf_rtrl"], "error: --config.algorithm=kf_rtrl does not fit --config.model=gru: kf_rtrl handles a single dense layer h = σ(W a): params leaves"),
     ],
 )  # fmt: skip
 def test_command_line_errors_are_one_line_with_status_2(tmp_path, args, message):

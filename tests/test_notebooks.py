@@ -40,7 +40,7 @@ def check_deep_lru_copy(text: str) -> None:
         r"^(.+?): length reached (\d+); .*?, ([0-9.]+) bits over the last 5 chunks", text
     )
     (snap_length, snap_bits), (tbptt_length, _) = runs["SnAp-1"], runs["TBPTT(2)"]
-    assert snap_length >= 6 and snap_length > tbptt_length, runs
+    assert snap_length >= 5 and snap_length > tbptt_length, runs
     assert snap_bits < 1.0, runs  # the no-memory floor is 2 bits per recall step
 
 

@@ -113,10 +113,11 @@ def test_a_run_that_fails_to_build_leaves_no_workdir_and_names_the_model_flag(tm
     failed = _cli("--workdir", workdir, "--config.algorithm=ok", *TINY)
     assert failed.returncode == 2, failed.stderr[-2000:]
     assert failed.stderr.strip() == (
-        "error: --config.algorithm=ok does not fit --config.model=gru: ok needs a dense "
-        "recurrent layer h = σ(W [x; h; 1]) and this model's structure gives no "
-        "layer_inputs; it takes --config.model=simple or --config.model=leaky_rnn with "
-        "these settings"
+        "error: --config.algorithm=ok does not fit --config.model=gru: ok handles a single "
+        "dense layer h = σ(W a): params leaves ['params']['cells_0']['hn']['bias'] and "
+        "['params']['cells_0']['hr']['kernel'] feed different pre-activations of the units "
+        "(gates, as in a GRU or an LSTM); it takes --config.model=simple or "
+        "--config.model=leaky_rnn with these settings"
     )
     assert not os.path.exists(workdir)
     again = _cli("--workdir", workdir, "--config.algorithm=snap1", *TINY)

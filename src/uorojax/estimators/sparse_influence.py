@@ -102,10 +102,13 @@ def zero_influence(structure: Structure, params, state0, who: str) -> tuple:
     checks.check_init(params, state0, who)
     check_single_stream(structure, params, state0, who, feedforward=True, fused=True)
     where = layout(structure, params, state0)
+    state_dtypes = [jnp.result_type(s) for s in jax.tree.leaves(state0)]
     return tuple(
         None
-        if u is None
-        else jnp.zeros((len(members), *unit_major(p, u.axis).shape), jnp.result_type(p))
+        if u is None  # ∂s/∂θ: the dtype the step computes it in (a float64 state promotes)
+        else jnp.zeros(
+            (len(members), *unit_major(p, u.axis).shape), jnp.result_type(p, *state_dtypes)
+        )
         for p, u, members in zip(jax.tree.leaves(params), where.units, where.members)
     )
 
