@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test docs lint format bench reproduce clean
+.PHONY: setup demo test test-slow docs lint format bench reproduce clean
 
 setup: $(VENV)/.installed
 
@@ -25,7 +25,11 @@ demo: setup
 test: setup
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/pytest -n 2 --durations=15 tests
+	$(BIN)/pytest -n 2 --durations=15 -m "not slow" tests
+
+# The end-to-end runs marked slow: the notebooks and the runs of several processes.
+test-slow: setup
+	$(BIN)/pytest -n 2 --durations=15 -m slow tests
 
 # Warnings are errors (a broken reference, a name of uorojax.__all__ on no API page, a
 # notebook that raises); the notebooks are executed and cached in docs/_build/.jupyter_cache,

@@ -9,13 +9,15 @@ import os
 import tempfile
 
 # The tests compile many small programs once each, and compiling them dominates the
-# suite's time: LLVM's cheaper code generation halves it and changes no result beyond
-# the float tolerances the tests use (set before the backend starts; subprocesses inherit).
+# suite's time: LLVM's cheaper code generation and XLA's classic fusion emitters halve
+# it and change no result beyond the float tolerances the tests use; a bit-exact test
+# compares two runs of one program (set before the backend starts; subprocesses inherit).
 os.environ["XLA_FLAGS"] = " ".join(
     [
         os.environ.get("XLA_FLAGS", ""),
         "--xla_backend_optimization_level=0",
         "--xla_llvm_disable_expensive_passes=true",
+        "--xla_cpu_use_fusion_emitters=false",
     ]
 ).strip()
 

@@ -48,15 +48,21 @@ def scan_estimator(est, params, state0, xs, ys, key):
 
 
 def bptt_grad(apply_fn, loss_fn, params, state0, xs, ys, t):
-    """jax.grad of L_t through the whole unrolled sequence up to step t."""
+    """jax.grad of L_t through the whole unrolled sequence up to step t.
 
-    def loss_t(p):
-        _, losses, _ = uorojax.forward_sequence(
-            apply_fn, loss_fn, p, state0, xs[: t + 1], ys[: t + 1]
-        )
-        return losses[t]
+    ``t`` an int, or a sequence of steps: then the gradients of each L_t stacked on a
+    leading axis, from one compiled program (the losses' reverse-mode Jacobian; L_t reads
+    only the steps up to t).
+    """
+    steps = np.atleast_1d(np.asarray(t))
+    end = int(steps.max()) + 1
 
-    return jax.grad(loss_t)(params)
+    def losses(p):
+        _, losses, _ = uorojax.forward_sequence(apply_fn, loss_fn, p, state0, xs[:end], ys[:end])
+        return losses[steps]
+
+    grads = jax.jit(jax.jacrev(losses))(params)
+    return grads if np.ndim(t) else jax.tree.map(lambda g: g[0], grads)
 
 
 def flat(tree):

@@ -124,6 +124,7 @@ def _read(path):
         return f.read()
 
 
+@pytest.mark.slow  # two processes end to end: `make test-slow`, run by CI
 def test_two_processes_killed_mid_checkpoint_resume_and_log_what_one_logs(tmp_path):
     """One multi-process run, kept small: two processes are stopped by a kill of process
     0 while committing the checkpoint of step 40 (the last), resume from step 20, and end

@@ -72,6 +72,7 @@ def test_every_notebook_has_a_check():
     assert names == set(CHECKS), names
 
 
+@pytest.mark.slow  # each notebook end to end: `make test-slow`, run by CI
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: os.path.basename(p))
 def test_notebook_runs_and_shows_what_it_says(path, monkeypatch):
     # The kernel imports this checkout's uorojax, whatever the environment has installed.

@@ -153,6 +153,12 @@ def _poisoned_stream(at, where="x"):
     return xs, ys
 
 
+def assert_same_run(params, clean_params):
+    """The params of the same steps run as chunks of other lengths: two compiled programs,
+    equal up to the last bit's rounding (one more or one fewer step is ~1e-3 away)."""
+    np.testing.assert_allclose(flat(params), flat(clean_params), rtol=1e-14, atol=1e-16)
+
+
 def _all_finite(tree):
     return all(bool(jnp.all(jnp.isfinite(leaf))) for leaf in jax.tree.leaves(tree))
 
@@ -175,7 +181,7 @@ def test_raise_policy_names_the_step_and_keeps_the_last_finite_state(name, where
     expected_step = 6 if name == "tbptt" else 7
     assert int(good.step) == expected_step
     clean, _ = trainer.run(ts0, xs[:expected_step], ys[:expected_step])
-    np.testing.assert_array_equal(flat(good.params), flat(clean.params))
+    assert_same_run(good.params, clean.params)
     # One step at a time, the step that meets the NaN raises too.
     ts = ts0
     with pytest.raises(NonFiniteError, match="at stream step 7") as info:
@@ -319,4 +325,4 @@ def test_raise_policy_with_a_batch_of_streams(name):
     expected_step = 6 if name == "tbptt" else 7
     assert int(good.step) == expected_step and _all_finite((good.params, good.carry))
     clean, _ = trainer.run(ts0, xs[:expected_step], ys[:expected_step])
-    np.testing.assert_array_equal(flat(good.params), flat(clean.params))
+    assert_same_run(good.params, clean.params)

@@ -17,8 +17,9 @@ def _optimizer():
 
 @pytest.mark.parametrize("flatten", [False, "auto"])
 def test_trainer_and_optax_chain_end_with_identical_params(flatten):
-    """Per leaf (flatten=False) bit for bit; on the raveled params the global norm of the
-    clipping is summed in another order: equal to float64 rounding."""
+    """The same params to float64 rounding: the trainer's scan and the optax chain's
+    per-step program are two XLA programs, free to round the last bit differently (and
+    on the raveled params the clipping's global norm is summed in another order)."""
     model, params, h0 = tiny_rnn()
     xs, ys = regression_stream(40)
     est = uorojax.uoro(model.apply, uorojax.squared_error)
@@ -40,8 +41,6 @@ def test_trainer_and_optax_chain_end_with_identical_params(flatten):
             p, opt_state, xs[t], ys[t], uorojax.step_key(jax.random.key(3), t)
         )
         np.testing.assert_allclose(opt_state[0].loss, metrics["loss"][t], rtol=1e-12)
-    if flatten is False:
-        np.testing.assert_array_equal(flat(p), flat(ts.params))
     np.testing.assert_allclose(flat(p), flat(ts.params), rtol=1e-12, atol=1e-14)
     assert float(jnp.abs(flat(p) - flat(params)).max()) > 1e-3  # training moved the params
 

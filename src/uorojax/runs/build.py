@@ -222,7 +222,7 @@ def _fits(c: ml_collections.ConfigDict, name: str, stream: Any) -> bool:
     x, y = (jnp.asarray(a) for a in stream.example())
     try:
         estimator = registry.build_estimator(
-            c.algorithm, model.apply, tasks.TASKS[c.task].loss, structure=model.structure,
+            c.algorithm, model.apply, tasks.TASKS[c.task].loss, structure=None,
             example_x=x, example_y=y, **hyperparameters_of(c),
         )  # fmt: skip
         estimator.init_state(*model.init(jax.random.key(0), x))

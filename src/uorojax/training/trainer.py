@@ -263,11 +263,12 @@ def make_trainer(
         checks.check_key(key)
         if donate:  # the train state owns its buffers: donating it leaves the caller's alone
             params, state0 = jax.tree.map(lambda a: jnp.array(a, copy=True), (params, state0))
+        carry = estimator.init_state(params, state0)  # first: a misfit model fails fast
         return owned(
             TrainState(
                 params=params,
                 opt_state=flat.init(optimizer, params, flat.flattens(optimizer, params, flatten)),
-                carry=estimator.init_state(params, state0),
+                carry=carry,
                 key=key,
                 step=jnp.zeros((), jnp.int32),
                 num_skipped=jnp.zeros((), jnp.int32),
