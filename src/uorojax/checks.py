@@ -7,6 +7,7 @@ it costs nothing inside a compiled loop. Errors are subclasses of the standard
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import math
 from collections.abc import Callable
@@ -15,6 +16,20 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+
+
+def concrete_evaluation() -> contextlib.AbstractContextManager:
+    """A context in which JAX operations on concrete values run, even inside a trace.
+
+    Inside ``jax.jit`` (an estimator's ``init_state`` traced with the train state), it is
+    ``jax.ensure_compile_time_eval()``. Outside a trace it is nothing: values are concrete
+    already, and compile-time evaluation would also run every constant operation of a
+    model traced inside it op by op (flax's shape check of each initializer, one
+    compilation each).
+    """
+    if isinstance(jnp.zeros(()), jax.core.Tracer):
+        return jax.ensure_compile_time_eval()
+    return contextlib.nullcontext()
 
 
 class ModelError(ValueError):

@@ -124,7 +124,7 @@ def single_layer_plan(structure: Structure, params, state, x, who: str) -> Probe
     """
     the_plan = probe_plan(structure, params, state, who)
     given = tuple(concrete(t) for t in (params, state, x))
-    with jax.ensure_compile_time_eval():
+    with checks.concrete_evaluation():
         point = random_point(given, point_noise(given, np.random.default_rng(0)))
         derivatives = [np.asarray(d) for d in probe_derivatives(structure, the_plan, *point)]
     order = sorted({*the_plan.kernels, *(j for g in the_plan.copy_groups for j in g)})

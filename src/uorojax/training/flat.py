@@ -89,7 +89,7 @@ def _probe(optimizer, layout) -> bool:
     dtypes = {dtype for _, dtype in shapes}
     if len(dtypes) != 1 or not jnp.issubdtype(jnp.dtype(next(iter(dtypes))), jnp.floating):
         return False
-    with jax.ensure_compile_time_eval():
+    with checks.concrete_evaluation():
         rng = np.random.default_rng(0)
 
         def draw():  # leaf i drawn at scale i + 1: per-leaf norms differ from the global one

@@ -90,7 +90,7 @@ def verify_structure(
             f"{type(structure).__name__}"
         )
     params, state, x = (concrete(tree) for tree in (params, state, x))
-    with jax.ensure_compile_time_eval():  # concrete even inside a traced init_state
+    with checks.concrete_evaluation():  # concrete even inside a traced init_state
         return _verify(apply_fn, structure, params, state, x, rtol, seed)
 
 
