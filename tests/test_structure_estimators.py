@@ -397,11 +397,7 @@ def _zero_influence(structure, params, state):
 
 def _sparse_run(case, source, keep, carry, xs, ys):
     step = jax.jit(functools.partial(sparse_step, case.apply, loss, source, keep, EPropState))
-    out = []
-    for t in range(len(xs)):
-        g, carry, _ = step(case.params, carry, xs[t][None], ys[t][None], None)
-        out.append(ravel_pytree(g)[0])
-    return jnp.concatenate(out)
+    return _gradients(step, case.params, carry, xs[:, None], ys[:, None], keys=False)
 
 
 def _es_run(case, source, xs, ys):
@@ -411,20 +407,22 @@ def _es_run(case, source, xs, ys):
         functools.partial(es_d_rtrl_module.es_d_rtrl_streams, case.apply, loss, source, 0.8)
     )
     carry = carry._replace(state=jax.tree.map(lambda a: a + 0.3, carry.state))
-    out = []
-    for t in range(len(xs)):
-        g, carry, _ = step(case.params, carry, xs[t][None], ys[t][None], None)
-        out.append(ravel_pytree(g)[0])
-    return jnp.concatenate(out)
+    return _gradients(step, case.params, carry, xs[:, None], ys[:, None], keys=False)
 
 
 def _kf_run(case, source, xs, ys):
     carry = kf_rtrl_module.kf_rtrl_init(source, case.params, case.state)
     step = jax.jit(functools.partial(kf_rtrl_module.kf_rtrl_step, case.apply, loss, source, 1e-7))
     carry = carry._replace(state=jax.tree.map(lambda a: a + 0.3, carry.state))
+    return _gradients(step, case.params, carry, xs, ys, keys=True)
+
+
+def _gradients(step, params, carry, xs, ys, *, keys: bool):
+    """The flat gradients of ``step`` over the sequence, concatenated (step ``t`` keyed
+    by ``jax.random.key(t)`` with ``keys``, else by None)."""
     out = []
     for t in range(len(xs)):
-        g, carry, _ = step(case.params, carry, xs[t], ys[t], jax.random.key(t))
+        g, carry, _ = step(params, carry, xs[t], ys[t], jax.random.key(t) if keys else None)
         out.append(ravel_pytree(g)[0])
     return jnp.concatenate(out)
 
