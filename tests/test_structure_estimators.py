@@ -503,15 +503,18 @@ def test_the_cho_gru_gets_its_named_error_through_snap1():
     assert "use uoro or rtrl, or write the cell as r * (Uh h + b)" in str(e.value)
 
 
-@pytest.mark.parametrize(
-    "model, algorithm", [("nnx_gru", "snap1"), ("eqx_gru", "eprop"), ("nnx_gru", "es_d_rtrl")]
-)
+@pytest.mark.parametrize("algorithm", ["snap1", "eprop", "es_d_rtrl"])
+@pytest.mark.parametrize("model", ["nnx_gru", "eqx_gru", "jax_gru"])
 def test_the_runner_trains_library_gru_cells_by_model_name(tmp_path, model, algorithm):
+    """nnx's and Equinox's GRU cells and a two-layer GRU in plain JAX, by name, with no
+    structure written."""
     from uorojax import runs
 
     c = runs.default_config()
     c.task, c.task_args, c.model, c.algorithm = "anbn", {"k": 1, "l": 4}, model, algorithm
     c.hidden_size, c.steps, c.chunk, c.log_every, c.checkpoint_every = 4, 20, 10, 10, 20
+    if model == "jax_gru":
+        c.num_layers = 2
     c.quiet = True
     summary = runs.run(c, str(tmp_path / "run"))
     assert np.isfinite(summary["final_metrics_last_10pct"]["loss"])

@@ -15,7 +15,7 @@ from typing import Any, NamedTuple
 
 from uorojax import checks
 from uorojax.models.dense import leaky_rnn
-from uorojax.models.library_cells import eqx_gru, nnx_gru
+from uorojax.models.library_cells import eqx_gru, jax_gru, nnx_gru
 from uorojax.models.linen import LINEN_CELLS, linen_model
 from uorojax.models.lru_stack import lru_stack
 from uorojax.models.model import Model
@@ -64,6 +64,10 @@ def _library_gru(build: Callable[[int, int], Model]) -> Callable[..., Model]:
     return gru
 
 
+def _jax_gru(vocab_size, *, hidden_size, num_layers) -> Model:  # one-hot input
+    return jax_gru(hidden_size, vocab_size, num_layers=num_layers)
+
+
 def _leaky_rnn(vocab_size, *, hidden_size, tau) -> Model:  # one layer
     return leaky_rnn(hidden_size, vocab_size, vocab_size, tau=tau, vocab_size=vocab_size)
 
@@ -77,13 +81,15 @@ MODELS: dict[str, ModelEntry] = {
     "leaky_rnn": ModelEntry(_leaky_rnn, {"hidden_size": _LAYERS["hidden_size"], "tau": 1.0}),
     "nnx_gru": ModelEntry(_library_gru(nnx_gru), {"hidden_size": _LAYERS["hidden_size"]}),
     "eqx_gru": ModelEntry(_library_gru(eqx_gru), {"hidden_size": _LAYERS["hidden_size"]}),
+    "jax_gru": ModelEntry(_jax_gru, dict(_LAYERS)),
 }
 """A config's ``model`` -> its :class:`ModelEntry`: the ``flax.linen`` cells of
 :data:`~uorojax.models.LINEN_CELLS` (one-hot or embedded input, ``init`` flax or the
 UORO authors' torch7), a deep LRU stack (``model_dim``: its residual width, 0 for
 ``hidden_size``), Murray's leaky RNN (``tau``: its time constant in steps), and the GRU
-cells of ``flax.nnx`` and Equinox (``nnx_gru``, ``eqx_gru``: one-hot input, their
-structure inferred, :mod:`~uorojax.models.library_cells`)."""
+cells of ``flax.nnx`` and Equinox (``nnx_gru``, ``eqx_gru``) and a GRU stack in plain
+JAX (``jax_gru``): one-hot input, their structure inferred
+(:mod:`~uorojax.models.library_cells`)."""
 
 
 def model_fields() -> dict[str, Any]:
