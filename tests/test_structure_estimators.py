@@ -202,6 +202,12 @@ def by_definition(apply, params, state0, xs, ys, mask):
         g_th, g_s = jax.grad(step_loss, (0, 1))(th, s, x, y)
         return f(th, s, x), (b + a @ jac) * mask, g_th + g_s @ jac
 
+    return _forward_jacobian_run(step, theta, s, xs, ys)
+
+
+def _forward_jacobian_run(step, theta, s, xs, ys) -> list:
+    """The gradients of a written-out reference whose ``step(θ, s, J, x, y) -> (s, J, g)``
+    carries the (masked) Jacobian ``J = ∂s/∂θ``, from ``J = 0``."""
     jac = jnp.zeros((s.size, theta.size), theta.dtype)
     grads = []
     for x, y in zip(xs, ys):
@@ -272,12 +278,7 @@ def _eprop_by_definition(apply, params, state0, xs, ys, roles, layers):
                            (0, 1))(th, s_new)  # fmt: skip
         return s_new, jac, readout[0] + readout[1] @ jac
 
-    jac = jnp.zeros((s.size, theta.size), theta.dtype)
-    grads = []
-    for x, y in zip(xs, ys):
-        s, jac, g = step(theta, s, jac, x, y)
-        grads.append(g)
-    return grads
+    return _forward_jacobian_run(step, theta, s, xs, ys)
 
 
 def _readout_loss(apply, unravel_p, unravel_s, th, s_new, y):
