@@ -3,10 +3,11 @@
     python experiments/benchmark.py [--config configs/benchmark.py] [--out FILE.md]
     python experiments/benchmark.py --config.analysis=True   # + kernels, FLOPs, bytes
 
-Model: an LSTM (``--config.cells="('gru',)"`` or any other cell of
-``uorojax.models.LINEN_CELLS``; ``"nnx_gru"`` and ``"eqx_gru"`` for the GRU cells of
-``flax.nnx`` and Equinox, whose gates are fused in one kernel) with one-hot input over 64 symbols and a dense readout,
-next-symbol cross-entropy, Adam. Every method is a registry name with its hyperparameters and
+Model: an LSTM (``--config.cells="('gru',)"`` or any other one-layer model of the model
+table, ``uorojax.models.registry.MODELS``: the linen cells, ``"nnx_gru"`` and
+``"eqx_gru"`` for the GRU cells of ``flax.nnx`` and Equinox, whose gates are fused in one
+kernel, ``"jax_gru"``; or ``"lru_stack"``, 4 layers) with one-hot input over 64 symbols
+and a dense readout, next-symbol cross-entropy, Adam. Every method is a registry name with its hyperparameters and
 batch mode (``METHODS``), built by ``uorojax.registry.build_estimator`` and run by the same
 jitted online trainer (``uorojax.make_trainer``, train state donated) over chunks of a
 random stream, the parameters updated after every step (windowed methods: after every
@@ -78,15 +79,14 @@ _SIZES = flags.DEFINE_string("sizes", None, "Override sizes, e.g. '128x32,256x64
 
 
 def build_model(hidden, vocab, cell="lstm"):
-    """The benchmark's model: a linen cell of ``hidden`` units, or ``lru_stack``, a deep
-    LRU network (4 layers of width ``hidden`` and state ``hidden / 2``, the proportions
-    of Zucchet et al.'s copy setting), with one-hot input and a dense readout."""
+    """The benchmark's model: a model of the table with ``hidden`` units and its other
+    fields at their defaults (one layer, one-hot input, a dense readout), or
+    ``lru_stack``, a deep LRU network (4 layers of width ``hidden`` and state
+    ``hidden / 2``, the proportions of Zucchet et al.'s copy setting)."""
     if cell == "lru_stack":
         model = uorojax.lru_stack(4, hidden, hidden // 2, vocab, vocab_size=vocab)
-    elif cell in ("nnx_gru", "eqx_gru"):  # the libraries' own cells, structure inferred
-        model = model_registry.build_model(cell, vocab, hidden_size=hidden)
     else:
-        model = uorojax.linen_model(cell, hidden, vocab, vocab_size=vocab)
+        model = model_registry.build_model(cell, vocab, hidden_size=hidden)
     params, state0 = model.init(jax.random.key(0), jnp.zeros((), jnp.int32))
     return model, params, state0
 
