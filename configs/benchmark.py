@@ -31,8 +31,10 @@ def get_config():
         "own_uoro_per_stream",
         "own_snap1",
     )  # names of experiments/benchmark.py's METHODS, "forward", "handwritten_uoro",
-    # "own_<method>" (the same estimator in a user's own lax.scan and optax update) and
-    # "own_windows_<method>" (a windowed one's own scan over windows, run_window each)
+    # "own_<method>" (the same estimator in a user's own lax.scan and optax update),
+    # "own_windows_<method>" (a windowed one's own scan over windows, run_window each),
+    # "grads_<method>" (the rule alone: gradients summed with the params fixed, no
+    # optimizer, as braintrace's etrace_grad), "adam" and "adam_flat" (the optimizer alone)
     # Print each compiled chunk's kernels per step, FLOPs and bytes per step.
     c.analysis = False
     # Params as one flat vector (uorojax.ravel_params) for every method that takes it,

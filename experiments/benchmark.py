@@ -19,6 +19,13 @@ launches (fusions, library calls and copies in the scan body, nested loops count
 their trip counts) and XLA's cost analysis (FLOPs and bytes accessed per step) on the
 backend at hand: the proxies for accelerator time on a machine without one.
 
+Two kinds of row split a method's cost into its parts, in the same process: a name
+``grads_<method>`` runs the estimator's rule alone, as braintrace's ``etrace_grad`` runs
+its learners (``estimator.step`` in a ``lax.scan``, the params fixed over the chunk and
+the gradients summed, no optimizer, no guard), and ``adam`` / ``adam_flat`` run the
+optimizer alone (Adam updates from a fixed gradient, leaf by leaf or on the raveled
+params), so a trainer row is read as rule + optimizer + guard.
+
 A method name ending in ``_per_leaf`` runs the trainer with ``flatten=False``: the
 optimizer, the guard's tests and the gradient norm leaf by leaf, as before they ran on
 one flat vector, in the same process as the default. A name ending in ``_inferred``
@@ -196,6 +203,59 @@ def own_loop_chunk(estimator, params, states):
     return run, init
 
 
+def gradient_sum_chunk(estimator, params, states):
+    """The estimator's rule alone, as braintrace's ``etrace_grad`` runs its learners: a
+    ``lax.scan`` over ``estimator.step`` with the params fixed over the chunk and the
+    gradients summed, no optimizer and no guard; the steps' keys are drawn at once, as the
+    trainer draws them. The state is ``(grads, carry, key)``, donated."""
+
+    def step(state, xyk):
+        total, carry = state
+        grads, carry, info = estimator.step(params, carry, *xyk)
+        return (jax.tree.map(jnp.add, total, grads), carry), info.loss
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def run(state, xs, ys):
+        *state, key = state
+        key, chunk_key = jax.random.split(key)
+        keys = jax.random.split(chunk_key, xs.shape[0])  # drawn at once, as the trainer does
+        state, losses = jax.lax.scan(step, tuple(state), (xs, ys, keys))
+        return (*state, key), losses
+
+    def init():
+        zeros = jax.tree.map(jnp.zeros_like, params)
+        carry = jax.tree.map(jnp.copy, estimator.init_state(params, states))  # donated
+        return uorojax.training.own_buffers((zeros, carry, jax.random.key(0)))
+
+    return run, init
+
+
+def optimizer_chunk(params, flat: bool):
+    """The optimizer alone: Adam updates of the params from a fixed gradient, one a step,
+    on the params tree leaf by leaf (``flat=False``, as ``optax`` in a user's loop) or on
+    the raveled params (``flat=True``); no guard. The state is ``(params, opt_state)``,
+    donated; ``run(state, xs, ys)`` takes a chunk's inputs for its length only."""
+    opt = optax.adam(1e-3)
+    ravel = (lambda t: ravel_pytree(t)[0]) if flat else (lambda t: t)
+    grads = jax.tree.map(lambda a: jnp.full_like(a, 1e-3), ravel(params))
+
+    def step(state, _):
+        p, opt_state = state
+        updates, opt_state = opt.update(grads, opt_state, p)
+        return (optax.apply_updates(p, updates), opt_state), ()
+
+    @functools.partial(jax.jit, donate_argnums=0)
+    def run(state, xs, ys):
+        del ys
+        return jax.lax.scan(step, state, xs)
+
+    def init():
+        p = jax.tree.map(jnp.copy, ravel(params))  # donated, not the caller's
+        return uorojax.training.own_buffers((p, opt.init(p)))
+
+    return run, init
+
+
 def own_window_loop_chunk(estimator, params, states):
     """The loop a user writes around a windowed estimator's whole-window path: a
     ``lax.scan`` over the chunk's windows, one ``uorojax.run_window`` and one Adam update
@@ -260,7 +320,17 @@ def prepare(method, hidden, streams, cfg, unroll, cell):
         run, init_carry = handwritten_uoro_chunk(model, loss, params)
         compiled = run.lower(jax.eval_shape(lambda: init_carry(states)), xs, ys).compile()
         return compiled, lambda: (init_carry(states), xs, ys), memory_bytes(compiled), 1, 1
+    if method in ("adam", "adam_flat"):  # the optimizer alone, leaf by leaf or flat
+        run, init_state = optimizer_chunk(params, flat=method == "adam_flat")
+        compiled = run.lower(jax.eval_shape(init_state), xs, ys).compile()
+        return compiled, lambda: (init_state(), xs, ys), memory_bytes(compiled), 1, 1
     apply_fn, structure = model.apply, model.structure
+    if method.startswith("grads_"):  # the rule alone: gradients summed, params fixed
+        name = method.removeprefix("grads_")
+        estimator = make_estimator(name, apply_fn, structure, loss, streams, jnp.zeros((), jnp.int32))  # fmt: skip
+        run, init_state = gradient_sum_chunk(estimator, params, states)
+        compiled = run.lower(jax.eval_shape(init_state), xs, ys).compile()
+        return compiled, lambda: (init_state(), xs, ys), memory_bytes(compiled), 1, 1
     if method.startswith("own_"):  # the same estimator in a user's own loop
         windows = method.startswith("own_windows_")  # over whole windows (run_window)
         name = method.removeprefix("own_windows_" if windows else "own_")

@@ -61,9 +61,9 @@ provide it.
 
 Memory per stream: an input trace per kernel (its input width) and a unit trace per
 dense leaf and state leaf of its layer (``n`` each): ``O(I + O)`` per leaf, not
-``O(|Θ|)``. A step costs one forward and one backward batched over ``1 + q`` cotangents
-(the loss's, and ones on each of the ``q`` state leaves for :math:`D_t` and
-:math:`D^f_t`), and ``O(|Θ|)`` for the outer products.
+``O(|Θ|)``. A step costs one forward, its backward for the loss, one for the new state
+batched over ones on each of the ``q`` state leaves (:math:`D_t` and :math:`D^f_t`; no
+params gradient and no readout for these), and ``O(|Θ|)`` for the outer products.
 """
 
 from __future__ import annotations
@@ -219,8 +219,8 @@ def es_d_rtrl_streams(
     apply_fn, loss_fn, source, decay, params, carry: ESDRTRLState, xs, ys, stream_keys
 ):
     """One ES-D-RTRL step of B streams (leading axes; one stream is B = 1): the module
-    docstring's equations, from one batched backward
-    (:func:`~uorojax.estimators.factored_traces.local_backward`), with each layer's
+    docstring's equations, from one forward and its backward for the loss and the state
+    leaves (:func:`~uorojax.estimators.factored_traces.local_backward`), with each layer's
     traces updated as one stack (:func:`~uorojax.estimators.factored_traces.trace_layout`).
     On an inferred program the rows' signals come from its probes
     (:mod:`~uorojax.estimators.probe_rows`), else from the structure's ``leaf_inputs``.
@@ -286,7 +286,7 @@ def es_d_rtrl_streams(
         )
         signals[layer] = (decay * history + (1 - decay) * rows_of[layer][0]) / scale
     grads, input_trace = gradients(
-        the_plan, decay, p_leaves, jax.tree.leaves(first(d_theta)), signals, vectors,
+        the_plan, decay, p_leaves, jax.tree.leaves(d_theta), signals, vectors,
         carry.input_trace,
     )  # fmt: skip
     new_carry = ESDRTRLState(

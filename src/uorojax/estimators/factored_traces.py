@@ -8,7 +8,7 @@ What a step reads of the model's structure, and the signals of one batched backw
 * which leaves feed which pre-activation :math:`z` (:class:`Plan`), and per-stream
   copies of the leaves whose cotangent gives :math:`\partial L_t/\partial z`
   (:func:`signal_readers`: a pre-activation's bias);
-* one forward and one backward batched over the loss and the state leaves
+* one forward and its backward for the loss and for each state leaf
   (:func:`local_backward`), whose cotangents give every stream's
   :math:`\delta\tilde s_{t-1}`, the unit-diagonal blocks of :math:`D_t`,
   :math:`\partial L_t/\partial z` and :math:`D^f_t = \partial s_t/\partial z`
@@ -155,35 +155,22 @@ def preactivation_cotangents(delta_theta: list, inputs: list, units: list, names
     return cotangents
 
 
-def row_cotangents(new_states, outputs, d_outputs):
-    """The cotangents of one backward pass batched over ``1 + q`` rows (``q`` state
-    leaves): row 0 the mean loss's (``∂L/∂output``, no state cotangent), row ``1 + k``
-    ones on state leaf k and nothing on the output."""
-    ones = ones_on_each_leaf(new_states)
-    zero_state, zero_output = zeros_like(new_states), zeros_like(outputs)
-    stack = lambda first_row, rows: jax.tree.map(  # noqa: E731
-        lambda a, b: jnp.concatenate([a[None], b]), first_row, rows
-    )
-    q = len(jax.tree.leaves(new_states))
-    return (
-        stack(zero_state, ones),
-        stack(d_outputs, jax.tree.map(lambda a: jnp.broadcast_to(a, (q, *a.shape)), zero_output)),
-    )
-
-
 def local_backward(local, loss_fn, copy_groups, params, states, xs, ys, probes=None):
     """One forward of the step without recurrent kernels (``local``:
     :func:`~uorojax.structure.local_apply`), with
-    per-stream copies of the leaves :func:`signal_readers` names, and one backward
-    batched over the ``1 + q`` rows of :func:`row_cotangents`.
+    per-stream copies of the leaves :func:`signal_readers` names, and its backward for
+    ``1 + q`` rows of cotangents (``q`` state leaves).
 
-    Row 0 (the mean loss's) gives every stream's ``δs̃_{t-1}``, the averaged direct
-    gradient of the leaves that move no state, and each stream's ``∂L_t/∂z`` from the
-    copies' cotangents; row ``1 + k`` (ones on state leaf k; the model without recurrent
-    kernels is unit-diagonal in a layer) gives row k of the diagonal blocks of ``D_t``
-    as its state cotangent (as :func:`~uorojax.structure.unit_jacobian_columns`), and
-    ``D^f_t = ∂s_k/∂z`` per unit from its copies' cotangents (the adjoint of the JVP
-    along ``1 ⊗ a/‖a‖²``, :func:`~uorojax.structure.preactivation_derivatives`).
+    Row 0 is the mean loss's (``∂L/∂output``, no state cotangent): it gives every
+    stream's ``δs̃_{t-1}``, the averaged direct gradient of the leaves that move no state,
+    and each stream's ``∂L_t/∂z`` from the copies' cotangents. Row ``1 + k`` is ones on
+    state leaf k and nothing on the output (the model without recurrent kernels is
+    unit-diagonal in a layer): it gives row k of the diagonal blocks of ``D_t`` as its
+    state cotangent (as :func:`~uorojax.structure.unit_jacobian_columns`), and ``D^f_t =
+    ∂s_k/∂z`` per unit from its copies' cotangents (the adjoint of the JVP along ``1 ⊗
+    a/‖a‖²``, :func:`~uorojax.structure.preactivation_derivatives`). The ``q`` state rows
+    run through the pullback of the new state alone, batched: they never go through the
+    readout, and no params gradient is formed for them.
 
     With ``probes`` (one stream's zero probes of the inferred program, one per dense
     use), ``local(params, state, x, probes)`` adds them to its dense uses' outputs, and
@@ -191,8 +178,9 @@ def local_backward(local, loss_fn, copy_groups, params, states, xs, ys, probes=N
     ``1 + k``) per output entry, exactly, with or without a bias and at any input.
 
     Returns:
-      ``(new_states, outputs, losses, d_theta, d_copies, d_probes, d_states)``, the last
-      four with a leading axis of ``1 + q`` rows (``d_probes`` None without probes).
+      ``(new_states, outputs, losses, d_theta, d_copies, d_probes, d_states)``:
+      ``d_theta`` the mean loss's params cotangent, and the last three with a leading
+      axis of ``1 + q`` rows (``d_probes`` None without probes).
     """
     p_leaves, treedef = jax.tree.flatten(params)
     num_streams = num_streams_of(states)
@@ -218,10 +206,16 @@ def local_backward(local, loss_fn, copy_groups, params, states, xs, ys, probes=N
         )
         for g in copy_groups
     ]
-    (new_states, outputs), pullback = jax.vjp(batched_forward, params, copies, probes, states)
+    primals = (params, copies, probes, states)
+    (new_states, outputs), pullback = jax.vjp(batched_forward, *primals)
     losses, d_outputs = mean_loss_cotangents(loss_fn, ys)(outputs)
-    d_theta, d_copies, d_probes, d_states = jax.vmap(pullback)(
-        row_cotangents(new_states, outputs, d_outputs)
+    d_theta, *loss_row = pullback((zeros_like(new_states), d_outputs))
+    _, state_pullback = jax.vjp(lambda p, c, z, s: batched_forward(p, c, z, s)[0], *primals)
+    state_rows = jax.vmap(lambda ones: state_pullback(ones)[1:])(ones_on_each_leaf(new_states))
+    d_copies, d_probes, d_states = jax.tree.map(
+        lambda first_row, rows: jnp.concatenate([first_row[None], rows]),
+        tuple(loss_row),
+        state_rows,
     )
     return new_states, outputs, losses, d_theta, d_copies, d_probes, d_states
 
