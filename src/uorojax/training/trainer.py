@@ -225,7 +225,11 @@ def make_trainer(
         ``optax.masked`` with a mask tree, ``multi_transform``, LAMB or Adafactor, which
         keep the per-leaf path); True or False decides. When flat, ``opt_state`` is the
         optimizer's state for the flat vector. The updates are the per-leaf ones up to
-        float rounding (clipping's global norm is summed in another order).
+        float rounding (clipping's global norm is summed in another order). The flat
+        path launches the fewest kernels, which sets a step's time on an accelerator;
+        on a CPU, whose runtime runs independent kernels side by side, ``False`` can be
+        faster (per-stream UORO: docs/performance.md, "The flat trainer and per-stream
+        UORO on this CPU").
 
     Returns:
       A :class:`Trainer`.
