@@ -298,6 +298,20 @@ def memory_bytes(compiled) -> int | None:
         return None
 
 
+LOOPS = {  # method prefix: the loop it runs the estimator in (longest prefix first)
+    "grads_": gradient_sum_chunk,  # the rule alone: gradients summed, params fixed
+    "own_windows_": own_window_loop_chunk,  # a user's own scan over whole windows
+    "own_": own_loop_chunk,  # a user's own scan over single steps
+}
+
+
+def compiled_chunk(run, init_state, xs, ys, window=1, unroll=1):
+    """``prepare``'s result for a chunk ``run(state, xs, ys)`` whose state
+    ``init_state()`` builds (compiled from its shapes alone)."""
+    compiled = run.lower(jax.eval_shape(init_state), xs, ys).compile()
+    return compiled, lambda: (init_state(), xs, ys), memory_bytes(compiled), window, unroll
+
+
 def prepare(method, hidden, streams, cfg, unroll, cell):
     """Compiles one method's chunk; returns ``(compiled, make_args, compiled memory,
     window, scan unroll)``: the loop the chunk runs is ``chunk / window`` iterations of
@@ -318,28 +332,15 @@ def prepare(method, hidden, streams, cfg, unroll, cell):
         return compiled, lambda: (params, states, xs, ys), memory_bytes(compiled), 1, 1
     if method == "handwritten_uoro":
         run, init_carry = handwritten_uoro_chunk(model, loss, params)
-        compiled = run.lower(jax.eval_shape(lambda: init_carry(states)), xs, ys).compile()
-        return compiled, lambda: (init_carry(states), xs, ys), memory_bytes(compiled), 1, 1
+        return compiled_chunk(run, lambda: init_carry(states), xs, ys)
     if method in ("adam", "adam_flat"):  # the optimizer alone, leaf by leaf or flat
-        run, init_state = optimizer_chunk(params, flat=method == "adam_flat")
-        compiled = run.lower(jax.eval_shape(init_state), xs, ys).compile()
-        return compiled, lambda: (init_state(), xs, ys), memory_bytes(compiled), 1, 1
-    apply_fn, structure = model.apply, model.structure
-    if method.startswith("grads_"):  # the rule alone: gradients summed, params fixed
-        name = method.removeprefix("grads_")
-        estimator = make_estimator(name, apply_fn, structure, loss, streams, jnp.zeros((), jnp.int32))  # fmt: skip
-        run, init_state = gradient_sum_chunk(estimator, params, states)
-        compiled = run.lower(jax.eval_shape(init_state), xs, ys).compile()
-        return compiled, lambda: (init_state(), xs, ys), memory_bytes(compiled), 1, 1
-    if method.startswith("own_"):  # the same estimator in a user's own loop
-        windows = method.startswith("own_windows_")  # over whole windows (run_window)
-        name = method.removeprefix("own_windows_" if windows else "own_")
-        estimator = make_estimator(name, apply_fn, structure, loss, streams, jnp.zeros((), jnp.int32))  # fmt: skip
-        make_loop = own_window_loop_chunk if windows else own_loop_chunk
-        run, init_state = make_loop(estimator, params, states)
-        compiled = run.lower(jax.eval_shape(init_state), xs, ys).compile()
-        window = estimator.window if windows else 1
-        return compiled, lambda: (init_state(), xs, ys), memory_bytes(compiled), window, 1
+        return compiled_chunk(*optimizer_chunk(params, flat=method == "adam_flat"), xs, ys)
+    apply_fn, structure, example = model.apply, model.structure, jnp.zeros((), jnp.int32)
+    for prefix, make_loop in LOOPS.items():  # the estimator in a loop other than the trainer
+        if method.startswith(prefix):
+            estimator = make_estimator(method.removeprefix(prefix), apply_fn, structure, loss, streams, example)  # fmt: skip
+            window = estimator.window if prefix == "own_windows_" else 1
+            return compiled_chunk(*make_loop(estimator, params, states), xs, ys, window)
     if method.endswith("_inferred"):  # the structure inferred, not the model's own
         method, structure = method.removesuffix("_inferred"), None
     per_leaf = method.endswith("_per_leaf")  # make_trainer(flatten=False)
@@ -347,7 +348,7 @@ def prepare(method, hidden, streams, cfg, unroll, cell):
     if cfg.flat_params:  # one flat parameter vector (structured estimators need the tree)
         apply_fn, params, _ = uorojax.ravel_params(model.apply, params)
         structure = None
-    estimator = make_estimator(method, apply_fn, structure, loss, streams, jnp.zeros((), jnp.int32))
+    estimator = make_estimator(method, apply_fn, structure, loss, streams, example)
     flatten = False if per_leaf else "auto"
     trainer = uorojax.make_trainer(
         estimator, optax.adam(1e-3), unroll=unroll, donate=True, flatten=flatten
@@ -356,8 +357,7 @@ def prepare(method, hidden, streams, cfg, unroll, cell):
     def init():
         return trainer.init(params, states, jax.random.key(0, impl=cfg.key_impl))
 
-    compiled = trainer.run_chunk.lower(jax.eval_shape(init), xs, ys).compile()
-    return compiled, lambda: (init(), xs, ys), memory_bytes(compiled), estimator.window, unroll
+    return compiled_chunk(trainer.run_chunk, init, xs, ys, estimator.window, unroll)
 
 
 class Runner:

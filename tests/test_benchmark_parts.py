@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from helpers import flat, regression_stream, tiny_rnn
+from helpers import flat, regression_stream, scan_estimator, tiny_rnn
 
 import uorojax
 
@@ -34,20 +34,17 @@ def _streams(num_streams=3, length=6):
 
 
 def test_the_rule_alone_sums_the_steps_gradients_with_the_params_fixed():
-    """One chunk of ``grads_<method>`` equals a Python loop over ``estimator.step`` with
-    the keys drawn as its docstring says, for a deterministic and a random estimator."""
+    """One chunk of ``grads_<method>`` equals a scan over ``estimator.step`` with the keys
+    drawn as its docstring says, summed, for a deterministic and a random estimator."""
     model, params, states, xs, ys = _streams()
     for name in ("es_d_rtrl", "uoro_per_stream"):
         est = benchmark.make_estimator(name, model.apply, model.structure, LOSS, 3, xs[0, 0])
         run, init = benchmark.gradient_sum_chunk(est, params, states)
         (total, carry, _), losses = run(init(), xs, ys)
         _, chunk_key = jax.random.split(jax.random.key(0))
-        keys = jax.random.split(chunk_key, xs.shape[0])
-        expected, c = jax.tree.map(jnp.zeros_like, params), est.init_state(params, states)
-        for t in range(xs.shape[0]):
-            grads, c, info = est.step(params, c, xs[t], ys[t], keys[t])
-            expected = jax.tree.map(jnp.add, expected, grads)
-            np.testing.assert_allclose(losses[t], info.loss, rtol=1e-12)
+        c, grads, infos = scan_estimator(est, params, states, xs, ys, chunk_key)
+        expected = jax.tree.map(lambda g: jnp.sum(g, axis=0), grads)
+        np.testing.assert_allclose(losses, infos.loss, rtol=1e-12)
         np.testing.assert_allclose(flat(total), flat(expected), rtol=1e-10, atol=1e-14)
         assert float(jnp.abs(flat(total)).max()) > 0
         for a, b in zip(jax.tree.leaves(carry), jax.tree.leaves(c)):
